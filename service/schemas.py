@@ -1,0 +1,215 @@
+"""The public contract: request, job and result models shared by gateway, worker, client and CLI.
+
+Field limits live here so that bad input becomes a 422 naming the field by construction;
+limits that depend on the deployment (budget cap, document counts) are checked against
+``Settings`` in the route, with the same error shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LevelName = Literal["document", "sentence", "word"]
+LEVEL_ORDER: tuple[LevelName, ...] = ("document", "sentence", "word")
+
+
+class DocumentIn(BaseModel):
+    """One context passage; ``title`` is optional and belongs to the passage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="", max_length=1_000)
+    text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("document text must not be blank")
+        return value
+
+
+class RefineSpec(BaseModel):
+    """Which features of a level are split at the next level.
+
+    ``top_k``: the k features with the largest score for any candidate answer.
+    ``threshold``: features whose lower confidence bound (mean - stderr) exceeds
+    ``threshold`` for any candidate answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["top_k", "threshold"] = "top_k"
+    k: int = Field(default=2, ge=1, le=100)
+    threshold: float = Field(default=0.05, ge=-1.0, le=1.0)
+
+
+class ExplainRequest(BaseModel):
+    """Body of ``POST /explain``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=4_000)
+    documents: list[DocumentIn | Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    levels: list[LevelName] = Field(default_factory=lambda: ["document", "sentence"])
+    method: Literal["shapley", "banzhaf"] = "shapley"
+    estimator: Literal["auto", "exact", "permutation", "owen", "kernel"] = Field(
+        default="auto",
+        description="Shapley estimator; 'auto' enumerates exactly when it fits the budget, "
+        "else uses Owen sampling with complement pairs. Ignored for banzhaf.",
+    )
+    value: Literal["answer", "logprob"] = Field(
+        default="answer",
+        description="'answer': categorical game on the greedy answer string; "
+        "'logprob': log-probability of the full-context answer.",
+    )
+    budget: int = Field(default=128, ge=1, description="Coalitions per level.")
+    target_stderr: float | None = Field(default=None, gt=0, le=1)
+    refine: RefineSpec = Field(default_factory=RefineSpec)
+    masking: Literal["remove", "pad"] = "remove"
+    max_new_tokens: int = Field(default=16, ge=1, le=128)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question must not be blank")
+        return value
+
+    @field_validator("documents")
+    @classmethod
+    def _documents_as_objects(cls, value: list[DocumentIn | str]) -> list[DocumentIn | str]:
+        for item in value:
+            if isinstance(item, str) and not item.strip():
+                raise ValueError("document text must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _levels_are_a_prefix(self) -> ExplainRequest:
+        n = len(self.levels)
+        if n == 0 or tuple(self.levels) != LEVEL_ORDER[:n]:
+            raise ValueError(
+                "levels must be one of ['document'], ['document', 'sentence'], "
+                "['document', 'sentence', 'word']"
+            )
+        return self
+
+    def document_objects(self) -> list[DocumentIn]:
+        """Documents with plain strings turned into untitled passages."""
+        return [d if isinstance(d, DocumentIn) else DocumentIn(text=d) for d in self.documents]
+
+
+class JobStatus(StrEnum):
+    """Lifecycle of a job."""
+
+    queued = "queued"  # accepted, waiting for a worker
+    running = "running"  # a worker holds its lease
+    succeeded = "succeeded"  # result stored
+    failed = "failed"  # error stored; will not be retried
+    cancelled = "cancelled"  # cancelled by its owner before it finished
+
+
+class Progress(BaseModel):
+    """Where a job is: ``stage`` is one of load, answer, document, sentence, word, ranking."""
+
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+
+
+class Candidate(BaseModel):
+    """A distinct (normalised) answer seen across coalitions."""
+
+    text: str
+    frequency: float = Field(description="Share of evaluated coalitions that gave this answer.")
+    score: float = Field(description="Explanation mass: positive document-level score.")
+
+
+class Feature(BaseModel):
+    """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``."""
+
+    document: int
+    start: int
+    end: int
+    text: str
+    score: list[float]
+    stderr: list[float]
+
+
+class LevelResult(BaseModel):
+    """Scores of one hierarchy level; they sum per answer to v(N) - v(empty)."""
+
+    level: LevelName
+    features: list[Feature]
+    coalitions: int
+    estimator: str
+
+
+class Stats(BaseModel):
+    """What the explanation cost, counted honestly (see docs/performance.md)."""
+
+    model: str
+    coalitions: int
+    forward_passes: int
+    tokens_computed: int
+    speculative_acceptance_rate: float | None
+    attention_backend: str
+    seconds: dict[str, float]
+
+
+class ExplainResult(BaseModel):
+    """What ``GET /jobs/{id}`` returns when succeeded and ``textgenshap explain --json`` prints."""
+
+    answer: str
+    candidates: list[Candidate]
+    levels: list[LevelResult]
+    passage_ranking: list[int]
+    stats: Stats
+
+
+class ErrorInfo(BaseModel):
+    """A failure that crossed the process boundary: a type for machines, a message for people."""
+
+    type: str
+    message: str
+
+
+class JobAccepted(BaseModel):
+    """Response of ``POST /explain``."""
+
+    job_id: str
+    status: JobStatus
+    status_url: str
+
+
+class JobView(BaseModel):
+    """Response of ``GET /jobs/{id}``."""
+
+    job_id: str
+    status: JobStatus
+    model: str
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deliveries: int = 0
+    result: ExplainResult | None = None
+    error: ErrorInfo | None = None
+
+
+class ModelInfo(BaseModel):
+    """A model some live worker serves."""
+
+    name: str
+    workers: int
+
+
+class ModelsView(BaseModel):
+    default: str
+    models: list[ModelInfo]
