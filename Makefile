@@ -8,11 +8,22 @@ MODEL ?= gemma-3-270m
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast lint bench setup clean
+# Debian packages the tests drive for real: Prometheus (promtool + a live scrape) and
+# Chromium with its driver (the viewer's browser test). Installed once, only if missing.
+SYSTEM_PACKAGES := prometheus chromium chromium-driver
+SYSTEM_COMMANDS := promtool prometheus chromium chromedriver
+
+.PHONY: run test test-fast lint bench setup system clean
+
+system:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# torch 2.13.0 CPU comes from this machine's disk; pinning it first stops any
 	# dependency from pulling a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
@@ -26,10 +37,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/textgenshap serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 lint: $(STAMP)
