@@ -1,0 +1,240 @@
+/* The heat-map view of one ExplainResult, shared by the web viewer and the HTML report.
+ *
+ * HeatMap.mount(root, {documents, result}) draws the ranked answers, a level switch, a
+ * legend, a detail line and every document with its features at the chosen level
+ * coloured by their score for the chosen answer. Switching answer or level only
+ * re-colours: no request is made. Feature offsets are Python string indices (code
+ * points), so text is sliced as arrays of code points, never as UTF-16 strings.
+ */
+(function (global) {
+  "use strict";
+
+  // PuOr (ColorBrewer), colour-blind safe: orange = against the answer, purple = for it.
+  const PALETTE = [
+    [179, 88, 6],
+    [241, 163, 64],
+    [247, 247, 247],
+    [153, 142, 195],
+    [84, 39, 136],
+  ];
+
+  function heatColour(t) {
+    const x = (Math.max(-1, Math.min(1, t)) + 1) * 2; // 0..4 along the palette
+    const i = Math.min(3, Math.floor(x));
+    const f = x - i;
+    const rgb = PALETTE[i].map((c, k) => Math.round(c + (PALETTE[i + 1][k] - c) * f));
+    return "rgb(" + rgb.join(", ") + ")";
+  }
+
+  function inkFor(t) {
+    return Math.abs(t) > 0.7 ? "#fff" : "#111";
+  }
+
+  function fmt(x) {
+    return (x >= 0 ? "+" : "\u2212") + Math.abs(x).toFixed(3);
+  }
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function normalise(text) {
+    return String(text).toLowerCase().replace(/[\p{P}\s]+/gu, " ").trim();
+  }
+
+  function documentsFromResult(result) {
+    const docs = result.levels[0].features.slice().sort((a, b) => a.document - b.document);
+    return docs.map((f) => ({ title: "", text: f.text }));
+  }
+
+  function defaultAnswer(result) {
+    const target = normalise(result.answer);
+    const i = result.candidates.findIndex((c) => normalise(c.text) === target);
+    return i >= 0 ? i : 0;
+  }
+
+  /* Pieces of one document: plain text between features, one piece per feature. */
+  function segments(text, features) {
+    const chars = Array.from(text);
+    const sorted = features.slice().sort((a, b) => a.start - b.start);
+    const out = [];
+    let at = 0;
+    for (const f of sorted) {
+      if (f.start > at) out.push({ text: chars.slice(at, f.start).join(""), feature: null });
+      out.push({ text: chars.slice(f.start, f.end).join(""), feature: f });
+      at = Math.max(at, f.end);
+    }
+    if (at < chars.length) out.push({ text: chars.slice(at).join(""), feature: null });
+    return out;
+  }
+
+  function unitName(f, doc, level) {
+    const whole = f.start === 0 && f.end === Array.from(doc.text).length;
+    return whole ? "whole document" : level;
+  }
+
+  class View {
+    constructor(root, data) {
+      this.root = root;
+      this.result = data.result;
+      this.documents = data.documents || documentsFromResult(data.result);
+      this.answer = defaultAnswer(this.result);
+      this.level = this.result.levels[this.result.levels.length - 1].level;
+      this.build();
+      this.render();
+    }
+
+    levelResult() {
+      return this.result.levels.find((l) => l.level === this.level);
+    }
+
+    build() {
+      this.root.replaceChildren();
+      this.root.classList.add("heatmap");
+      this.answersBox = el("ol", { class: "answers", "aria-label": "Candidate answers" });
+      this.levelsBox = el("div", { class: "levels", role: "group", "aria-label": "Level" });
+      this.legend = this.buildLegend();
+      this.detail = el("p", { class: "detail", "aria-live": "polite" });
+      this.docsBox = el("div", { class: "documents" });
+      const controls = el("div", { class: "controls" });
+      controls.append(this.levelsBox, this.legend);
+      this.root.append(
+        el("h2", {}, "Answers"),
+        this.answersBox,
+        controls,
+        this.detail,
+        this.docsBox
+      );
+      this.buildAnswers();
+      this.buildLevels();
+    }
+
+    buildAnswers() {
+      this.result.candidates.forEach((c, i) => {
+        const button = el("button", { type: "button", class: "answer", "data-index": String(i) });
+        button.append(
+          el("span", { class: "answer-text" }, c.text || "(empty answer)"),
+          el("span", { class: "answer-score" }, "score " + fmt(c.score)),
+          el("span", { class: "answer-freq" }, Math.round(c.frequency * 100) + "% of coalitions")
+        );
+        button.addEventListener("click", () => this.select(i));
+        const item = el("li");
+        item.append(button);
+        this.answersBox.append(item);
+      });
+    }
+
+    buildLevels() {
+      this.levelsBox.append(el("span", { class: "levels-label" }, "Level:"));
+      for (const l of this.result.levels) {
+        const button = el("button", { type: "button", class: "level", "data-level": l.level });
+        button.textContent = l.level;
+        button.addEventListener("click", () => this.setLevel(l.level));
+        this.levelsBox.append(button);
+      }
+    }
+
+    buildLegend() {
+      const legend = el("div", { class: "legend", "aria-label": "Colour legend" });
+      this.legendMin = el("span", { class: "legend-min" });
+      this.legendMax = el("span", { class: "legend-max" });
+      const bar = el("span", { class: "legend-bar", "aria-hidden": "true" });
+      const stops = [-1, -0.5, 0, 0.5, 1].map(heatColour).join(", ");
+      bar.style.background = "linear-gradient(to right, " + stops + ")";
+      legend.append(this.legendMin, bar, this.legendMax);
+      return legend;
+    }
+
+    select(i) {
+      this.answer = i;
+      this.render();
+    }
+
+    setLevel(level) {
+      this.level = level;
+      this.render();
+    }
+
+    render() {
+      const features = this.levelResult().features;
+      const scale = Math.max(0, ...features.map((f) => Math.abs(f.score[this.answer]))) || 1;
+      this.scale = scale;
+      this.legendMin.textContent = fmt(-scale) + " against";
+      this.legendMax.textContent = fmt(scale) + " for the answer";
+      this.markPressed(this.answersBox, ".answer", (b) => Number(b.dataset.index) === this.answer);
+      this.markPressed(this.levelsBox, ".level", (b) => b.dataset.level === this.level);
+      const answer = this.result.candidates[this.answer];
+      this.detail.textContent =
+        "Showing " + this.level + " scores for \u201c" + (answer ? answer.text : "") +
+        "\u201d. Hover or focus a highlighted span for its score \u00b1 standard error.";
+      this.docsBox.replaceChildren(...this.documents.map((d, i) => this.renderDocument(d, i)));
+    }
+
+    markPressed(box, selector, isOn) {
+      for (const b of box.querySelectorAll(selector)) {
+        b.setAttribute("aria-pressed", String(isOn(b)));
+      }
+    }
+
+    renderDocument(doc, index) {
+      const article = el("article", { class: "doc", "data-document": String(index) });
+      const rank = this.result.passage_ranking.indexOf(index) + 1;
+      const head = el("h3", { class: "doc-head" }, "Document " + (index + 1));
+      if (doc.title) head.append(el("span", { class: "doc-title" }, " \u2014 " + doc.title));
+      if (rank > 0) head.append(el("span", { class: "doc-rank" }, "rank " + rank));
+      const body = el("p", { class: "doc-text" });
+      const features = this.levelResult().features.filter((f) => f.document === index);
+      for (const piece of segments(doc.text, features)) {
+        body.append(piece.feature ? this.renderFeature(piece, doc) : piece.text);
+      }
+      article.append(head, body);
+      return article;
+    }
+
+    renderFeature(piece, doc) {
+      const f = piece.feature;
+      const score = f.score[this.answer];
+      const stderr = f.stderr[this.answer];
+      const t = score / this.scale;
+      const label = fmt(score) + " \u00b1 " + stderr.toFixed(3);
+      const mark = el("mark", {
+        class: "feat" + (Math.abs(score) <= stderr ? " uncertain" : ""),
+        tabindex: "0",
+        "data-document": String(f.document),
+        "data-start": String(f.start),
+        "data-end": String(f.end),
+        "data-score": String(score),
+        "data-stderr": String(stderr),
+        title: "score " + label + " (" + unitName(f, doc, this.level) + ")",
+      }, piece.text);
+      mark.style.backgroundColor = heatColour(t);
+      mark.style.color = inkFor(t);
+      const show = () => this.showDetail(f, doc, label);
+      mark.addEventListener("mouseenter", show);
+      mark.addEventListener("focus", show);
+      return mark;
+    }
+
+    showDetail(f, doc, label) {
+      const text = piecePreview(f.text);
+      const answer = this.result.candidates[this.answer];
+      this.detail.textContent =
+        "Document " + (f.document + 1) + ", " + unitName(f, doc, this.level) + " \u201c" + text +
+        "\u201d: score " + label + " for \u201c" + (answer ? answer.text : "") + "\u201d";
+    }
+  }
+
+  function piecePreview(text) {
+    const chars = Array.from(text.trim());
+    return chars.length > 80 ? chars.slice(0, 77).join("") + "\u2026" : chars.join("");
+  }
+
+  function mount(root, data) {
+    return new View(root, data);
+  }
+
+  global.HeatMap = { mount, heatColour, segments, documentsFromResult };
+})(window);
