@@ -1,87 +1,18 @@
-"""A small explanation with known offsets, shared by the report and browser tests."""
+"""Fixtures of the viewer tests."""
 
 from __future__ import annotations
 
 import pytest
 
 from service.schemas import ExplainRequest, ExplainResult
-
-DOC0 = "Paris is the capital. It is in France."
-DOC1 = "Berlin <b>is</b> big 🐻."
-
-
-def _feature(doc: int, start: int, end: int, text: str, score: list[float]) -> dict[str, object]:
-    return {
-        "document": doc,
-        "start": start,
-        "end": end,
-        "text": text,
-        "score": score,
-        "stderr": [0.05, 0.05],
-    }
+from tests.viewer import sample
 
 
 @pytest.fixture
 def sample_request() -> ExplainRequest:
-    return ExplainRequest(
-        question="What is the capital of France?",
-        documents=[{"title": "France & co", "text": DOC0}, DOC1],
-        levels=["document", "sentence", "word"],
-    )
+    return sample.sample_request()
 
 
 @pytest.fixture
 def sample_result() -> ExplainResult:
-    """Document 0 refined into sentences, its first sentence into words; doc 1 stays whole."""
-    whole1 = _feature(1, 0, len(DOC1), DOC1, [-0.1, 0.4])
-    levels = [
-        {
-            "level": "document",
-            "coalitions": 4,
-            "estimator": "exact",
-            "features": [_feature(0, 0, len(DOC0), DOC0, [0.8, -0.3]), whole1],
-        },
-        {
-            "level": "sentence",
-            "coalitions": 8,
-            "estimator": "exact",
-            "features": [
-                _feature(0, 0, 21, "Paris is the capital.", [0.6, -0.2]),
-                _feature(0, 22, 38, "It is in France.", [0.2, -0.1]),
-                whole1,
-            ],
-        },
-        {
-            "level": "word",
-            "coalitions": 32,
-            "estimator": "owen",
-            "features": [
-                _feature(0, 0, 5, "Paris", [0.5, -0.2]),
-                _feature(0, 6, 8, "is", [0.0, 0.01]),
-                _feature(0, 9, 12, "the", [0.04, 0.0]),
-                _feature(0, 13, 21, "capital.", [0.06, -0.01]),
-                _feature(0, 22, 38, "It is in France.", [0.2, -0.1]),
-                whole1,
-            ],
-        },
-    ]
-    return ExplainResult.model_validate(
-        {
-            "answer": "Paris",
-            "candidates": [
-                {"text": "paris", "frequency": 0.7, "score": 0.8},
-                {"text": "berlin", "frequency": 0.3, "score": 0.4},
-            ],
-            "levels": levels,
-            "passage_ranking": [0, 1],
-            "stats": {
-                "model": "fake",
-                "coalitions": 44,
-                "forward_passes": 44,
-                "tokens_computed": 1000,
-                "speculative_acceptance_rate": None,
-                "attention_backend": "none",
-                "seconds": {"document": 0.1},
-            },
-        }
-    )
+    return sample.sample_result()

@@ -76,7 +76,8 @@ def test_report_is_self_contained_and_carries_the_result(
     html = render_report(sample_request, sample_result)
     assert "<link" not in html
     assert 'src="' not in html
-    assert "HeatMap.mount" in html and "function heatColour" in html
+    assert "HeatMap.mount" in html
+    assert "function heatColour" in html
     assert "mark.feat" in html  # style.css inlined
     payload = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html)
     assert payload is not None
