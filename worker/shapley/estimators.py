@@ -1,0 +1,87 @@
+"""One entry point for every estimator: validates the request and dispatches.
+
+``estimator="auto"`` enumerates exactly when all 2**n coalitions fit the budget; else
+it uses Owen sampling with complement pairs, or paired KernelSHAP when the budget
+cannot hold even one Owen group (2(n+1) coalitions; many words, small budget).
+For ``method="banzhaf"`` the estimator choice is exact or MSR by the same rule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.shapley.banzhaf import BanzhafSampler, banzhaf_exact
+from worker.shapley.errors import ShapleyInputError
+from worker.shapley.exact import shapley_exact
+from worker.shapley.game import Game
+from worker.shapley.kernel import KernelSampler
+from worker.shapley.owen import OwenSampler
+from worker.shapley.permutation import PermutationSampler
+from worker.shapley.sampling import Estimate, Sampler, evaluate_anchors, run_sampler
+from worker.shapley.subsets import MAX_EXACT_FEATURES
+
+METHODS = ("shapley", "banzhaf")
+ESTIMATORS = ("auto", "exact", "permutation", "owen", "kernel")
+_SAMPLERS: dict[str, Sampler] = {
+    "permutation": PermutationSampler(),
+    "owen": OwenSampler(),
+    "kernel": KernelSampler(),
+}
+
+
+def estimate(
+    game: Game,
+    method: str = "shapley",
+    estimator: str = "auto",
+    budget: int = 128,
+    seed: int | np.random.Generator = 0,
+    target_stderr: float | None = None,
+) -> Estimate:
+    """Scores of every feature for every answer of ``game``, within ``budget`` coalitions.
+
+    Reproducible: the same game, arguments and seed give the same estimate.
+    """
+    _check(method, estimator, budget, target_stderr)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    n = game.n_features
+    if n == 1:
+        return _single(game, budget, method)
+    choice = resolve(method, estimator, n, budget)
+    if choice == "exact":
+        return shapley_exact(game, budget)
+    if choice == "banzhaf-exact":
+        return banzhaf_exact(game, budget)
+    sampler = BanzhafSampler() if choice == "banzhaf-msr" else _SAMPLERS[choice]
+    return run_sampler(game, sampler, budget, rng, target_stderr)
+
+
+def resolve(method: str, estimator: str, n: int, budget: int) -> str:
+    """The concrete estimator ``auto`` (or an explicit choice) stands for."""
+    exact_fits = n <= MAX_EXACT_FEATURES and 2**n <= budget
+    if method == "banzhaf":
+        return "banzhaf-exact" if exact_fits else "banzhaf-msr"
+    if estimator != "auto":
+        return estimator
+    if exact_fits:
+        return "exact"
+    return "owen" if budget >= 2 + OwenSampler().group_cost(n) else "kernel"
+
+
+def _check(method: str, estimator: str, budget: int, target_stderr: float | None) -> None:
+    if method not in METHODS:
+        raise ShapleyInputError(f"unknown method {method!r}; choose one of {METHODS}")
+    if estimator not in ESTIMATORS:
+        raise ShapleyInputError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
+    if budget < 1:
+        raise ShapleyInputError(f"budget must be >= 1 coalition (got {budget})")
+    if target_stderr is not None and not target_stderr > 0:
+        raise ShapleyInputError(f"target_stderr must be > 0 (got {target_stderr})")
+
+
+def _single(game: Game, budget: int, method: str) -> Estimate:
+    """One feature: its score is v(N) - v(empty) exactly, for Shapley and Banzhaf alike."""
+    game.budget = budget
+    total = evaluate_anchors(game, budget)
+    name = "exact" if method == "shapley" else "banzhaf-exact"
+    mean = total[None, :]
+    return Estimate(mean, np.zeros_like(mean), game.evaluations, list(game.answers), name)

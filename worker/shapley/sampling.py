@@ -1,0 +1,175 @@
+"""The result type every estimator returns, and the budgeted sampling loop they share.
+
+Budget: a hard cap on the distinct coalitions a game evaluates, the full and empty
+coalitions included (they anchor efficiency). Samplers draw *groups* of coalitions
+(an antithetic pair of permutations, a complement pair, one Bernoulli coalition); a
+group is admitted only if all its unseen coalitions fit in what is left of the budget,
+so every admitted group is complete. Memoised coalitions are free, so a sampler may
+draw more groups than ``budget / group size``; to stop a game whose coalitions are all
+known from sampling forever, at most ``8 * budget`` coalition rows are drawn.
+
+With ``target_stderr`` the loop works in about eight rounds and stops as soon as the
+largest standard error over features and answers is at most the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.shapley.errors import ShapleyInputError
+from worker.shapley.game import Floats, Game, Masks, coalition_key
+
+MAX_DRAW_FACTOR = 8
+ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Scores of one game: ``mean[i, k]`` is feature i's value for answer k.
+
+    ``answers`` are the game's normalised answers (columns); ``coalitions`` the distinct
+    coalitions the game evaluated; ``samples`` the groups a sampling estimator used
+    (0 for exact enumeration).
+    """
+
+    mean: Floats
+    stderr: Floats
+    coalitions: int
+    answers: list[str]
+    method: str
+    samples: int = 0
+
+
+class Sampler(Protocol):
+    """One sampling estimator: what a group of coalitions is and how groups combine."""
+
+    name: str
+
+    def group_cost(self, n: int) -> int:
+        """Unseen coalitions one group typically needs (sizes the draws)."""
+        ...
+
+    def draw(self, rng: np.random.Generator, n: int, count: int) -> Masks:
+        """``count`` groups as a bool array (count, group size, n)."""
+        ...
+
+    def finish(self, groups: Masks, values: Floats, anchor: Floats) -> tuple[Floats, Floats]:
+        """(mean, stderr), each (n, K), from groups, their values (G, g, K) and
+        ``anchor`` = [v(N), v(empty)] (2, K)."""
+        ...
+
+
+def anchors(n: int) -> Masks:
+    """The full and the empty coalition."""
+    return np.stack([np.ones(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)])
+
+
+def evaluate_anchors(game: Game, budget: int) -> Floats:
+    """Evaluate N and the empty set within budget; return v(N) - v(empty) per answer."""
+    masks = anchors(game.n_features)
+    if game.evaluations + game.unseen(masks) > budget:
+        raise ShapleyInputError(
+            f"budget {budget} cannot hold the full and empty coalitions; use budget >= 2"
+        )
+    game.evaluate(masks)
+    return total_of(game)
+
+
+def total_of(game: Game) -> Floats:
+    """v(N) - v(empty) per answer, over the answers the game knows now."""
+    values = game.values(anchors(game.n_features))
+    total: Floats = values[0] - values[1]
+    return total
+
+
+def admit(game: Game, groups: Masks, budget: int) -> int:
+    """How many leading groups fit, whole, in what is left of the budget."""
+    room = budget - game.evaluations
+    fresh: set[bytes] = set()
+    for g, group in enumerate(groups):
+        new = {k for k in map(coalition_key, group) if not game.known(k)} - fresh
+        if len(fresh) + len(new) > room:
+            return g
+        fresh |= new
+    return len(groups)
+
+
+def run_sampler(
+    game: Game,
+    sampler: Sampler,
+    budget: int,
+    rng: np.random.Generator,
+    target_stderr: float | None = None,
+) -> Estimate:
+    """Draw groups until the budget (or the target standard error) is reached."""
+    n = game.n_features
+    game.budget = budget
+    evaluate_anchors(game, budget)
+    cost = sampler.group_cost(n)
+    round_size = max(2, budget // (ROUNDS * cost)) if target_stderr is not None else None
+    kept: list[Masks] = []
+    drawn = 0
+    while drawn < MAX_DRAW_FACTOR * budget:
+        count = max(1, (budget - game.evaluations) // cost)
+        count = min(count, round_size) if round_size is not None else count
+        batch = sampler.draw(rng, n, count)
+        drawn += batch.shape[0] * batch.shape[1]
+        fits = admit(game, batch, budget)
+        if fits:
+            game.evaluate(batch[:fits].reshape(-1, n))
+            kept.append(batch[:fits])
+        if fits < count:
+            break
+        if round_size is not None and _reached(game, sampler, kept, target_stderr):
+            break
+    return _finish(game, sampler, kept, budget)
+
+
+def _reached(game: Game, sampler: Sampler, kept: list[Masks], target: float | None) -> bool:
+    if target is None or sum(len(k) for k in kept) < 2:
+        return False
+    _, stderr = _combine(game, sampler, kept)
+    return bool(np.max(stderr, initial=0.0) <= target)
+
+
+def _finish(game: Game, sampler: Sampler, kept: list[Masks], budget: int) -> Estimate:
+    if not kept:
+        raise ShapleyInputError(
+            f"budget {budget} is too small for one sample of the {sampler.name} estimator "
+            f"over {game.n_features} features (needs about {sampler.group_cost(game.n_features)}"
+            " more coalitions); raise the budget or use the kernel estimator"
+        )
+    mean, stderr = _combine(game, sampler, kept)
+    samples = sum(len(k) for k in kept)
+    return Estimate(mean, stderr, game.evaluations, list(game.answers), sampler.name, samples)
+
+
+def _combine(game: Game, sampler: Sampler, kept: list[Masks]) -> tuple[Floats, Floats]:
+    groups = np.concatenate(kept)
+    shape = groups.shape
+    values = game.values(groups.reshape(-1, shape[2])).reshape(shape[0], shape[1], -1)
+    return sampler.finish(groups, values, game.values(anchors(shape[2])))
+
+
+def iid_stats(contrib: Floats, fallback: Floats) -> tuple[Floats, Floats]:
+    """Mean and standard error over independent samples (G, n, K).
+
+    With a single sample there is no spread to measure; the standard error is then
+    ``fallback`` per answer (the range of the game's values: an honest "unknown").
+    """
+    mean = contrib.mean(axis=0)
+    if contrib.shape[0] < 2:
+        return mean, np.broadcast_to(fallback, mean.shape).copy()
+    stderr = contrib.std(axis=0, ddof=1) / np.sqrt(contrib.shape[0])
+    return mean, stderr
+
+
+def value_range(values: Floats, anchor: Floats) -> Floats:
+    """Per answer, the spread of observed values, v(N) and v(empty) included."""
+    flat = np.concatenate([values.reshape(-1, values.shape[-1]), anchor])
+    spread: npt.NDArray[np.float64] = flat.max(axis=0) - flat.min(axis=0)
+    return spread
