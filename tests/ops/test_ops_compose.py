@@ -1,0 +1,140 @@
+"""docker-compose.yml: the five services, their health checks, Redis persistence, the GPU
+reservation and scalability of workers, and agreement with the Prometheus/Grafana files.
+No Docker engine here, so `docker-compose config` (which needs none) is the schema check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from ops_assets import (
+    COMPOSE_FILE,
+    DASHBOARD_DIR,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    load_yaml,
+    require_tool,
+)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return load_yaml(COMPOSE_FILE)["services"]
+
+
+def _option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_compose_defines_the_stack(services: dict[str, Any]) -> None:
+    assert set(services) == {"redis", "gateway", "worker", "prometheus", "grafana"}
+
+
+def test_every_service_has_a_healthcheck_with_a_command(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+        assert len(test) > 1, name
+
+
+def test_redis_persists_with_aof_on_a_named_volume(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    command = redis["command"]
+    assert _option(command, "--appendonly") == "yes"
+    assert _option(command, "--maxmemory-policy") == "noeviction"
+    assert "redis-data:/data" in redis["volumes"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_gateway_uses_redis_and_checks_healthz(services: dict[str, Any]) -> None:
+    gateway = services["gateway"]
+    assert gateway["build"]["target"] == "gateway"
+    assert gateway["environment"]["TEXTGENSHAP_REDIS_URL"] == "redis://redis:6379/0"
+    assert gateway["ports"] == ["${TEXTGENSHAP_PORT:-8000}:8000"]
+    assert "http://127.0.0.1:8000/healthz" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_worker_reserves_an_nvidia_gpu(services: dict[str, Any]) -> None:
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+
+
+def test_worker_can_scale_no_fixed_name_or_host_port(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert worker["build"]["target"] == "worker"
+    assert "model-cache:/models" in worker["volumes"]
+    assert worker["environment"]["TEXTGENSHAP_MODEL_CACHE_DIR"] == "/models"
+
+
+def test_worker_talks_to_the_compose_redis(services: dict[str, Any]) -> None:
+    command = services["worker"]["command"]
+    assert command[:2] == ["textgenshap", "worker"]
+    assert _option(command, "--redis") == "redis://redis:6379/0"
+    assert _option(command, "--model") == "${TEXTGENSHAP_WORKER_MODEL:-gemma-3-270m}"
+
+
+def test_prometheus_finds_workers_on_their_metrics_port(services: dict[str, Any]) -> None:
+    port = int(_option(services["worker"]["command"], "--metrics-port"))
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (dns,) = jobs["textgenshap-worker"]["dns_sd_configs"]
+    assert dns == {"names": ["worker"], "type": "A", "port": port, "refresh_interval": "15s"}
+    assert f"127.0.0.1:{port}/metrics" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert jobs["textgenshap-gateway"]["static_configs"] == [{"targets": ["gateway:8000"]}]
+
+
+def test_bind_mounted_config_directories_exist(services: dict[str, Any]) -> None:
+    mounts = [v for s in services.values() for v in s.get("volumes", []) if v.startswith("./")]
+    assert len(mounts) == 3
+    for mount in mounts:
+        source = mount.split(":")[0]
+        assert (ROOT / source).is_dir(), mount
+
+
+def test_grafana_home_dashboard_is_a_shipped_file(services: dict[str, Any]) -> None:
+    env = services["grafana"]["environment"]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (
+        "./docker/grafana/dashboards:/etc/grafana/dashboards:ro" in (services["grafana"]["volumes"])
+    )
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (DASHBOARD_DIR / home.rsplit("/", 1)[1]).is_file()
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def _compose_command() -> list[str]:
+    """`docker compose` (v2 plugin) when present, else the standalone `docker-compose`."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        plugin = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if plugin.returncode == 0:
+            return [docker, "compose"]
+    return [require_tool("docker-compose")]
+
+
+def test_docker_compose_config_validates_the_file_offline() -> None:
+    env = {**os.environ, "TEXTGENSHAP_WORKER_MODEL": "smollm2-135m"}
+    result = subprocess.run(
+        [*_compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["services"]["worker"]["command"][5] == "smollm2-135m"
+    assert set(resolved["volumes"]) == {
+        "redis-data",
+        "model-cache",
+        "prometheus-data",
+        "grafana-data",
+    }
