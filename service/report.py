@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
 from service.schemas import DocumentIn, ExplainRequest, ExplainResult, Feature, LevelResult
 from service.viewer import asset
+
+Key = tuple[int, int, int]  # (document, start, end) of a unit
 
 # PuOr, the same stops as heatmap.js: orange = against the answer, purple = for it.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -52,6 +55,16 @@ def default_answer(result: ExplainResult) -> int:
     return matches[0] if matches else 0
 
 
+def unit_kinds(result: ExplainResult) -> dict[Key, str]:
+    """What each unit is, named by the coarsest level listing it (as heatmap.js does)."""
+    kinds: dict[Key, str] = {}
+    for level in result.levels:
+        name = "whole document" if level.level == "document" else level.level
+        for f in level.features:
+            kinds.setdefault((f.document, f.start, f.end), name)
+    return kinds
+
+
 def segments(text: str, features: Sequence[Feature]) -> list[tuple[str, Feature | None]]:
     """Pieces of one document: plain text between features, one piece per feature."""
     out: list[tuple[str, Feature | None]] = []
@@ -66,7 +79,7 @@ def segments(text: str, features: Sequence[Feature]) -> list[tuple[str, Feature 
     return out
 
 
-def _mark(piece: str, f: Feature, answer: int, scale: float) -> str:
+def _mark(piece: str, f: Feature, answer: int, scale: float, kind: str) -> str:
     score, stderr = f.score[answer], f.stderr[answer]
     t = score / scale
     uncertain = " uncertain" if abs(score) <= stderr else ""
@@ -74,23 +87,41 @@ def _mark(piece: str, f: Feature, answer: int, scale: float) -> str:
     return (
         f'<mark class="feat{uncertain}" tabindex="0" data-document="{f.document}" '
         f'data-start="{f.start}" data-end="{f.end}" data-score="{score!r}" '
-        f'data-stderr="{stderr!r}" title="score {_fmt(score)} \u00b1 {stderr:.3f}" '
+        f'data-stderr="{stderr!r}" title="score {_fmt(score)} \u00b1 {stderr:.3f} ({kind})" '
         f'style="background-color: {heat_colour(t)}; color: {ink};">{escape(piece)}</mark>'
     )
 
 
-def _document(index: int, doc: DocumentIn, level: LevelResult, answer: int, rank: int) -> str:
-    features = [f for f in level.features if f.document == index]
-    scale = max((abs(f.score[answer]) for f in level.features), default=0.0) or 1.0
+@dataclass(frozen=True)
+class _View:
+    """One selection of the heat-map: which answer, which level, how colours scale."""
+
+    result: ExplainResult
+    answer: int
+    level: LevelResult
+
+    @property
+    def scale(self) -> float:
+        scores = (abs(f.score[self.answer]) for f in self.level.features)
+        return max(scores, default=0.0) or 1.0
+
+
+def _document(index: int, doc: DocumentIn, view: _View, kinds: dict[Key, str]) -> str:
+    features = [f for f in view.level.features if f.document == index]
+    scale = view.scale
     body = "".join(
-        _mark(piece, f, answer, scale) if f else escape(piece)
+        _mark(piece, f, view.answer, scale, kinds[(f.document, f.start, f.end)])
+        if f
+        else escape(piece)
         for piece, f in segments(doc.text, features)
     )
     title = f'<span class="doc-title"> \u2014 {escape(doc.title)}</span>' if doc.title else ""
-    rank_badge = f'<span class="doc-rank">rank {rank}</span>' if rank else ""
+    ranking = view.result.passage_ranking
+    rank = ranking.index(index) + 1 if index in ranking else 0
+    badge = f'<span class="doc-rank">rank {rank}</span>' if rank else ""
     return (
         f'<article class="doc" data-document="{index}"><h3 class="doc-head">'
-        f'Document {index + 1}{title}{rank_badge}</h3><p class="doc-text">{body}</p></article>'
+        f'Document {index + 1}{title}{badge}</h3><p class="doc-text">{body}</p></article>'
     )
 
 
@@ -107,10 +138,10 @@ def _answers(result: ExplainResult, answer: int) -> str:
 
 def render_static_view(documents: Sequence[DocumentIn], result: ExplainResult) -> str:
     """The heat-map for the default answer at the finest level, as plain HTML."""
-    answer, level = default_answer(result), result.levels[-1]
-    ranks = {doc: r + 1 for r, doc in enumerate(result.passage_ranking)}
-    docs = "".join(_document(i, d, level, answer, ranks.get(i, 0)) for i, d in enumerate(documents))
-    return f'{_answers(result, answer)}<div class="documents">{docs}</div>'
+    view = _View(result, default_answer(result), result.levels[-1])
+    kinds = unit_kinds(result)
+    docs = "".join(_document(i, d, view, kinds) for i, d in enumerate(documents))
+    return f'{_answers(result, view.answer)}<div class="documents">{docs}</div>'
 
 
 def _script_json(value: object) -> str:

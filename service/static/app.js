@@ -19,21 +19,21 @@
   }
 
   function fieldName(loc) {
-    const parts = (loc || []).filter((p) => p !== "body");
-    return parts.map((p, i) => (typeof p === "number" ? "[" + p + "]" : (i ? "." : "") + p)).join("");
+    return (loc || []).filter((p) => p !== "body").join(".");
   }
 
-  function plainMessage(msg) {
-    return String(msg).replace(/^(Value error|Assertion failed), /, "");
+  /* "documents.0.text: Value error, must not be blank" -> "documents.0.text: must not be blank";
+   * the gateway prefixes messages with the field path, FastAPI's own do not. */
+  function fieldMessage(d) {
+    const field = fieldName(d.loc);
+    const msg = String(d.msg).replace(/(^|: )(Value error|Assertion failed), /, "$1");
+    return field && !msg.startsWith(field + ":") ? field + ": " + msg : msg;
   }
 
   function describe(status, body, headers) {
     const detail = body && typeof body === "object" && "detail" in body ? body.detail : body;
     if (Array.isArray(detail)) {
-      const items = detail.map((d) => {
-        const field = fieldName(d.loc);
-        return (field ? field + ": " : "") + plainMessage(d.msg);
-      });
+      const items = detail.map(fieldMessage);
       return "The request was not accepted: " + items.join("; ") + ".";
     }
     let text = typeof detail === "string" ? detail : (detail && detail.message) || "";
@@ -192,6 +192,7 @@
       showError("");
       $("result").hidden = false;
       window.HeatMap.mount($("result"), { documents: state.documents, result: job.result });
+      $("result").scrollIntoView({ block: "start" });
       return;
     }
     if (job.status === "cancelled") {

@@ -71,9 +71,17 @@
     return out;
   }
 
-  function unitName(f, doc, level) {
-    const whole = f.start === 0 && f.end === Array.from(doc.text).length;
-    return whole ? "whole document" : level;
+  /* What each unit is: a feature listed at a coarser level too is that coarser unit
+   * (an unrefined document at the sentence level is a whole document). */
+  function unitKinds(result) {
+    const kinds = new Map();
+    for (const level of result.levels) {
+      for (const f of level.features) {
+        const key = f.document + ":" + f.start + ":" + f.end;
+        if (!kinds.has(key)) kinds.set(key, level.level === "document" ? "whole document" : level.level);
+      }
+    }
+    return kinds;
   }
 
   class View {
@@ -81,10 +89,15 @@
       this.root = root;
       this.result = data.result;
       this.documents = data.documents || documentsFromResult(data.result);
+      this.kinds = unitKinds(this.result);
       this.answer = defaultAnswer(this.result);
       this.level = this.result.levels[this.result.levels.length - 1].level;
       this.build();
       this.render();
+    }
+
+    unitName(f) {
+      return this.kinds.get(f.document + ":" + f.start + ":" + f.end) || this.level;
     }
 
     levelResult() {
@@ -188,13 +201,13 @@
       const body = el("p", { class: "doc-text" });
       const features = this.levelResult().features.filter((f) => f.document === index);
       for (const piece of segments(doc.text, features)) {
-        body.append(piece.feature ? this.renderFeature(piece, doc) : piece.text);
+        body.append(piece.feature ? this.renderFeature(piece) : piece.text);
       }
       article.append(head, body);
       return article;
     }
 
-    renderFeature(piece, doc) {
+    renderFeature(piece) {
       const f = piece.feature;
       const score = f.score[this.answer];
       const stderr = f.stderr[this.answer];
@@ -208,21 +221,21 @@
         "data-end": String(f.end),
         "data-score": String(score),
         "data-stderr": String(stderr),
-        title: "score " + label + " (" + unitName(f, doc, this.level) + ")",
+        title: "score " + label + " (" + this.unitName(f) + ")",
       }, piece.text);
       mark.style.backgroundColor = heatColour(t);
       mark.style.color = inkFor(t);
-      const show = () => this.showDetail(f, doc, label);
+      const show = () => this.showDetail(f, label);
       mark.addEventListener("mouseenter", show);
       mark.addEventListener("focus", show);
       return mark;
     }
 
-    showDetail(f, doc, label) {
+    showDetail(f, label) {
       const text = piecePreview(f.text);
       const answer = this.result.candidates[this.answer];
       this.detail.textContent =
-        "Document " + (f.document + 1) + ", " + unitName(f, doc, this.level) + " \u201c" + text +
+        "Document " + (f.document + 1) + ", " + this.unitName(f) + " \u201c" + text +
         "\u201d: score " + label + " for \u201c" + (answer ? answer.text : "") + "\u201d";
     }
   }

@@ -63,7 +63,7 @@ def test_report_marks_word_level_features_for_the_top_answer(
     assert [float(a["data-score"]) for a, _ in marks] == [0.5, 0.0, 0.04, 0.06, 0.2, -0.1]
     assert [a["data-start"] + ":" + a["data-end"] for a, _ in marks][:2] == ["0:5", "6:8"]
     first, whole = marks[0][0], marks[-1][0]
-    assert first["title"] == "score +0.500 ± 0.050"
+    assert first["title"] == "score +0.500 ± 0.050 (word)"
     assert first["style"] == "background-color: rgb(84, 39, 136); color: #fff;"
     assert whole["style"] == f"background-color: {heat_colour(-0.2)}; color: #111;"
     assert "uncertain" in marks[1][0]["class"]  # |0.0| <= stderr 0.05

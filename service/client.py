@@ -1,0 +1,280 @@
+"""Python client for the textgenshap REST API (sync ``Client`` and async ``AsyncClient``).
+
+Both speak the contract in ``service.schemas`` and return its pydantic models, so callers
+(the CLI, the tests, notebooks) never handle raw JSON. Any non-2xx answer becomes an
+``ApiError`` carrying the status and the server's ``detail``; a job that ends badly
+becomes ``JobFailed`` / ``JobCancelled``; a wait that runs out of time ``JobTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from service.schemas import (
+    ExplainRequest,
+    ExplainResult,
+    JobAccepted,
+    JobStatus,
+    JobView,
+    ModelsView,
+)
+
+_PYDANTIC_PREFIX = re.compile(r"(^|: )(?:Value error|Assertion failed), ")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+ProgressCallback = Callable[[JobView], None]
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class ClientError(Exception):
+    """Base of every error this client raises on purpose."""
+
+
+class ApiError(ClientError):
+    """The server answered with a non-2xx status; ``detail`` is its explanation."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status}: {describe_detail(detail)}")
+
+
+class JobFailed(ClientError):
+    """The job ended in ``failed``; ``job.error`` says why."""
+
+    def __init__(self, job: JobView) -> None:
+        self.job = job
+        error = job.error
+        reason = f"{error.type}: {error.message}" if error else "no error recorded"
+        super().__init__(f"job {job.job_id} {job.status.value}: {reason}")
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it finished."""
+
+
+class JobTimeout(ClientError):
+    """``wait`` gave up; ``job`` is the last state seen (the job may still finish)."""
+
+    def __init__(self, job: JobView, timeout: float) -> None:
+        self.job = job
+        super().__init__(f"job {job.job_id} still {job.status.value} after {timeout:g} s")
+
+
+def describe_detail(detail: Any) -> str:
+    """Plain words for a FastAPI ``detail``: 422 lists become 'field: message; ...'."""
+    if isinstance(detail, list):
+        return "; ".join(_describe_item(item) for item in detail)
+    if isinstance(detail, dict) and "message" in detail:
+        return str(detail["message"])
+    return str(detail)
+
+
+def _describe_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    path = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+    message = _PYDANTIC_PREFIX.sub(r"\1", str(item.get("msg", item)))
+    # the gateway already prefixes its messages with the field path; FastAPI's own do not
+    return message if not path or message.startswith(f"{path}:") else f"{path}: {message}"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """Both header spellings, so the key works whichever one the gateway checks."""
+    if not api_key:
+        return {}
+    return {"Authorization": f"Bearer {api_key}", "X-API-Key": api_key}
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    """``ApiError`` with the server's ``detail`` for any non-2xx answer."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except ValueError:
+        detail = response.text or response.reason_phrase
+    raise ApiError(response.status_code, detail)
+
+
+def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:
+    _raise_for_error(response)
+    return model.model_validate(response.json())
+
+
+def _submit_args(
+    request: ExplainRequest | dict[str, Any], idempotency_key: str | None
+) -> dict[str, Any]:
+    body = ExplainRequest.model_validate(request) if isinstance(request, dict) else request
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return {"json": body.model_dump(mode="json", exclude_none=True), "headers": headers}
+
+
+def _finished(job: JobView) -> JobView:
+    """The job if it succeeded; the matching typed error otherwise."""
+    if job.status is JobStatus.cancelled:
+        raise JobCancelled(job)
+    if job.status is JobStatus.failed:
+        raise JobFailed(job)
+    return job
+
+
+def _result(job: JobView) -> ExplainResult:
+    if job.result is None:
+        raise JobFailed(job)
+    return job.result
+
+
+class Client:
+    """Blocking client; use as a context manager or call ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, headers=auth_headers(api_key), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def models(self) -> ModelsView:
+        """The default model and the models live workers serve."""
+        return _parse(ModelsView, self._http.get("/models"))
+
+    def submit(
+        self, request: ExplainRequest | dict[str, Any], idempotency_key: str | None = None
+    ) -> JobAccepted:
+        """Enqueue an explanation; the same ``idempotency_key`` returns the same job."""
+        response = self._http.post("/explain", **_submit_args(request, idempotency_key))
+        return _parse(JobAccepted, response)
+
+    def get(self, job_id: str) -> JobView:
+        return _parse(JobView, self._http.get(f"/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> JobView:
+        """Ask the job to stop (cooperative: a running job stops at its next batch, with
+        ``cancel_requested`` set); returns its state. A finished job gives ``ApiError`` 409."""
+        return _parse(JobView, self._http.delete(f"/jobs/{job_id}"))
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 600.0,
+        poll_interval: float = 0.5,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobView:
+        """Poll until the job succeeds (returned) or fails, is cancelled or times out (raised)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.status in TERMINAL:
+                return _finished(job)
+            if time.monotonic() >= deadline:
+                raise JobTimeout(job, timeout)
+            time.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
+
+    def explain(
+        self,
+        request: ExplainRequest | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        timeout: float = 600.0,
+        poll_interval: float = 0.5,
+        on_progress: ProgressCallback | None = None,
+    ) -> ExplainResult:
+        """Submit and wait: the result of a succeeded job."""
+        accepted = self.submit(request, idempotency_key)
+        job = self.wait(accepted.job_id, timeout, poll_interval, on_progress)
+        return _result(job)
+
+
+class AsyncClient:
+    """The same API as ``Client`` for asyncio code; use ``async with`` or ``aclose()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=auth_headers(api_key), timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def models(self) -> ModelsView:
+        return _parse(ModelsView, await self._http.get("/models"))
+
+    async def submit(
+        self, request: ExplainRequest | dict[str, Any], idempotency_key: str | None = None
+    ) -> JobAccepted:
+        response = await self._http.post("/explain", **_submit_args(request, idempotency_key))
+        return _parse(JobAccepted, response)
+
+    async def get(self, job_id: str) -> JobView:
+        return _parse(JobView, await self._http.get(f"/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str) -> JobView:
+        return _parse(JobView, await self._http.delete(f"/jobs/{job_id}"))
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float = 600.0,
+        poll_interval: float = 0.5,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobView:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.status in TERMINAL:
+                return _finished(job)
+            if time.monotonic() >= deadline:
+                raise JobTimeout(job, timeout)
+            await asyncio.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
+
+    async def explain(
+        self,
+        request: ExplainRequest | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        timeout: float = 600.0,
+        poll_interval: float = 0.5,
+        on_progress: ProgressCallback | None = None,
+    ) -> ExplainResult:
+        accepted = await self.submit(request, idempotency_key)
+        job = await self.wait(accepted.job_id, timeout, poll_interval, on_progress)
+        return _result(job)
