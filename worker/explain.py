@@ -1,0 +1,192 @@
+"""The explanation pipeline: one request, one engine session, one ExplainResult.
+
+Stages, each reported through ``progress(stage, done, total)`` and timed in
+``result.stats.seconds``: ``answer`` (the full-context answer), one stage per requested
+level (``document``, ``sentence``, ``word``; done/total in coalitions) and ``ranking``.
+Cancellation is cooperative: ``should_cancel()`` is checked before every batch the
+games send to the model and between stages, and raises :class:`JobCancelled`.
+
+All levels share one :class:`CoalitionCache`, so a model input is decoded at most once
+per job; ``stats.coalitions`` counts those distinct inputs (decoded or scored).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from service.schemas import (
+    Candidate,
+    ExplainRequest,
+    ExplainResult,
+    Feature,
+    LevelResult,
+    Stats,
+)
+from worker.shapley.coalitions import CoalitionCache
+from worker.shapley.game import normalize_answer
+from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
+from worker.shapley.oracle import Oracle
+from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
+from worker.shapley.segment import document_units
+from worker.shapley.units import Document
+
+ProgressHook = Callable[[str, int, int], None]
+
+
+class JobCancelled(Exception):
+    """The job's owner cancelled it; raised between batches, never mid-batch."""
+
+
+class _Clock:
+    """Seconds per stage, plus progress and cancellation at stage boundaries."""
+
+    def __init__(self, progress: ProgressHook | None, checkpoint: Callable[[], None]) -> None:
+        self.seconds: dict[str, float] = {}
+        self.progress = progress
+        self.checkpoint = checkpoint
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[None]:
+        """Time a stage; report (name, 0, total) at its start when total is known."""
+        self.checkpoint()
+        if total is not None:
+            self.report(name, 0, total)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+    def report(self, name: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(name, done, total)
+
+
+def run_explanation(
+    request: ExplainRequest,
+    session: Oracle,
+    *,
+    model: str,
+    progress: ProgressHook | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    batch_size: int = 32,
+) -> ExplainResult:
+    """Explain the model's answer to ``request`` with hierarchical Shapley scores.
+
+    Raises ``ShapleyInputError`` for bad input and :class:`JobCancelled` when
+    ``should_cancel()`` turns true; model errors propagate unchanged.
+    """
+    started = time.perf_counter()
+    docs = [Document(d.text, d.title) for d in request.document_objects()]
+    clock = _Clock(progress, _checkpoint(should_cancel))
+    cache = CoalitionCache(session)
+    with clock.stage("answer", 1):
+        answer = _full_answer(cache, docs)
+        clock.report("answer", 1, 1)
+    plan = _plan(request, answer, batch_size)
+    levels = _levels(request, docs, cache, plan, clock)
+    with clock.stage("ranking", 1):
+        ranked = _rank(request, cache, answer, levels[0])
+        clock.report("ranking", 1, 1)
+    clock.seconds["total"] = time.perf_counter() - started
+    return ExplainResult(
+        answer=answer.strip(),
+        candidates=[_candidate(c) for c in ranked],
+        levels=[_level_result(scores, ranked) for scores in levels],
+        passage_ranking=passage_ranking(
+            levels[0].estimate, [u.document for u in levels[0].units], ranked[0].key
+        ),
+        stats=_stats(session, cache, model, clock.seconds),
+    )
+
+
+def _checkpoint(should_cancel: Callable[[], bool] | None) -> Callable[[], None]:
+    def check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("job cancelled")
+
+    return check
+
+
+def _full_answer(cache: CoalitionCache, docs: list[Document]) -> str:
+    units = document_units(docs)
+    return cache.answers(units, np.ones((1, len(units)), dtype=bool))[0]
+
+
+def _plan(request: ExplainRequest, answer: str, batch_size: int) -> Plan:
+    return Plan(
+        method=request.method,
+        estimator=request.estimator,
+        budget=request.budget,
+        seed=request.seed,
+        target_stderr=request.target_stderr,
+        rule=request.refine.rule,
+        k=request.refine.k,
+        threshold=request.refine.threshold,
+        value=request.value,
+        answer_text=answer.strip(),
+        batch_size=batch_size,
+    )
+
+
+def _levels(
+    request: ExplainRequest,
+    docs: list[Document],
+    cache: CoalitionCache,
+    plan: Plan,
+    clock: _Clock,
+) -> list[LevelScores]:
+    hierarchy = Hierarchy(docs, cache, plan, clock.report, clock.checkpoint)
+    out: list[LevelScores] = []
+    for index, level in enumerate(request.levels):
+        with clock.stage(level):
+            out.append(hierarchy.first() if index == 0 else hierarchy.next(out[-1], level, index))
+    return out
+
+
+def _rank(
+    request: ExplainRequest, cache: CoalitionCache, answer: str, documents: LevelScores
+) -> list[RankedAnswer]:
+    """Candidates; in log-prob mode only the full-context answer is ever decoded."""
+    key = normalize_answer(answer)
+    if request.value == "logprob":
+        return rank_candidates({key: 1}, {key: answer.strip()}, key, documents.estimate)
+    return rank_candidates(cache.counts, cache.surface, key, documents.estimate)
+
+
+def _candidate(c: RankedAnswer) -> Candidate:
+    return Candidate(text=c.text, frequency=c.frequency, score=c.score)
+
+
+def _level_result(scores: LevelScores, ranked: list[RankedAnswer]) -> LevelResult:
+    mean, stderr = align(scores.estimate, [c.key for c in ranked])
+    features = [
+        Feature(
+            document=u.document,
+            start=u.start,
+            end=u.end,
+            text=u.text,
+            score=mean[i].tolist(),
+            stderr=stderr[i].tolist(),
+        )
+        for i, u in enumerate(scores.units)
+    ]
+    est = scores.estimate
+    return LevelResult(
+        level=scores.level, features=features, coalitions=est.coalitions, estimator=est.method
+    )
+
+
+def _stats(session: Oracle, cache: CoalitionCache, model: str, seconds: dict[str, float]) -> Stats:
+    stats = session.stats
+    return Stats(
+        model=model,
+        coalitions=cache.evaluated,
+        forward_passes=stats.forward_passes,
+        tokens_computed=stats.tokens_computed,
+        speculative_acceptance_rate=stats.acceptance_rate,
+        attention_backend=stats.attention_backend,
+        seconds=seconds,
+    )

@@ -1,0 +1,156 @@
+"""Document -> sentence -> word: one proper game per level (Owen-style hierarchy).
+
+Level 1 scores whole documents. The units that *matter* are split at the next level
+(documents into sentences, sentences into words); every other unit stays in the game
+whole, so each level's scores still sum, per answer, to v(N) - v(empty).
+
+A unit matters when, for at least one answer, either it is among the ``k`` largest
+scores (``top_k``; ties by original order) or its lower confidence bound
+``mean - stderr`` exceeds ``threshold``. Only positive scores count: a unit that
+pushes every answer away is not where an answer came from. If nothing matters, the
+next level keeps the same units and its scores are the previous level's, with zero
+new coalitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from worker.shapley.coalitions import CoalitionCache
+from worker.shapley.errors import ShapleyInputError
+from worker.shapley.estimators import estimate
+from worker.shapley.game import CategoricalGame, Game, Masks, RealGame, normalize_answer
+from worker.shapley.sampling import Estimate
+from worker.shapley.segment import document_units, sentence_units, word_units
+from worker.shapley.units import Document, Level, Unit
+
+LevelProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to score each level (mirrors the request fields)."""
+
+    method: str = "shapley"
+    estimator: str = "auto"
+    budget: int = 128
+    seed: int = 0
+    target_stderr: float | None = None
+    rule: str = "top_k"
+    k: int = 2
+    threshold: float = 0.05
+    value: str = "answer"
+    """'answer' (categorical game) or 'logprob' (log p of ``answer_text``)."""
+    answer_text: str = ""
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class LevelScores:
+    """One level's units and their estimate (columns = ``estimate.answers``)."""
+
+    level: Level
+    units: list[Unit]
+    estimate: Estimate
+
+
+class Hierarchy:
+    """Scores the levels of one job over a shared :class:`CoalitionCache`."""
+
+    def __init__(
+        self,
+        docs: Sequence[Document],
+        cache: CoalitionCache,
+        plan: Plan,
+        progress: LevelProgress | None = None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> None:
+        self.docs = list(docs)
+        self.cache = cache
+        self.plan = plan
+        self._progress = progress
+        self._checkpoint = checkpoint
+
+    def first(self) -> LevelScores:
+        """Level 1: whole documents."""
+        return self.score("document", document_units(self.docs), index=0)
+
+    def next(self, previous: LevelScores, level: Level, index: int) -> LevelScores:
+        """The level below ``previous``: units that matter are split, the rest kept."""
+        units = self.refine(previous)
+        if units == previous.units:
+            reused = replace(previous.estimate, coalitions=0)
+            return LevelScores(level, units, reused)
+        return self.score(level, units, index)
+
+    def refine(self, scores: LevelScores) -> list[Unit]:
+        """The next level's units (see the module docstring for the rule)."""
+        chosen = matters(scores.estimate, self.plan.rule, self.plan.k, self.plan.threshold)
+        out: list[Unit] = []
+        for unit, split in zip(scores.units, chosen, strict=True):
+            out.extend(self._split(unit) if split and unit.level == scores.level else [unit])
+        return out
+
+    def _split(self, unit: Unit) -> list[Unit]:
+        if unit.level == "document":
+            return sentence_units(self.docs, unit.document)
+        if unit.level == "sentence":
+            return word_units(self.docs, unit)
+        return [unit]
+
+    def score(self, level: Level, units: list[Unit], index: int) -> LevelScores:
+        """Estimate one level's game over ``units``."""
+        game = self._game(level, units)
+        plan = self.plan
+        rng = np.random.default_rng([plan.seed, index])
+        est = estimate(game, plan.method, plan.estimator, plan.budget, rng, plan.target_stderr)
+        return LevelScores(level, units, est)
+
+    def _game(self, level: Level, units: list[Unit]) -> Game:
+        n = len(units)
+        cap = 2**n if n <= 20 else self.plan.budget
+        hook = self._progress
+
+        def progress(done: int, budget: int) -> None:
+            if hook is not None:
+                hook(level, done, min(budget, cap) if budget else cap)
+
+        progress(0, self.plan.budget)
+
+        if self.plan.value == "logprob":
+            return RealGame(
+                n,
+                lambda m: self._log_probs(units, m),
+                self.plan.batch_size,
+                progress,
+                self._checkpoint,
+                label=normalize_answer(self.plan.answer_text),
+            )
+        return CategoricalGame(
+            n,
+            lambda m: self.cache.answers(units, m),
+            self.plan.batch_size,
+            progress,
+            self._checkpoint,
+        )
+
+    def _log_probs(self, units: list[Unit], masks: Masks) -> Sequence[float]:
+        return list(self.cache.log_probs(units, masks, self.plan.answer_text))
+
+
+def matters(est: Estimate, rule: str, k: int, threshold: float) -> list[bool]:
+    """Which features to refine: top-k positive scores or LCB > threshold, any answer."""
+    mean = est.mean
+    if rule not in ("top_k", "threshold"):
+        raise ShapleyInputError(f"unknown refine rule {rule!r}; use 'top_k' or 'threshold'")
+    if rule == "threshold":
+        above: list[bool] = np.any(mean - est.stderr > threshold, axis=1).tolist()
+        return above
+    chosen = np.zeros(mean.shape[0], dtype=bool)
+    for column in mean.T:
+        order = np.argsort(-column, kind="stable")[:k]
+        chosen[order[column[order] > 0]] = True
+    return [bool(x) for x in chosen]
