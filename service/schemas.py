@@ -199,6 +199,9 @@ class JobView(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     deliveries: int = 0
+    cancel_requested: bool = Field(
+        default=False, description="DELETE was called; the worker stops at its next batch."
+    )
     result: ExplainResult | None = None
     error: ErrorInfo | None = None
 

@@ -1,0 +1,98 @@
+"""The application factory: one FastAPI app over any :class:`service.jobs.JobQueue`.
+
+Embedded and Redis modes differ only in the queue passed in; the gateway never imports
+torch or the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import errors, viewer
+from service.jobs import JobQueue
+from service.metrics import GatewayMetrics
+from service.routes import router
+from service.settings import Settings
+
+API_VERSION = "0.1.0"
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before anything parses them.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is read
+    up to the limit and replayed to the app, so memory stays bounded either way.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: GatewayMetrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, self._replay(messages, receive), send)
+
+    @staticmethod
+    def _replay(messages: list[Message], receive: Receive) -> Receive:
+        async def replayed() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return replayed
+
+    async def _refuse(self, send: Send) -> None:
+        self.metrics.rejected("body_too_large")
+        body = b'{"detail":"request body is larger than max_body_bytes=%d"}' % self.limit
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: Settings, queue: JobQueue, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The gateway over ``queue``; ``registry`` lets an embedded worker share /metrics."""
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry, queue)
+    app = FastAPI(
+        title="textgenshap",
+        version=API_VERSION,
+        description="Explain long-context LLM answers with hierarchical Shapley values "
+        "(TextGenSHAP). Submit a job, poll it, read ranked answers and passages.",
+    )
+    app.state.settings, app.state.queue, app.state.metrics = settings, queue, metrics
+    app.include_router(router)
+    app.include_router(viewer.router)
+    errors.install(app, metrics, settings.retry_after_seconds)
+    app.middleware("http")(metrics.middleware)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
+    return app
+
+
+def openapi_schema(app: FastAPI | None = None) -> dict[str, Any]:
+    """The app's generated OpenAPI document (what ``openapi.yaml`` publishes)."""
+    from service.memory_queue import MemoryQueue
+
+    if app is None:
+        settings = Settings()
+        app = create_app(settings, MemoryQueue(settings))
+    return app.openapi()

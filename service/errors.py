@@ -1,0 +1,93 @@
+"""Every error the gateway can answer with, mapped to its HTTP status in one place.
+
+Field errors keep FastAPI's shape, ``{"detail": [{"loc", "msg", "type"}]}``, and their
+``msg`` starts with the field's dotted path so that a person reading only the message
+knows what to fix. Anything else is ``{"detail": "..."}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
+from service.metrics import GatewayMetrics
+
+
+class RequestRejected(Exception):
+    """Input that is well-formed but not acceptable here (limits, unknown model): 4xx."""
+
+    def __init__(self, loc: Sequence[str | int], message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.loc = list(loc)
+        self.message = message
+        self.status = status
+
+
+class JobNotFound(Exception):
+    """No job with this id (never existed, expired, or not the caller's): 404."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found (unknown id, or its record expired)")
+
+
+class JobConflict(Exception):
+    """The job's state does not allow the operation (cancelling a finished job): 409."""
+
+
+def field_error(loc: Sequence[str | int], message: str, kind: str) -> dict[str, Any]:
+    """One entry of a 422 ``detail`` list, its message prefixed by the field path."""
+    path = ".".join(str(part) for part in loc if part != "body") or "body"
+    return {"loc": list(loc), "msg": f"{path}: {message}", "type": kind}
+
+
+def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        field_error(err.get("loc", ["body"]), str(err.get("msg", "invalid")), err["type"])
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _rejected(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestRejected)
+    kind = "too_large" if exc.status == 413 else "value_error"
+    return JSONResponse(
+        {"detail": [field_error(exc.loc, exc.message, kind)]}, status_code=exc.status
+    )
+
+
+def _idempotency(_: Request, exc: Exception) -> JSONResponse:
+    detail = [field_error(["header", "Idempotency-Key"], str(exc), "idempotency_mismatch")]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def install(app: FastAPI, metrics: GatewayMetrics, retry_after: int) -> None:
+    """Register the one mapping from error type to status on ``app``."""
+
+    def queue_full(_: Request, exc: Exception) -> JSONResponse:
+        metrics.rejected("queue_full")
+        headers = {"Retry-After": str(retry_after)}
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+
+    def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        metrics.rejected("unavailable")
+        headers = {"Retry-After": str(retry_after)}
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RequestRejected, _rejected)
+    app.add_exception_handler(IdempotencyMismatch, _idempotency)
+    app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(QueueUnavailable, unavailable)
+    app.add_exception_handler(
+        JobNotFound, lambda _r, e: JSONResponse({"detail": str(e)}, status_code=404)
+    )
+    app.add_exception_handler(
+        JobConflict, lambda _r, e: JSONResponse({"detail": str(e)}, status_code=409)
+    )

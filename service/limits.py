@@ -1,0 +1,64 @@
+"""Deployment limits checked before a job is enqueued (never a job that cannot succeed).
+
+Static limits live on the schema; these depend on ``Settings`` and on which models the
+live workers serve. Each failure names the field it is about.
+"""
+
+from __future__ import annotations
+
+from service.errors import RequestRejected
+from service.schemas import ExplainRequest
+from service.settings import Settings
+
+
+def check_documents(request: ExplainRequest, settings: Settings) -> None:
+    """Count and size of the documents: too many or too large is a 422 naming them."""
+    documents = request.document_objects()
+    if len(documents) > settings.max_documents:
+        raise RequestRejected(
+            ["body", "documents"],
+            f"too many documents: {len(documents)} > max_documents={settings.max_documents}",
+        )
+    for i, doc in enumerate(documents):
+        if len(doc.text) > settings.max_document_chars:
+            raise RequestRejected(
+                ["body", "documents", i, "text"],
+                f"document too large: {len(doc.text)} characters > "
+                f"max_document_chars={settings.max_document_chars}",
+            )
+    total = sum(len(doc.text) + len(doc.title) for doc in documents)
+    if total > settings.max_total_chars:
+        raise RequestRejected(
+            ["body", "documents"],
+            f"documents too large in total: {total} characters > "
+            f"max_total_chars={settings.max_total_chars}",
+        )
+
+
+def check_budget(request: ExplainRequest, settings: Settings) -> None:
+    if request.budget > settings.max_budget:
+        raise RequestRejected(
+            ["body", "budget"],
+            f"budget {request.budget} is over the cap max_budget={settings.max_budget}",
+        )
+
+
+def resolve_model(request: ExplainRequest, settings: Settings, served: set[str]) -> str:
+    """The model the job runs on: the request's, or the default; it must be servable.
+
+    Servable means some live worker serves it, or it is the deployment's default model
+    (whose workers may still be starting). ``py:`` factories are for worker command
+    lines only, never for requests.
+    """
+    model = request.model or settings.default_model
+    if model.startswith("py:") or model not in served | {settings.default_model}:
+        known = sorted(served | {settings.default_model})
+        raise RequestRejected(["body", "model"], f"unknown model {model!r}; served: {known}")
+    return model
+
+
+def check_request(request: ExplainRequest, settings: Settings, served: set[str]) -> str:
+    """All deployment limits; returns the resolved model name."""
+    check_documents(request, settings)
+    check_budget(request, settings)
+    return resolve_model(request, settings, served)

@@ -1,0 +1,110 @@
+"""``textgenshap serve``: the HTTP gateway, with an in-process worker when no Redis is set.
+
+Embedded default (no ``--redis``): one process holds the gateway, an in-process queue and
+one worker thread with the model, and ``/metrics`` shows gateway and worker metrics
+together. With ``--redis URL``: the gateway only; workers run as ``textgenshap worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.settings import Settings
+
+log = logging.getLogger("textgenshap.serve")
+EMBEDDED_GRACE_SECONDS = 5.0  # a running job's time to finish at shutdown before hand-back
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis", default=None, help="Redis URL; omit for the embedded mode")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="default model (and, embedded, the model loaded); default gemma-3-270m",
+    )
+    parser.add_argument("--log-level", default="info")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment settings, overridden by the command line where given."""
+    overrides: dict[str, str] = {}
+    if args.redis is not None:
+        overrides["redis_url"] = args.redis
+    if args.model:
+        overrides["default_model"] = args.model
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+class EmbeddedWorker:
+    """The embedded default's worker: loads the model in a thread, then serves jobs.
+
+    Loading in the background lets the HTTP server answer at once; ``/readyz`` reports
+    ready once the worker's first heartbeat lands.
+    """
+
+    def __init__(self, settings: Settings, queue: object, registry: CollectorRegistry) -> None:
+        from worker.loop import Worker, load_engines
+        from worker.metrics import WorkerMetrics
+
+        self._load = load_engines
+        self.settings, self.queue = settings, queue
+        self.metrics = WorkerMetrics(registry, "embedded")
+        self.worker: Worker | None = None
+        self._worker_cls = Worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="embedded-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        engines = self._load([self.settings.default_model], self.settings, self.metrics)
+        self.worker = self._worker_cls(
+            self.queue,  # type: ignore[arg-type]
+            engines,
+            self.settings,
+            self.metrics,
+            worker_id="embedded",
+        )
+        if not self._stop.is_set():
+            self.worker.serve()
+
+    def stop(self, grace: float = EMBEDDED_GRACE_SECONDS) -> None:
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.stop(grace)
+        self._thread.join(grace + 5.0)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM (uvicorn handles the signals and returns)."""
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = settings_from(args)
+    registry = CollectorRegistry()
+    embedded: EmbeddedWorker | None = None
+    if settings.embedded:
+        from service.memory_queue import MemoryQueue
+
+        queue: object = MemoryQueue(settings)
+        embedded = EmbeddedWorker(settings, queue, registry)
+        embedded.start()
+    else:
+        from service.queue import RedisQueue
+
+        queue = RedisQueue(settings)
+    app = create_app(settings, queue, registry)  # type: ignore[arg-type]
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0

@@ -1,0 +1,59 @@
+"""Deployment settings, read once from ``TEXTGENSHAP_*`` environment variables.
+
+Invalid values refuse to start (pydantic raises with the offending variable named), so a
+typo in a deployment fails at boot rather than at the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a gateway or worker can be tuned with; defaults suit one CPU machine."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTGENSHAP_", extra="ignore")
+
+    redis_url: str = Field(default="", description="Empty: embedded in-process queue.")
+    key_prefix: str = Field(default="textgenshap:", min_length=1, max_length=100)
+    default_model: str = Field(default="gemma-3-270m", min_length=1)
+    lease_seconds: float = Field(default=30.0, gt=0.2, le=3600)
+    result_ttl_seconds: int = Field(default=86_400, ge=1)
+    max_deliveries: int = Field(default=3, ge=1, le=100)
+    queue_max: int = Field(default=1_000, ge=1)
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    max_documents: int = Field(default=100, ge=1)
+    max_document_chars: int = Field(default=20_000, ge=1)
+    max_total_chars: int = Field(default=200_000, ge=1)
+    max_budget: int = Field(default=2_048, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1_024)
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    redis_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    model_cache_dir: Path = Field(default=Path("~/.cache/textgenshap"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        schemes = ("redis://", "rediss://", "unix://")
+        if value and not value.startswith(schemes):
+            raise ValueError(f"redis_url must start with one of {schemes} or be empty")
+        return value
+
+    @field_validator("model_cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _chars_consistent(self) -> Settings:
+        if self.max_document_chars > self.max_total_chars:
+            raise ValueError("max_document_chars must not exceed max_total_chars")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: queue and worker live in this process."""
+        return not self.redis_url

@@ -1,0 +1,129 @@
+"""Every bad input is a 4xx whose message names the field, in both modes; never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import StackFactory
+
+LIMITS = {
+    "max_documents": 3,
+    "max_document_chars": 50,
+    "max_total_chars": 80,
+    "max_budget": 256,
+    "max_body_bytes": 4096,
+}
+GOOD: dict[str, Any] = {"question": "Who wrote it?", "documents": ["Ann wrote it.", "Bob read it."]}
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    data = {**GOOD, **changes}
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+CASES = [
+    ("empty question", body(question=""), "question"),
+    ("blank question", body(question="   "), "question"),
+    ("missing question", body(question=...), "question"),
+    ("question wrong type", body(question=5), "question"),
+    ("no documents", body(documents=[]), "documents"),
+    ("missing documents", body(documents=...), "documents"),
+    ("documents not a list", body(documents="Ann wrote it."), "documents"),
+    ("blank document", body(documents=["  "]), "documents"),
+    ("too many documents", body(documents=["a", "b", "c", "d"]), "documents"),
+    ("document too large", body(documents=["x" * 51]), "documents.0.text"),
+    ("too large in total", body(documents=["x" * 45, {"text": "y" * 45}]), "documents"),
+    ("unknown model", body(model="no-such-model"), "model"),
+    ("factory model from a request", body(model="py:os:getcwd"), "model"),
+    ("budget over the cap", body(budget=1000), "budget"),
+    ("budget zero", body(budget=0), "budget"),
+    ("budget wrong type", body(budget="many"), "budget"),
+    ("levels not a prefix", body(levels=["word"]), "levels"),
+    ("unknown method", body(method="lime"), "method"),
+    ("max_new_tokens too large", body(max_new_tokens=1000), "max_new_tokens"),
+    ("unknown field", body(temperature=0.5), "temperature"),
+    ("refine k zero", body(refine={"rule": "top_k", "k": 0}), "refine.k"),
+]
+
+
+@pytest.mark.parametrize(("name", "payload", "field"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_422_naming_the_field(
+    make_stack: StackFactory, name: str, payload: dict[str, Any], field: str
+) -> None:
+    stack = make_stack(**LIMITS)
+    response = stack.client.post("/explain", json=payload)
+    assert response.status_code == 422, response.text
+    messages = [error["msg"] for error in response.json()["detail"]]
+    # the path prefixes the message; a whole-body rule names the field in its text
+    named = [
+        m
+        for m in messages
+        if m.startswith((f"{field}:", f"{field}.", f"body: Value error, {field} "))
+    ]
+    assert named, messages
+
+
+def test_malformed_json_is_422_not_500(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    response = stack.client.post(
+        "/explain",
+        content=b'{"question": "q", "documents": [',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"null"])
+def test_body_that_is_not_an_object_is_422(make_stack: StackFactory, payload: bytes) -> None:
+    stack = make_stack()
+    headers = {"content-type": "application/json"}
+    response = stack.client.post("/explain", content=payload, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"].startswith("body:")
+
+
+def test_body_over_the_size_limit_is_413(make_stack: StackFactory) -> None:
+    stack = make_stack(**LIMITS)
+    response = stack.client.post("/explain", json=body(documents=["x" * 5000]))
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body is larger than max_body_bytes=4096"}
+
+
+def test_chunked_body_over_the_size_limit_is_413(make_stack: StackFactory) -> None:
+    stack = make_stack(**LIMITS)
+    chunks = iter([b'{"question": "q", "documents": ["', b"x" * 5000, b'"]}'])
+    response = stack.client.post(
+        "/explain", content=chunks, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def test_idempotency_key_with_another_body_is_422(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    first = stack.client.post("/explain", json=GOOD, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 202
+    again = stack.client.post(
+        "/explain", json=body(question="Another?"), headers={"Idempotency-Key": "k-1"}
+    )
+    assert again.status_code == 422
+    assert again.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert again.json()["detail"][0]["msg"].startswith("header.Idempotency-Key:")
+
+
+def test_unknown_job_is_404(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    assert stack.client.get("/jobs/nope").status_code == 404
+    deleted = stack.client.delete("/jobs/nope")
+    assert deleted.status_code == 404
+    assert "not found" in deleted.json()["detail"]
+
+
+def test_rejections_never_enqueue(make_stack: StackFactory) -> None:
+    stack = make_stack(**LIMITS)
+    stack.client.post("/explain", json=body(budget=1000))
+    stack.client.post("/explain", json=body(model="nope"))
+    counts = stack.queue.counts()
+    assert (counts.queued, counts.pending) == (0, 0)
