@@ -29,6 +29,42 @@ DOCKERFILE = ROOT / "Dockerfile"
 # the scrape interval of the live test is 1 s, so 30 s holds plenty of samples.
 GRAFANA_BUILTINS = {"__rate_interval": "30s", "__interval": "5s", "__range": "60s"}
 
+# The metric contract of the brief (sample names as scraped): gateway, then worker.
+CONTRACT_GATEWAY = frozenset(
+    {
+        "textgenshap_http_requests_total",
+        "textgenshap_http_request_duration_seconds_bucket",
+        "textgenshap_http_request_duration_seconds_sum",
+        "textgenshap_http_request_duration_seconds_count",
+        "textgenshap_jobs_submitted_total",
+        "textgenshap_jobs_finished_total",
+        "textgenshap_queue_depth",
+        "textgenshap_queue_pending",
+        "textgenshap_rejected_requests_total",
+    }
+)
+CONTRACT_WORKER = frozenset(
+    {
+        "textgenshap_worker_jobs_total",
+        "textgenshap_worker_stage_duration_seconds_bucket",
+        "textgenshap_worker_stage_duration_seconds_sum",
+        "textgenshap_worker_stage_duration_seconds_count",
+        "textgenshap_worker_coalitions_total",
+        "textgenshap_worker_forward_passes_total",
+        "textgenshap_worker_tokens_computed_total",
+        "textgenshap_worker_batch_size_bucket",
+        "textgenshap_worker_batch_size_sum",
+        "textgenshap_worker_batch_size_count",
+        "textgenshap_worker_draft_tokens_proposed_total",
+        "textgenshap_worker_draft_tokens_accepted_total",
+        "textgenshap_worker_speculative_acceptance_ratio",
+        "textgenshap_worker_info",
+        "textgenshap_worker_busy",
+        "textgenshap_worker_memory_bytes",
+        "textgenshap_worker_model_load_seconds",
+    }
+)
+
 # Series Prometheus makes itself rather than scraping them from a target.
 SYNTHETIC_METRICS = frozenset({"up"})
 
@@ -73,6 +109,18 @@ class Query:
     @property
     def where(self) -> str:
         return f"{self.dashboard} / {self.panel} / {self.ref_id}"
+
+
+def referenced_metrics() -> dict[str, set[str]]:
+    """Metric name -> where the dashboards, their variables and the alert rules use it."""
+    uses: dict[str, set[str]] = {}
+    sources = [(q.where, q.expr) for q in dashboard_queries()]
+    sources += [(f"variable {q}", label_values_metric(q)) for q in variable_queries()]
+    sources += [(f"alert {name}", expr) for name, expr in alert_exprs().items()]
+    for where, expr in sources:
+        for name in metric_names(expr):
+            uses.setdefault(name, set()).add(where)
+    return uses
 
 
 def load_yaml(path: Path) -> Any:
