@@ -1,11 +1,33 @@
-"""Fixtures of the viewer tests."""
+"""Fixtures of the viewer tests: a sample explanation, and a live gateway on a free port.
+
+The gateway is the real app (``create_app``) over the in-process queue with the real
+embedded worker, serving :mod:`tests.viewer.nq_fake` as ``fake-nq``, run by uvicorn in
+a thread so that the client and the browser talk HTTP to it.
+"""
 
 from __future__ import annotations
 
-import pytest
+import socket
+import threading
+import time
+from collections.abc import Iterator
 
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+import service.viewer
+from service.app import create_app
+from service.memory_queue import MemoryQueue
 from service.schemas import ExplainRequest, ExplainResult
+from service.server import EmbeddedWorker
+from service.settings import Settings
 from tests.viewer import sample
+
+ENGINE_SPEC = "py:tests.viewer.nq_fake:make_nq_fake_engine"
+MODEL = "fake-nq"
 
 
 @pytest.fixture
@@ -16,3 +38,52 @@ def sample_request() -> ExplainRequest:
 @pytest.fixture
 def sample_result() -> ExplainResult:
     return sample.sample_result()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_viewer(app: FastAPI) -> FastAPI:
+    """The app with the viewer router, unless the gateway already includes it."""
+    paths = {getattr(route, "path", None) for route in app.routes}
+    if "/examples" not in paths:
+        app.include_router(service.viewer.router)
+    return app
+
+
+def wait_ready(base_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"gateway at {base_url} not ready after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[str]:
+    """Base URL of a live embedded gateway serving ``fake-nq``."""
+    settings = Settings(default_model=ENGINE_SPEC, max_budget=4096)
+    registry = CollectorRegistry()
+    queue = MemoryQueue(settings)
+    worker = EmbeddedWorker(settings, queue, registry)
+    app = with_viewer(create_app(settings, queue, registry))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="viewer-gateway", daemon=True)
+    worker.start()
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url)
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        worker.stop(0.0)
