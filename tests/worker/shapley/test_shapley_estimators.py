@@ -1,0 +1,208 @@
+"""Every estimator against exact values on games whose answers are known."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import permutations
+from math import factorial
+
+import numpy as np
+import pytest
+
+from tests.worker.shapley.toy_games import (
+    Counted,
+    additive,
+    categorical_game,
+    glove,
+    majority,
+    random_categorical,
+    real_game,
+    unanimity,
+)
+from worker.shapley.errors import ShapleyInputError
+from worker.shapley.estimators import estimate, resolve
+from worker.shapley.game import CategoricalGame, Game, Masks
+from worker.shapley.owen import efficiency_adjust
+from worker.shapley.ranking import align
+from worker.shapley.sampling import Estimate
+
+SAMPLED = ["permutation", "owen", "kernel"]
+Floats = np.ndarray
+
+
+def brute_shapley(fn: Callable[[Masks], Sequence[str]], n: int, answer: str) -> Floats:
+    """Shapley values by averaging over all n! orders: independent of the estimators."""
+    out = np.zeros(n)
+    for order in permutations(range(n)):
+        mask = np.zeros((n + 1, n), dtype=bool)
+        for j, feature in enumerate(order):
+            mask[j + 1 :, feature] = True
+        hit = np.array([a == answer for a in fn(mask)], dtype=float)
+        out[list(order)] += np.diff(hit)
+    return out / factorial(n)
+
+
+def column(est: Estimate, answer: str) -> Floats:
+    return align(est, [answer])[0][:, 0]
+
+
+def test_exact_additive_equals_weights() -> None:
+    weights = np.array([0.5, -1.0, 2.0, 0.0, 0.25])
+    est = estimate(real_game(additive(weights), 5), estimator="exact", budget=32)
+    np.testing.assert_allclose(est.mean[:, 0], weights, atol=1e-12)
+    assert est.stderr.max() == 0
+    assert est.coalitions == 32
+    assert est.method == "exact"
+
+
+def test_exact_unanimity_splits_equally_over_the_carrier() -> None:
+    est = estimate(categorical_game(unanimity(6, [1, 3, 4]), 6), budget=64)
+    assert est.method == "exact"
+    np.testing.assert_allclose(column(est, "paris"), [0, 1 / 3, 0, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(column(est, "unknown"), [0, -1 / 3, 0, -1 / 3, -1 / 3, 0])
+
+
+def test_exact_glove_game_known_values() -> None:
+    est = estimate(real_game(glove(1, 2), 3), budget=8)
+    np.testing.assert_allclose(est.mean[:, 0], [2 / 3, 1 / 6, 1 / 6])
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        majority(np.array([3.0, 2.0, 2.0, 1.0, 1.0, 0.5]), 4.5),
+        random_categorical(6, 3, seed=7),
+    ],
+    ids=["majority", "random"],
+)
+def test_exact_matches_brute_force_over_orders(fn: Callable[[Masks], Sequence[str]]) -> None:
+    est = estimate(categorical_game(fn, 6), budget=64)
+    for answer in est.answers:
+        reference = brute_shapley(lambda m: [a.lower().strip(".") for a in fn(m)], 6, answer)
+        np.testing.assert_allclose(column(est, answer), reference, atol=1e-12)
+
+
+def test_banzhaf_exact_on_additive_and_unanimity() -> None:
+    weights = np.array([1.0, -2.0, 0.5, 0.0])
+    est = estimate(real_game(additive(weights), 4), method="banzhaf", budget=16)
+    assert est.method == "banzhaf-exact"
+    np.testing.assert_allclose(est.mean[:, 0], weights)
+    est = estimate(categorical_game(unanimity(5, [0, 2]), 5), method="banzhaf", budget=32)
+    np.testing.assert_allclose(column(est, "paris"), [0.5, 0, 0.5, 0, 0])
+
+
+GAMES: dict[str, tuple[Callable[[], Game], int]] = {
+    "additive": (lambda: real_game(additive(np.linspace(-1, 2, 10)), 10), 10),
+    "unanimity": (lambda: categorical_game(unanimity(10, [0, 4, 7]), 10), 10),
+    "majority": (lambda: categorical_game(majority(np.arange(1.0, 11.0), 27.5), 10), 10),
+    "glove": (lambda: real_game(glove(4, 6), 10), 10),
+    "random": (lambda: categorical_game(random_categorical(10, 4, seed=3), 10), 10),
+}
+
+
+@pytest.mark.parametrize("name", list(GAMES))
+@pytest.mark.parametrize("estimator", SAMPLED)
+def test_sampled_estimators_close_to_exact_and_efficient(name: str, estimator: str) -> None:
+    make, _ = GAMES[name]
+    exact = estimate(make(), estimator="exact", budget=1024)
+    got = estimate(make(), estimator=estimator, budget=700, seed=11)
+    mean, stderr = align(got, exact.answers)
+    error = np.abs(mean - exact.mean)
+    assert error.max() < 0.2 * max(1.0, np.abs(exact.mean).max())
+    np.testing.assert_allclose(mean.sum(axis=0), exact.mean.sum(axis=0), atol=1e-9)
+    assert got.coalitions <= 700
+    assert got.method == estimator
+    if name == "additive" and estimator != "kernel":
+        assert error.max() < 1e-9
+
+
+@pytest.mark.parametrize("name", list(GAMES))
+def test_banzhaf_msr_close_to_exact(name: str) -> None:
+    make, _ = GAMES[name]
+    exact = estimate(make(), method="banzhaf", budget=1024)
+    got = estimate(make(), method="banzhaf", budget=600, seed=5)
+    assert got.method == "banzhaf-msr"
+    mean, _ = align(got, exact.answers)
+    assert np.abs(mean - exact.mean).max() < 0.25 * max(1.0, np.abs(exact.mean).max())
+
+
+@pytest.mark.parametrize("estimator", [*SAMPLED, "banzhaf"])
+def test_same_seed_same_estimate(estimator: str) -> None:
+    fn = random_categorical(9, 3, seed=1)
+    method = "banzhaf" if estimator == "banzhaf" else "shapley"
+    name = "auto" if estimator == "banzhaf" else estimator
+    runs = [estimate(categorical_game(fn, 9), method, name, budget=150, seed=s) for s in (4, 4, 5)]
+    assert runs[0].answers == runs[1].answers
+    np.testing.assert_array_equal(runs[0].mean, runs[1].mean)
+    np.testing.assert_array_equal(runs[0].stderr, runs[1].stderr)
+    assert not np.array_equal(
+        align(runs[0], runs[0].answers)[0], align(runs[2], runs[0].answers)[0]
+    )
+
+
+@pytest.mark.parametrize("estimator", [*SAMPLED, "banzhaf"])
+@pytest.mark.parametrize("budget", [25, 60, 333])
+def test_budget_is_a_hard_cap_and_no_coalition_is_evaluated_twice(
+    estimator: str, budget: int
+) -> None:
+    fn = Counted(random_categorical(8, 3, seed=2))
+    game = CategoricalGame(8, fn, batch_size=7)
+    method = "banzhaf" if estimator == "banzhaf" else "shapley"
+    est = estimate(game, method, "auto" if method == "banzhaf" else estimator, budget, seed=0)
+    assert est.coalitions == game.evaluations == len(fn.seen) <= budget
+    assert len(set(fn.seen)) == len(fn.seen)
+    assert est.coalitions >= min(budget, 2**8) - 2 * 9
+
+
+def test_target_stderr_stops_early() -> None:
+    fn = random_categorical(10, 3, seed=9)
+    full = estimate(categorical_game(fn, 10), estimator="kernel", budget=900, seed=1)
+    early = estimate(
+        categorical_game(fn, 10), estimator="kernel", budget=900, seed=1, target_stderr=0.1
+    )
+    assert early.stderr.max() <= 0.1
+    assert early.coalitions < full.coalitions
+    assert early.coalitions <= 900
+
+
+def test_auto_resolution() -> None:
+    assert resolve("shapley", "auto", 4, 16) == "exact"
+    assert resolve("shapley", "auto", 5, 16) == "owen"
+    assert resolve("shapley", "auto", 30, 50) == "kernel"
+    assert resolve("shapley", "permutation", 4, 1000) == "permutation"
+    assert resolve("banzhaf", "owen", 3, 8) == "banzhaf-exact"
+    assert resolve("banzhaf", "auto", 9, 100) == "banzhaf-msr"
+
+
+def test_single_feature_gets_the_whole_total() -> None:
+    est = estimate(categorical_game(unanimity(1, [0]), 1), estimator="owen", budget=2)
+    np.testing.assert_allclose(column(est, "paris"), [1.0])
+    assert est.coalitions == 2
+    assert est.stderr.max() == 0
+
+
+def test_owen_adjustment_restores_efficiency_by_variance() -> None:
+    mean = np.array([[0.5], [0.2], [0.1]])
+    stderr = np.array([[0.0], [0.1], [0.2]])
+    adjusted = efficiency_adjust(mean, stderr, np.array([1.0]))
+    np.testing.assert_allclose(adjusted.ravel(), [0.5, 0.24, 0.26])
+    flat = efficiency_adjust(mean, np.zeros_like(mean), np.array([1.1]))
+    np.testing.assert_allclose(flat.ravel(), [0.6, 0.3, 0.2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget": 0}, "budget must be >= 1"),
+        ({"budget": 1}, "cannot hold the full and empty"),
+        ({"method": "lime"}, "unknown method"),
+        ({"estimator": "magic"}, "unknown estimator"),
+        ({"estimator": "exact", "budget": 100}, "needs 1024 coalitions"),
+        ({"estimator": "owen", "budget": 10}, "too small for one sample of the owen"),
+        ({"target_stderr": 0.0}, "target_stderr must be > 0"),
+    ],
+)
+def test_bad_arguments_raise_typed_errors(kwargs: dict[str, object], message: str) -> None:
+    game = categorical_game(unanimity(10, [0]), 10)
+    with pytest.raises(ShapleyInputError, match=message):
+        estimate(game, **kwargs)  # type: ignore[arg-type]
