@@ -1,0 +1,49 @@
+"""Attention mass on a tiny random causal model: prompt layout and per-document mass."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.fakes import make_fake_engine
+from worker.engine.tiny import build_tiny
+from worker.evaluation.attention import attention_scores, prompt_layout
+from worker.evaluation.data import Example
+from worker.shapley.units import Document
+
+DOCS = (
+    Document("Paris is the capital of France.", "France"),
+    Document("Berlin is the capital of Germany.", "Germany"),
+    Document("Rome is the capital of Italy.", "Italy"),
+)
+EXAMPLE = Example(id="q", question="What is the capital of France?", documents=DOCS)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SimpleNamespace:
+    loaded = build_tiny("tiny-llama", torch.device("cpu"))
+    return SimpleNamespace(model=loaded.model, tokenizer=loaded.tokenizer, family="causal")
+
+
+def test_layout_spans_cover_exactly_each_document_text(tiny: SimpleNamespace) -> None:
+    ids, spans = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS))
+    for span, doc in zip(spans, DOCS, strict=True):
+        assert tiny.tokenizer.decode(ids[span.start : span.stop]) == doc.text + "\n"
+    assert spans[0].stop < spans[1].start < spans[1].stop < spans[2].start
+
+
+def test_mass_is_a_share_of_the_last_row_and_backend_is_restored(tiny: SimpleNamespace) -> None:
+    before = tiny.model.config._attn_implementation
+    scores = attention_scores(tiny, EXAMPLE)
+    assert scores is not None
+    assert len(scores) == 3
+    assert all(s > 0 for s in scores)
+    assert 0 < sum(scores) < 1  # the head, headers and tail take the rest
+    assert tiny.model.config._attn_implementation == before
+    assert attention_scores(tiny, EXAMPLE) == scores  # deterministic
+
+
+def test_engines_without_a_model_have_no_attention_ranker() -> None:
+    assert attention_scores(make_fake_engine(), EXAMPLE) is None
+    offered = SimpleNamespace(attention_mass=lambda q, docs: [0.5, 0.25, 0.25])
+    assert attention_scores(offered, EXAMPLE) == [0.5, 0.25, 0.25]
