@@ -213,6 +213,7 @@ def over_delivered(deliveries: int, max_deliveries: int, last: ErrorInfo | None)
     )
     return ErrorInfo(
         type="MaxDeliveriesExceeded",
-        message=f"job was delivered {deliveries} times without finishing "
+        message=f"job was delivered {deliveries} time{'s' if deliveries != 1 else ''} "
+        "without finishing "
         f"(max_deliveries={max_deliveries}){reason}",
     )

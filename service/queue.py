@@ -341,12 +341,24 @@ class RedisQueue:
                 self._redis.sadd(self._key(STREAMS_KEY), model)
             self._groups.add(model)
 
+    @contextlib.contextmanager
+    def _regroup_on_loss(self) -> Iterator[None]:
+        """A stream or group deleted under us (by an operator, or a flush) is recreated on
+        the next take instead of crashing the worker."""
+        try:
+            yield
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                raise
+            self._groups.clear()
+            self._cursors.clear()
+
     def _reclaim(self, worker_id: str, models: list[str]) -> tuple[str, str, str, int] | None:
         """An entry whose lease expired (its worker died or handed it back), if any."""
         min_idle = int(self._settings.lease_seconds * 1000)
         for model in models:
             stream = self._stream(model)
-            with _guard():
+            with _guard(), self._regroup_on_loss():
                 cursor, claimed, *_ = self._redis.xautoclaim(
                     stream, GROUP, worker_id, min_idle, self._cursors.get(stream, "0-0"), count=1
                 )
@@ -366,7 +378,7 @@ class RedisQueue:
     ) -> tuple[str, str, str, int] | None:
         streams = {self._stream(m): ">" for m in models}
         block = max(1, int(seconds * 1000))
-        with _guard():
+        with _guard(), self._regroup_on_loss():
             reply = self._redis.xreadgroup(GROUP, worker_id, streams, count=1, block=block)
         for stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -31,7 +31,7 @@ from worker.shapley.units import Document
 
 log = logging.getLogger("textgenshap.worker")
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes within one stage
-CANCEL_CHECK_INTERVAL = 0.25  # seconds between cancellation reads
+CANCEL_CHECK_INTERVAL = 0.1  # seconds between cancellation reads (one HMGET each)
 TAKE_TIMEOUT = 1.0  # seconds one take() may block; bounds shutdown latency
 
 
@@ -122,12 +122,14 @@ class Worker:
         settings: Settings,
         metrics: WorkerMetrics,
         worker_id: str | None = None,
+        poll_seconds: float = TAKE_TIMEOUT,
     ) -> None:
         self.queue, self.engines, self.settings, self.metrics = queue, engines, settings, metrics
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
         self._stop_at = float("inf")
         self._busy = False
+        self._poll = poll_seconds
 
     # --- lifecycle
     def stop(self, grace: float) -> None:
@@ -171,7 +173,7 @@ class Worker:
 
     def _take_and_run(self) -> None:
         try:
-            lease = self.queue.take(self.worker_id, sorted(self.engines), TAKE_TIMEOUT)
+            lease = self.queue.take(self.worker_id, sorted(self.engines), self._poll)
         except QueueUnavailable as exc:
             log.warning("queue unavailable, retrying: %s", exc)
             self._stopping.wait(1.0)

@@ -40,11 +40,16 @@ class Stack:
     client: TestClient
     registry: CollectorRegistry
     workers: list[tuple[Worker, threading.Thread]] = field(default_factory=list)
+    worker_metrics: WorkerMetrics | None = None
 
     def start_worker(self, engine: Any, worker_id: str | None = None) -> Worker:
         """A worker thread serving ``engine`` under its ``name``; waits for its heartbeat."""
-        metrics = WorkerMetrics(self.registry, worker_id or f"w{len(self.workers)}")
-        worker = Worker(self.queue, {engine.name: engine}, self.settings, metrics, worker_id)
+        if self.worker_metrics is None:  # one set per registry, shared like --concurrency
+            self.worker_metrics = WorkerMetrics(self.registry, "test")
+        metrics = self.worker_metrics
+        worker = Worker(
+            self.queue, {engine.name: engine}, self.settings, metrics, worker_id, poll_seconds=0.1
+        )
         thread = threading.Thread(target=worker.serve, daemon=True)
         thread.start()
         self.workers.append((worker, thread))
@@ -98,6 +103,8 @@ def mode(request: pytest.FixtureRequest) -> str:
 def make_stack(mode: str, request: pytest.FixtureRequest) -> Iterator[StackFactory]:
     """Build a Stack in the current mode with settings overrides."""
     stacks: list[Stack] = []
+    if mode == "redis":  # set up first, so its keys are deleted after the workers stop
+        request.getfixturevalue("key_prefix")
 
     def build(**overrides: Any) -> Stack:
         values: dict[str, Any] = {**FAST, "default_model": "fake", **overrides}

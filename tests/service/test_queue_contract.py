@@ -1,0 +1,93 @@
+"""Lease semantics of both queue adapters, driven directly (no HTTP, no worker)."""
+
+from __future__ import annotations
+
+import time
+
+from service.jobs import NewJob, Outcome
+from service.schemas import ErrorInfo, ExplainRequest, JobStatus, Progress
+from tests.service.conftest import StackFactory
+
+REQUEST = ExplainRequest(question="What is the capital of France?", documents=["Paris."])
+ERROR = ErrorInfo(type="RuntimeError", message="boom")
+
+
+def test_an_expired_lease_is_redelivered_and_only_its_new_holder_stores(
+    make_stack: StackFactory,
+) -> None:
+    queue = make_stack(lease_seconds=0.3).queue
+    job = queue.submit(NewJob("fake", REQUEST)).job
+    first = queue.take("dead", ["fake"], 1.0)
+    assert first is not None
+    assert first.deliveries == 1
+    assert queue.take("alive", ["fake"], 0.1) is None  # still leased
+    time.sleep(0.4)
+    second = queue.take("alive", ["fake"], 1.0)
+    assert second is not None
+    assert (second.job_id, second.deliveries) == (job.job_id, 2)
+    assert not queue.renew(first)
+    assert not queue.progress(first, Progress(stage="document", done=1, total=2))
+    assert not queue.finish(first, Outcome.failed(ERROR))
+    assert queue.progress(second, Progress(stage="document", done=2, total=2))
+    assert queue.finish(second, Outcome.cancelled())
+    assert not queue.finish(second, Outcome.failed(ERROR))  # stored once
+    record = queue.get(job.job_id)
+    assert record is not None
+    assert (record.status, record.deliveries, record.error) == (JobStatus.cancelled, 2, None)
+    assert queue.counts().finished == {"cancelled": 1}
+    assert (queue.counts().queued, queue.counts().pending) == (0, 0)
+
+
+def test_renewal_keeps_the_lease(make_stack: StackFactory) -> None:
+    queue = make_stack(lease_seconds=0.3).queue
+    queue.submit(NewJob("fake", REQUEST))
+    lease = queue.take("w1", ["fake"], 1.0)
+    assert lease is not None
+    for _ in range(6):
+        time.sleep(0.1)
+        assert queue.renew(lease)
+        assert queue.take("w2", ["fake"], 0.0) is None
+    assert queue.counts().pending == 1
+
+
+def test_release_hands_back_with_or_without_spending_the_delivery(
+    make_stack: StackFactory,
+) -> None:
+    queue = make_stack().queue
+    job = queue.submit(NewJob("fake", REQUEST)).job
+    lease = queue.take("w1", ["fake"], 1.0)
+    assert lease is not None
+    queue.release(lease)  # shutdown: not spent
+    assert queue.get(job.job_id).status == JobStatus.queued  # type: ignore[union-attr]
+    again = queue.take("w2", ["fake"], 1.0)
+    assert again is not None
+    assert again.deliveries == 1
+    queue.note_error(again, ERROR)
+    queue.release(again, spend=True)  # failure: spent
+    third = queue.take("w3", ["fake"], 1.0)
+    assert third is not None
+    assert third.deliveries == 2
+    assert third.job.last_error == ERROR
+
+
+def test_jobs_only_reach_workers_of_their_model(make_stack: StackFactory) -> None:
+    queue = make_stack().queue
+    queue.submit(NewJob("a", REQUEST))
+    assert queue.take("w", ["b"], 0.2) is None
+    lease = queue.take("w", ["b", "a"], 0.2)
+    assert lease is not None
+    assert lease.job.model == "a"
+
+
+def test_cancel_of_a_running_job_sets_the_flag(make_stack: StackFactory) -> None:
+    queue = make_stack().queue
+    job = queue.submit(NewJob("fake", REQUEST)).job
+    lease = queue.take("w1", ["fake"], 1.0)
+    assert lease is not None
+    assert not queue.cancel_requested(job.job_id)
+    record = queue.cancel(job.job_id)
+    assert record is not None
+    assert (record.status, record.cancel_requested) == (JobStatus.running, True)
+    assert queue.cancel_requested(job.job_id)
+    assert queue.finish(lease, Outcome.cancelled())
+    assert queue.get(job.job_id).status == JobStatus.cancelled  # type: ignore[union-attr]

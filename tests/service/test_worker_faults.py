@@ -1,0 +1,93 @@
+"""Worker fault handling in both modes: poison jobs, dead workers, bad input, shutdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.jobs import NewJob
+from service.schemas import ExplainRequest
+from tests.fakes import FakeEngine
+from tests.service.conftest import StackFactory
+from tests.service.payloads import check_result, explain_body
+from worker.engine.errors import ContextTooLong
+
+
+class TooLongEngine(FakeEngine):
+    """Every prompt is over the context window (a job that can never succeed)."""
+
+    def open_session(self, question: str, documents: Any, **_: Any) -> Any:
+        raise ContextTooLong(tokens=5000, limit=512)
+
+
+def test_an_engine_that_raises_fails_the_job_after_max_deliveries(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(max_deliveries=2)
+    raising = FakeEngine("fake-raising", raising=True)
+    stack.start_worker(raising)
+    stack.start_worker(FakeEngine("fake"))
+    poison = stack.submit(explain_body(model="fake-raising"))
+    healthy = stack.submit(explain_body())
+    view = stack.wait(poison)
+    assert view["status"] == "failed"
+    assert view["deliveries"] == 2
+    assert view["error"] == {
+        "type": "RuntimeError",
+        "message": "engine exploded (failed on all 2 deliveries; max_deliveries=2)",
+    }
+    assert len(raising.sessions) == 2
+    assert stack.wait(healthy)["status"] == "succeeded"
+
+
+def test_bad_input_found_by_the_engine_fails_at_once(make_stack: StackFactory) -> None:
+    stack = make_stack(max_deliveries=3)
+    stack.start_worker(TooLongEngine("fake"))
+    view = stack.wait(stack.submit(explain_body()))
+    assert view["status"] == "failed"
+    assert view["deliveries"] == 1
+    assert view["error"]["type"] == "ContextTooLong"
+    assert "5000 tokens" in view["error"]["message"]
+
+
+def test_a_dead_workers_job_is_redelivered_and_succeeds_once(make_stack: StackFactory) -> None:
+    stack = make_stack(lease_seconds=0.5)
+    body = explain_body()
+    job_id = stack.submit(body)
+    assert stack.queue.take("crashed-worker", ["fake"], 1.0) is not None  # never renewed
+    engine = FakeEngine("fake")
+    stack.start_worker(engine)
+    view = stack.wait(job_id)
+    assert (view["status"], view["deliveries"]) == ("succeeded", 2)
+    check_result(view["result"], body)
+    assert len(engine.sessions) == 1
+    assert stack.queue.counts().finished == {"succeeded": 1}
+
+
+def test_a_job_delivered_too_often_fails_saying_so(make_stack: StackFactory) -> None:
+    stack = make_stack(lease_seconds=0.3, max_deliveries=1)
+    job = stack.queue.submit(NewJob("fake", ExplainRequest(**explain_body()))).job
+    assert stack.queue.take("crashed-worker", ["fake"], 1.0) is not None
+    engine = FakeEngine("fake")
+    stack.start_worker(engine)
+    view = stack.wait(job.job_id)
+    assert view["status"] == "failed"
+    assert view["error"] == {
+        "type": "MaxDeliveriesExceeded",
+        "message": "job was delivered 1 time without finishing (max_deliveries=1); "
+        "the workers holding it stopped without reporting (killed or crashed)",
+    }
+    assert engine.sessions == []
+
+
+def test_shutdown_hands_the_running_job_back(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    slow = FakeEngine("fake", delay=0.3)
+    worker = stack.start_worker(slow, worker_id="leaving")
+    job_id = stack.submit(explain_body())
+    stack.wait(job_id, ("running",))
+    worker.stop(grace=0.0)
+    assert stack.wait(job_id, ("queued",))["progress"]["stage"] != "queued"
+    stack.start_worker(FakeEngine("fake"), worker_id="arriving")
+    view = stack.wait(job_id)
+    assert (view["status"], view["deliveries"]) == ("succeeded", 1)  # the delivery was given back
+    assert stack.queue.counts().finished == {"succeeded": 1}
