@@ -260,10 +260,12 @@
     const select = $("model");
     try {
       const view = await api("GET", "/models");
-      const names = new Set([view.default, ...view.models.map((m) => m.name)]);
-      for (const name of names) {
-        const option = new Option(name, name, false, name === view.default);
-        select.append(option);
+      const served = view.models.map((m) => m.name);
+      // the default first, unless live workers serve other models and not it
+      const chosen = served.length === 0 || served.includes(view.default) ? view.default : served[0];
+      for (const name of new Set([...served, view.default])) {
+        const label = name === view.default ? name + " (default)" : name;
+        select.append(new Option(label, name, false, name === chosen));
       }
     } catch (err) {
       select.append(new Option("(server default)", ""));

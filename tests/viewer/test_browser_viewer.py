@@ -1,0 +1,245 @@
+"""The viewer in real headless Chromium (Debian ``chromium`` + ``chromium-driver``).
+
+Selenium drives /usr/bin/chromium through /usr/bin/chromedriver; nothing is downloaded.
+The page talks to the live gateway of ``conftest.gateway`` (embedded worker, rule
+engine ``fake-nq``), so every request below is a real HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from service.client import Client
+from service.report import render_report
+from service.schemas import ExplainRequest, ExplainResult, Feature
+from service.viewer import examples
+from tests.viewer.conftest import MODEL
+from tests.viewer.test_client_live import nq_request
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1200,1400",
+)
+# Reads every highlighted span in one round trip.
+MARKS_JS = """
+return Array.from(document.querySelectorAll(arguments[0] + ' mark.feat')).map(m => ({
+  document: Number(m.dataset.document), start: Number(m.dataset.start),
+  end: Number(m.dataset.end), score: Number(m.dataset.score), text: m.textContent,
+  title: m.title, colour: m.style.backgroundColor, tabindex: m.getAttribute('tabindex')}));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def marks(browser: webdriver.Chrome, scope: str = "#result") -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = browser.execute_script(MARKS_JS, scope)
+    return found
+
+
+def ordered(features: list[Feature]) -> list[Feature]:
+    return sorted(features, key=lambda f: (f.document, f.start))
+
+
+def level_features(result: ExplainResult, level: str) -> list[Feature]:
+    return ordered(next(lv.features for lv in result.levels if lv.level == level))
+
+
+def wait_for(browser: webdriver.Chrome, condition: Any, timeout: float = 30.0) -> Any:
+    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(condition)
+
+
+def click_and_wait(browser: webdriver.Chrome, selector: str) -> None:
+    button = browser.find_element(By.CSS_SELECTOR, selector)
+    button.click()
+    wait_for(browser, lambda _: button.get_attribute("aria-pressed") == "true", 5)
+
+
+def resource_count(browser: webdriver.Chrome) -> int:
+    return int(browser.execute_script("return performance.getEntriesByType('resource').length"))
+
+
+def open_form(browser: webdriver.Chrome, gateway: str) -> None:
+    browser.get(gateway + "/")
+    wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#example option")) > 1)
+    wait_for(browser, lambda b: b.find_element(By.ID, "model").get_attribute("value") == MODEL)
+
+
+def assert_marks_match(found: list[dict[str, Any]], features: list[Feature], answer: int) -> None:
+    assert [(m["document"], m["start"], m["end"]) for m in found] == [
+        (f.document, f.start, f.end) for f in features
+    ]
+    assert [m["score"] for m in found] == pytest.approx([f.score[answer] for f in features])
+    assert [m["text"] for m in found] == [f.text for f in features]
+
+
+def test_viewer_explains_a_bundled_example_and_recolours_without_requests(
+    browser: webdriver.Chrome, gateway: str, tmp_path: Path
+) -> None:
+    open_form(browser, gateway)
+    Select(browser.find_element(By.ID, "example")).select_by_index(1)
+    example = examples()[0]
+    assert browser.find_element(By.ID, "question").get_attribute("value") == example["question"]
+    Select(browser.find_element(By.ID, "levels")).select_by_value("document,sentence,word")
+    browser.find_element(By.ID, "submit").click()
+    wait_for(browser, lambda b: marks(b))
+    job_id = parse_qs(urlparse(browser.current_url).query)["job"][0]
+    with Client(gateway) as client:
+        result = client.get(job_id).result
+    assert result is not None
+    assert "succeeded" in browser.find_element(By.ID, "job-status").text
+
+    # default: the model's own answer at the finest level
+    assert result.candidates[0].text == "Wilhelm Conrad Röntgen"
+    words = marks(browser)
+    assert_marks_match(words, level_features(result, "word"), 0)
+    texts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#result .doc-text')).map(p => p.textContent)"
+    )
+    assert texts == [d["text"] for d in example["documents"]]  # uncovered text shown plain
+    assert all(m["tabindex"] == "0" for m in words)
+    requests_before = resource_count(browser)
+
+    click_and_wait(browser, 'button.answer[data-index="1"]')
+    moseley = marks(browser)
+    assert_marks_match(moseley, level_features(result, "word"), 1)
+    assert [m["colour"] for m in moseley] != [m["colour"] for m in words]
+
+    click_and_wait(browser, 'button.level[data-level="sentence"]')
+    sentences = marks(browser)
+    assert_marks_match(sentences, level_features(result, "sentence"), 1)
+    whole = [m for m in sentences if m["document"] == 3]  # not refined: one whole-document unit
+    assert [(m["start"], m["end"]) for m in whole] == [(0, len(example["documents"][3]["text"]))]
+    assert whole[0]["title"].endswith("(whole document)")
+
+    click_and_wait(browser, 'button.level[data-level="document"]')
+    documents = marks(browser)
+    assert_marks_match(documents, level_features(result, "document"), 1)
+    assert len(documents) == 5
+    assert resource_count(browser) == requests_before  # re-coloured in the page only
+
+    click_and_wait(browser, 'button.level[data-level="sentence"]')
+    for _ in range(12):  # keyboard: Tab from the level buttons reaches the spans
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        if browser.switch_to.active_element.tag_name == "mark":
+            break
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("class").startswith("feat")
+    detail = browser.find_element(By.CSS_SELECTOR, "#result .detail").text
+    score_text = focused.get_attribute("title").removeprefix("score ").split(" (")[0]
+    assert detail.startswith("Document 1, ")
+    assert f"score {score_text} for “Henry Moseley”" in detail
+    assert re.fullmatch(r"[+−]\d\.\d{3} ± \d\.\d{3}", score_text)
+
+    legend = browser.find_element(By.CSS_SELECTOR, "#result .legend").text
+    assert "against" in legend
+    assert "for the answer" in legend
+    shot = tmp_path / "viewer.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_shared_link_shows_an_existing_job(browser: webdriver.Chrome, gateway: str) -> None:
+    request = nq_request(["document", "sentence"])
+    with Client(gateway) as client:
+        accepted = client.submit(request)
+        job = client.wait(accepted.job_id, timeout=30, poll_interval=0.02)
+    assert job.result is not None
+    browser.get(gateway + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{gateway}/?job={accepted.job_id}")
+    wait_for(browser, lambda b: marks(b))
+    assert_marks_match(marks(browser), level_features(job.result, "sentence"), 0)
+    texts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#result .doc-text')).map(p => p.textContent)"
+    )
+    assert texts == [d.text for d in request.document_objects()]
+    share = browser.find_element(By.ID, "share").get_attribute("href")
+    assert share == f"{gateway}/?job={accepted.job_id}"
+
+
+def _error_after_submit(browser: webdriver.Chrome) -> str:
+    browser.find_element(By.ID, "submit").click()
+    box = browser.find_element(By.ID, "error")
+    wait_for(browser, lambda _: box.is_displayed() and box.text, 10)
+    return str(box.text)
+
+
+def test_api_errors_are_shown_in_plain_words(browser: webdriver.Chrome, gateway: str) -> None:
+    open_form(browser, gateway)
+    browser.find_element(By.ID, "documents").send_keys("A passage about nothing.")
+    assert _error_after_submit(browser) == (
+        "The request was not accepted: question: String should have at least 1 character."
+    )
+    browser.find_element(By.ID, "question").send_keys("who?")
+    budget = browser.find_element(By.ID, "budget")
+    budget.clear()
+    budget.send_keys("999999")
+    assert _error_after_submit(browser) == (
+        "The request was not accepted: budget: budget 999999 is over the cap max_budget=4096."
+    )
+    browser.get(gateway + "/?job=does-not-exist")
+    box = browser.find_element(By.ID, "error")
+    wait_for(browser, lambda _: box.text, 10)
+    assert box.text.startswith("No job does-not-exist (it may have expired).")
+
+
+def test_report_file_renders_the_same_view_offline(
+    browser: webdriver.Chrome,
+    sample_request: ExplainRequest,
+    sample_result: ExplainResult,
+    tmp_path: Path,
+) -> None:
+    html = render_report(sample_request, sample_result)
+    path = tmp_path / "report.html"
+    path.write_text(html, encoding="utf-8")
+    static = re.findall(
+        r'data-score="([^"]+)"[^>]*title="([^"]+)" style="background-color: ([^;]+);', html
+    )
+    browser.get(path.as_uri())
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result .levels button"))
+    live = marks(browser)
+    # the script re-rendered the pre-rendered view identically
+    assert [(float(m["score"]), m["title"], m["colour"]) for m in live] == [
+        (float(s), t, c) for s, t, c in static
+    ]
+    assert live[-1]["text"] == "Berlin <b>is</b> big 🐻."  # code-point offsets, escaped text
+    click_and_wait(browser, 'button.answer[data-index="1"]')
+    assert [m["score"] for m in marks(browser)] == [-0.2, 0.01, 0.0, -0.01, -0.1, 0.4]
+    pieces = browser.execute_script(
+        "return HeatMap.segments('a🐻b c', [{start: 1, end: 2}]).map(p => p.text)"
+    )
+    assert pieces == ["a", "🐻", "b c"]
+    browser.save_screenshot(str(tmp_path / "report.png"))
