@@ -4,10 +4,11 @@ Level 1 scores whole documents. The units that *matter* are split at the next le
 (documents into sentences, sentences into words); every other unit stays in the game
 whole, so each level's scores still sum, per answer, to v(N) - v(empty).
 
-A unit matters when, for at least one answer, either it is among the ``k`` largest
-scores (``top_k``; ties by original order) or its lower confidence bound
-``mean - stderr`` exceeds ``threshold``. Only positive scores count: a unit that
-pushes every answer away is not where an answer came from. If nothing matters, the
+A unit's *score* here is its largest score over the answers. ``top_k`` refines the
+``k`` units with the largest such score (ties by original order), counting only
+positive scores: a unit that pushes every answer away is not where an answer came
+from. ``threshold`` refines every unit whose lower confidence bound
+``mean - stderr`` exceeds ``threshold`` for at least one answer. If nothing matters, the
 next level keeps the same units and its scores are the previous level's, with zero
 new coalitions.
 """
@@ -142,15 +143,15 @@ class Hierarchy:
 
 
 def matters(est: Estimate, rule: str, k: int, threshold: float) -> list[bool]:
-    """Which features to refine: top-k positive scores or LCB > threshold, any answer."""
+    """Which features to refine: top-k by best positive score, or LCB > threshold."""
     mean = est.mean
     if rule not in ("top_k", "threshold"):
         raise ShapleyInputError(f"unknown refine rule {rule!r}; use 'top_k' or 'threshold'")
     if rule == "threshold":
         above: list[bool] = np.any(mean - est.stderr > threshold, axis=1).tolist()
         return above
+    best = mean.max(axis=1)
+    order = np.argsort(-best, kind="stable")[:k]
     chosen = np.zeros(mean.shape[0], dtype=bool)
-    for column in mean.T:
-        order = np.argsort(-column, kind="stable")[:k]
-        chosen[order[column[order] > 0]] = True
+    chosen[order[best[order] > 0]] = True
     return [bool(x) for x in chosen]

@@ -1,0 +1,183 @@
+"""The explanation pipeline end to end over the rule-based fake model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.schemas import ExplainRequest, ExplainResult
+from tests.fakes import FakeEngine, FakeOracle, make_fake_engine, make_raising_engine
+from worker.explain import JobCancelled, run_explanation
+from worker.shapley.errors import ShapleyInputError
+from worker.shapley.game import normalize_answer
+from worker.shapley.segment import document_units
+from worker.shapley.units import Document
+
+DOCUMENTS: list[object] = [
+    "Paris is the capital of France. It has the Eiffel Tower. Many tourists visit.",
+    "Berlin is the capital of Germany. It is also the largest city of Germany.",
+    "Bananas are yellow. They grow in warm places.",
+    {"title": "Rome", "text": "Rome is the capital of Italy. It is old."},
+]
+
+
+def request(**kwargs: object) -> ExplainRequest:
+    body: dict[str, object] = {
+        "question": "What is the capital of France?",
+        "documents": DOCUMENTS,
+        "levels": ["document", "sentence", "word"],
+        "budget": 96,
+        "refine": {"rule": "top_k", "k": 1},
+    }
+    body.update(kwargs)
+    return ExplainRequest.model_validate(body)
+
+
+def session_for(req: ExplainRequest, engine: FakeEngine | None = None) -> FakeOracle:
+    docs = [Document(d.text, d.title) for d in req.document_objects()]
+    return (engine or make_fake_engine()).open_session(req.question, docs, masking=req.masking)
+
+
+def run(req: ExplainRequest, **kwargs: object) -> tuple[ExplainResult, FakeOracle]:
+    session = session_for(req)
+    return run_explanation(req, session, model="fake", **kwargs), session  # type: ignore[arg-type]
+
+
+def totals(session: FakeOracle, req: ExplainRequest) -> dict[str, float]:
+    """v_y(N) - v_y(empty) per normalised answer, straight from the fake model."""
+    units = document_units(session.documents)
+    full = normalize_answer(session.answer_for(session.context(units, np.ones(4, dtype=bool))))
+    empty = normalize_answer(session.answer_for(session.context(units, np.zeros(4, dtype=bool))))
+    out = {full: 1.0}
+    out[empty] = out.get(empty, 0.0) - 1.0
+    return out
+
+
+def test_answer_candidates_and_passage_ranking() -> None:
+    req = request()
+    result, _ = run(req)
+    assert result.answer == "Paris."
+    assert [c.text for c in result.candidates][:2] == ["Paris.", "Berlin"]
+    assert result.candidates[0].score == pytest.approx(1.0)
+    assert result.passage_ranking[0] == 0
+    assert sorted(result.passage_ranking) == [0, 1, 2, 3]
+    assert sum(c.frequency for c in result.candidates) <= 1.0 + 1e-9
+    assert [level.level for level in result.levels] == ["document", "sentence", "word"]
+
+
+@pytest.mark.parametrize("estimator", ["auto", "permutation", "owen", "kernel"])
+@pytest.mark.parametrize("masking", ["remove", "pad"])
+def test_every_level_sums_to_the_total_per_answer(estimator: str, masking: str) -> None:
+    req = request(estimator=estimator, masking=masking)
+    result, session = run(req)
+    expected = totals(session, req)
+    keys = [normalize_answer(c.text) for c in result.candidates]
+    for level in result.levels:
+        sums = np.sum([f.score for f in level.features], axis=0)
+        for key, total in zip(keys, sums, strict=True):
+            assert total == pytest.approx(expected.get(key, 0.0), abs=1e-9), (level.level, key)
+        assert level.coalitions <= req.budget
+
+
+def test_features_carry_exact_offsets() -> None:
+    req = request()
+    result, _ = run(req)
+    docs = req.document_objects()
+    for level in result.levels:
+        for feature in level.features:
+            assert docs[feature.document].text[feature.start : feature.end] == feature.text
+            assert len(feature.score) == len(feature.stderr) == len(result.candidates)
+    words = [f for f in result.levels[2].features if " " not in f.text]
+    assert {"capital", "France."} <= {f.text for f in words}
+
+
+def test_no_model_input_is_decoded_twice_and_stats_are_filled() -> None:
+    result, session = run(request())
+    stats = result.stats
+    assert stats.coalitions == session.stats.forward_passes == len(session.coalitions_seen)
+    assert stats.coalitions < sum(level.coalitions for level in result.levels)
+    assert stats.model == "fake"
+    assert stats.attention_backend == "fake"
+    assert stats.speculative_acceptance_rate is None
+    assert set(stats.seconds) == {"answer", "document", "sentence", "word", "ranking", "total"}
+
+
+def test_progress_walks_through_the_stages() -> None:
+    events: list[tuple[str, int, int]] = []
+    run(request(), progress=lambda stage, done, total: events.append((stage, done, total)))
+    stages = [e[0] for e in events]
+    assert stages[0] == "answer"
+    assert stages[-1] == "ranking"
+    order = list(dict.fromkeys(stages))
+    assert order == ["answer", "document", "sentence", "word", "ranking"]
+    assert all(0 <= done <= total for _, done, total in events)
+    assert ("document", 16, 16) in events
+
+
+def test_cancellation_between_batches() -> None:
+    req = request(budget=400)
+    session = session_for(req)
+    asked = []
+
+    def should_cancel() -> bool:
+        asked.append(1)
+        return len(asked) > 4
+
+    with pytest.raises(JobCancelled):
+        run_explanation(req, session, model="fake", should_cancel=should_cancel, batch_size=4)
+    assert session.calls <= 4
+
+
+def test_same_request_same_result() -> None:
+    first, _ = run(request(seed=7, estimator="owen"))
+    second, _ = run(request(seed=7, estimator="owen"))
+    first.stats.seconds = second.stats.seconds = {}
+    assert first == second
+    assert ExplainResult.model_validate_json(first.model_dump_json()) == first
+
+
+def test_logprob_value_explains_the_full_context_answer() -> None:
+    req = request(value="logprob", levels=["document", "sentence"])
+    result, session = run(req)
+    assert [c.text for c in result.candidates] == ["Paris."]
+    assert result.candidates[0].frequency == 1.0
+    units = document_units(session.documents)
+    masks = np.array([[True] * 4, [False] * 4])
+    full, empty = session.log_probs(units, masks, "Paris.")
+    for level in result.levels:
+        assert sum(f.score[0] for f in level.features) == pytest.approx(full - empty)
+
+
+def test_banzhaf_method_is_labelled_and_not_forced_efficient() -> None:
+    result, _ = run(request(method="banzhaf", levels=["document"]))
+    assert result.levels[0].estimator == "banzhaf-exact"
+    scores = [f.score[0] for f in result.levels[0].features]
+    assert scores[0] == pytest.approx(1.0)
+
+
+def test_engine_errors_propagate_unchanged() -> None:
+    req = request()
+    session = session_for(req, make_raising_engine())
+    with pytest.raises(RuntimeError, match="engine exploded"):
+        run_explanation(req, session, model="fake")
+
+
+def test_bad_budget_is_a_typed_error() -> None:
+    with pytest.raises(ShapleyInputError, match="budget"):
+        run(request(budget=1))
+
+
+def test_fake_engine_mirrors_the_engine_api() -> None:
+    engine = make_fake_engine()
+    docs = [Document("one two three", "T")]
+    assert (engine.name, engine.family, engine.device, engine.attention_backend) == (
+        "fake",
+        "fake",
+        "cpu",
+        "fake",
+    )
+    assert engine.count_tokens("a b", docs) == 6
+    assert engine.max_context_tokens > 1000
+    session = engine.open_session("q", docs, masking="pad", max_new_tokens=4)
+    assert session.masking == "pad"
+    assert engine.sessions == [session]
