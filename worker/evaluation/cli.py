@@ -9,6 +9,7 @@ directory never mixes two configurations. Imports stay light until ``main`` runs
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -64,6 +65,7 @@ def _config(args: argparse.Namespace) -> Any:
 def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
     """None when ``out`` is new or holds the same settings, else why it cannot resume."""
     path = out / "run.json"
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
     if not path.exists():
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
@@ -75,6 +77,11 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
 
 
 def _load_engine(args: argparse.Namespace) -> Any:
+    """The registry's engine; ``py:module:attr`` factories are called directly, so duck-typed
+    test engines (``tests.fakes``) need not subclass the engine ABC."""
+    if args.model.startswith("py:"):
+        _, module_name, attr = args.model.split(":", 2)
+        return getattr(importlib.import_module(module_name), attr)()
     from worker.engine.registry import load_engine
 
     return load_engine(args.model, device=args.device)

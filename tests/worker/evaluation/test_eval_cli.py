@@ -1,0 +1,83 @@
+"""``textgenshap eval`` end to end with the gold-aware fake engine: files, values, resume."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+DATA = Path(__file__).parent / "data"
+NQ = DATA / "nq-10docs-6.jsonl.gz"
+MIRACL = DATA / "miracl-7langs-14.jsonl.gz"
+GOLD = "py:tests.worker.evaluation.eval_fakes:make_gold_engine"
+FAKE = "py:tests.fakes:make_fake_engine"
+
+
+def _run(*extra: str) -> int:
+    return main(["eval", "--budget", "32", *extra])
+
+
+def _ids(out: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_nq_run_writes_results_summary_and_table(tmp_path: Path) -> None:
+    out = tmp_path / "nq"
+    assert _run("--data", str(NQ), "--limit", "4", "--model", GOLD, "--out", str(out)) == 0
+    assert len(_ids(out)) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 4
+    assert summary["accuracy"]["full_context"] == {"mean": 1.0, "n": 4}
+    for name in ("shapley", "banzhaf", "loo"):
+        assert summary["methods"][name]["recall"]["1"] == {"mean": 1.0, "n": 4}
+    gold_first = [json.loads(x)["relevant"] == [0] for x in (out / "results.jsonl").open()]
+    given = summary["methods"]["given"]["recall"]["1"]["mean"]
+    assert given == sum(gold_first) / 4
+    assert summary["config"]["budget"] == 32
+    assert "| shapley | 1.000 | 1.000 | 1.000 |" in (out / "summary.md").read_text()
+
+
+def test_rerun_skips_done_questions_and_extends_the_limit(tmp_path: Path) -> None:
+    out = tmp_path / "nq"
+    assert _run("--data", str(NQ), "--limit", "2", "--model", GOLD, "--out", str(out)) == 0
+    first = (out / "results.jsonl").read_text()
+    assert _run("--data", str(NQ), "--limit", "2", "--model", GOLD, "--out", str(out)) == 0
+    assert (out / "results.jsonl").read_text() == first  # nothing re-evaluated
+    assert _run("--data", str(NQ), "--limit", "3", "--model", GOLD, "--out", str(out)) == 0
+    assert (out / "results.jsonl").read_text().startswith(first)
+    assert len(_ids(out)) == 3
+    assert len(set(_ids(out))) == 3
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "nq"
+    assert _run("--data", str(NQ), "--limit", "1", "--model", GOLD, "--out", str(out)) == 0
+    args = ["eval", "--budget", "64", "--data", str(NQ), "--limit", "1"]
+    assert main([*args, "--model", GOLD, "--out", str(out)]) == 2
+    assert len(_ids(out)) == 1
+
+
+def test_miracl_run_with_qrels_reports_languages_and_recall(tmp_path: Path) -> None:
+    with gzip.open(MIRACL, "rt") as handle:
+        first = json.loads(handle.readline())
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(f"{first['id']} Q0 {first['docids'][3]} 1\n")
+    out = tmp_path / "miracl"
+    args = ["--data", str(MIRACL), "--model", FAKE, "--out", str(out), "--qrels", str(qrels)]
+    assert _run(*args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 14
+    assert set(summary["by_lang"]) == {"ar", "de", "en", "es", "ja", "sw", "zh"}
+    assert summary["by_lang"]["ja"]["relevant"]["n"] == 1
+    assert summary["context"]["all"]["abstention"] == {"mean": 1.0, "n": 14}  # "unknown"
+    # one question has a judged passage, at position 3: the given order finds it at k=5
+    assert summary["methods"]["given"]["recall"]["1"] == {"mean": 0.0, "n": 1}
+    assert summary["methods"]["given"]["recall"]["5"] == {"mean": 1.0, "n": 1}
+    assert summary["accuracy"]["full_context"]["n"] == 0
+
+
+def test_missing_data_file_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        _run("--data", str(tmp_path / "none.jsonl"), "--model", FAKE, "--out", str(tmp_path))
