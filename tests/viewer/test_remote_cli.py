@@ -1,0 +1,105 @@
+"""``textgenshap explain ... --server URL`` (``run_remote``) against the live gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from service.remote_cli import run_remote
+from service.schemas import ExplainResult
+from service.viewer import examples
+from tests.viewer.conftest import MODEL, free_port
+
+
+def _args(server: str, documents: Path, **overrides: object) -> argparse.Namespace:
+    values: dict[str, object] = {
+        "question": examples()[0]["question"],
+        "documents": str(documents),
+        "model": MODEL,
+        "levels": "document,sentence",
+        "budget": 64,
+        "seed": 0,
+        "masking": "remove",
+        "max_new_tokens": 16,
+        "json": False,
+        "server": server,
+        "html": None,
+        "api_key": None,
+    }
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+@pytest.fixture
+def documents_file(tmp_path: Path) -> Path:
+    """An object with ``documents`` mixing titled passages and a bare string."""
+    docs = examples()[0]["documents"]
+    body = [{"title": d["title"], "text": d["text"]} for d in docs[:4]] + [docs[4]["text"]]
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps({"documents": body}), encoding="utf-8")
+    return path
+
+
+def test_json_output_and_html_report(
+    gateway: str, documents_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    html = tmp_path / "report.html"
+    code = run_remote(_args(gateway, documents_file, json=True, html=str(html)))
+    out, err = capsys.readouterr()
+    assert code == 0
+    result = ExplainResult.model_validate_json(out)
+    assert result.answer == "Wilhelm Conrad Röntgen"
+    assert result.passage_ranking[0] == 2
+    assert "coalition" in err  # the tqdm bar went to stderr
+    assert f"report written to {html}" in err
+    page = html.read_text(encoding="utf-8")
+    assert page.count('<mark class="feat') == len(result.levels[-1].features)
+    assert "List of Nobel laureates in Physics" in page
+
+
+def test_text_output_summarises_answers_and_passages(
+    gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps([d["text"] for d in examples()[0]["documents"]]), encoding="utf-8")
+    assert run_remote(_args(gateway, path, levels="document")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "answer: Wilhelm Conrad Röntgen"
+    assert lines[1] == "candidates:"
+    assert lines[2].split()[0] == "+1.000"
+    assert lines[2].endswith("Wilhelm Conrad Röntgen")
+    assert "passage ranking: 2, " in "\n".join(lines)
+    assert any(line.startswith("document (32 coalitions, exact):") for line in lines)
+
+
+def test_a_dataset_record_gives_question_and_documents(
+    gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = tmp_path / "nq.json"
+    record.write_text(json.dumps(examples()[0]), encoding="utf-8")  # has is_gold, answers, id
+    assert run_remote(_args(gateway, record, question=None, levels="document")) == 0
+    assert capsys.readouterr().out.startswith("answer: Wilhelm Conrad Röntgen\n")
+
+
+def test_bad_input_exits_2_naming_the_problem(
+    gateway: str, documents_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_remote(_args(gateway, documents_file, levels="sentence")) == 2
+    assert "levels must be one of" in capsys.readouterr().err
+    assert run_remote(_args(gateway, tmp_path / "missing.json")) == 2
+    assert "cannot read documents from" in capsys.readouterr().err
+    assert run_remote(_args(gateway, documents_file, budget=0)) == 2
+    assert "budget: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_service_errors_exit_1(
+    gateway: str, documents_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_remote(_args(gateway, documents_file, model="no-such-model")) == 1
+    assert "HTTP 422: model: unknown model 'no-such-model'" in capsys.readouterr().err
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    assert run_remote(_args(nowhere, documents_file)) == 1
+    assert f"cannot reach {nowhere}" in capsys.readouterr().err
