@@ -83,6 +83,8 @@ class Hierarchy:
         """The level below ``previous``: units that matter are split, the rest kept."""
         units = self.refine(previous)
         if units == previous.units:
+            if self._progress is not None:
+                self._progress(level, 0, 0)
             reused = replace(previous.estimate, coalitions=0)
             return LevelScores(level, units, reused)
         return self.score(level, units, index)
