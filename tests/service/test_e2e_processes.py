@@ -1,0 +1,197 @@
+"""End to end with real processes: a ``textgenshap serve --redis`` gateway, ``textgenshap
+worker`` processes and the real Redis. Covers the happy path at volume (tiny real model),
+SIGKILL of a worker mid-job (the job still succeeds, exactly once) and SIGTERM (the
+worker finishes or hands back its job, then exits)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.conftest import wait_until
+from tests.service.engines import DELAY_ENV
+from tests.service.payloads import check_result, explain_body
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = "py:tests.service.engines:make_env_engine"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    """Processes sharing one Redis key prefix; every process is killed at teardown."""
+
+    redis_url: str
+    prefix: str
+    logs: Path
+    port: int = field(default_factory=free_port)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "HF_HUB_OFFLINE": "1",
+            "TEXTGENSHAP_KEY_PREFIX": self.prefix,
+            "TEXTGENSHAP_LEASE_SECONDS": "2",
+            "TEXTGENSHAP_HEARTBEAT_SECONDS": "0.5",
+            "TEXTGENSHAP_DEFAULT_MODEL": "fake",
+            **extra,
+        }
+
+    def spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        command = [sys.executable, "-m", "service.cli", *args]
+        proc = subprocess.Popen(command, cwd=ROOT, env=self.env(**env), stdout=log, stderr=log)
+        self.procs.append(proc)
+        return proc
+
+    def gateway(self) -> httpx.Client:
+        self.spawn("gateway", ["serve", "--redis", self.redis_url, "--port", str(self.port)])
+        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+        def up() -> bool:
+            try:
+                return client.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=30, step=0.1)
+        return client
+
+    def worker(
+        self, name: str, model: str = FAKE, delay: float = 0.0, grace: float = 20.0
+    ) -> subprocess.Popen[bytes]:  # noqa: E501
+        args = ["worker", "--redis", self.redis_url, "--model", model, "--metrics-port", "0"]
+        return self.spawn(name, [*args, "--grace", str(grace)], **{DELAY_ENV: str(delay)})
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def cluster(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(redis_url, key_prefix, tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+def wait_workers(client: httpx.Client, model: str, n: int, timeout: float = 60) -> None:
+    def live() -> bool:
+        models = client.get("/models").json()["models"]
+        return any(m["name"] == model and m["workers"] == n for m in models)
+
+    wait_until(live, timeout=timeout, step=0.1)
+
+
+def wait_job(
+    client: httpx.Client, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:  # noqa: E501
+    view: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal view
+        view = client.get(f"/jobs/{job_id}").json()
+        return view["status"] in statuses
+
+    wait_until(reached, timeout=timeout, step=0.05)
+    return view
+
+
+def finished(client: httpx.Client, status: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'textgenshap_jobs_finished_total{{status="{status}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def submit(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/explain", json=body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+@pytest.mark.slow
+def test_twenty_jobs_on_two_tiny_llama_workers(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    for i in range(2):
+        cluster.worker(f"worker{i}", model="tiny-llama")
+    wait_workers(client, "tiny-llama", 2, timeout=120)
+    bodies = [
+        explain_body(model="tiny-llama", max_new_tokens=4, seed=i, question=f"Question {i}?")
+        for i in range(20)
+    ]
+    jobs = [submit(client, body) for body in bodies]
+    views = [wait_job(client, job, timeout=120) for job in jobs]
+    assert [v["status"] for v in views] == ["succeeded"] * 20, [v["error"] for v in views]
+    for view, body in zip(views, bodies, strict=True):
+        check_result(view["result"], body)
+        assert view["result"]["stats"]["model"] == "tiny-llama"
+        assert view["deliveries"] == 1
+    assert finished(client, "succeeded") == 20
+
+
+def test_sigkill_mid_job_still_succeeds_exactly_once(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    doomed = cluster.worker("doomed", delay=0.5)
+    wait_workers(client, "fake", 1)
+    body = explain_body()
+    job_id = submit(client, body)
+    wait_job(client, job_id, ("running",))
+    cluster.worker("survivor", delay=0.0)
+    wait_workers(client, "fake", 2)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(10)
+    view = wait_job(client, job_id)
+    assert (view["status"], view["deliveries"]) == ("succeeded", 2)
+    check_result(view["result"], body)
+    time.sleep(0.5)
+    assert finished(client, "succeeded") == 1
+    assert client.get(f"/jobs/{job_id}").json()["result"] == view["result"]
+
+
+def test_sigterm_finishes_the_running_job_then_exits(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    worker = cluster.worker("graceful", delay=0.3, grace=30)
+    wait_workers(client, "fake", 1)
+    job_id = submit(client, explain_body())
+    wait_job(client, job_id, ("running",))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    view = client.get(f"/jobs/{job_id}").json()
+    assert (view["status"], view["deliveries"]) == ("succeeded", 1)
+    assert client.get("/models").json()["models"] == []  # unregistered on the way out
+
+
+def test_sigterm_past_its_grace_hands_the_job_back(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    worker = cluster.worker("impatient", delay=0.5, grace=0)
+    wait_workers(client, "fake", 1)
+    job_id = submit(client, explain_body())
+    wait_job(client, job_id, ("running",))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    cluster.worker("next", delay=0.0)
+    view = wait_job(client, job_id)
+    assert (view["status"], view["deliveries"]) == ("succeeded", 1)
