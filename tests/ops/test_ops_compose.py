@@ -5,8 +5,10 @@ No Docker engine here, so `docker-compose config` (which needs none) is the sche
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,19 +120,24 @@ def _compose_command() -> list[str]:
     return [require_tool("docker-compose")]
 
 
-def test_docker_compose_config_validates_the_file_offline() -> None:
-    env = {**os.environ, "TEXTGENSHAP_WORKER_MODEL": "smollm2-135m"}
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The resolved configuration `docker compose config` prints; fails on an invalid file."""
+    options = [arg for path in files for arg in ("-f", str(path))]
     result = subprocess.run(
-        [*_compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        [*_compose_command(), *options, "config"],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, **(env or {})},
         cwd=ROOT,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)
+    return yaml.safe_load(result.stdout)
+
+
+def test_docker_compose_config_validates_the_file_offline() -> None:
+    resolved = compose_config(COMPOSE_FILE, env={"TEXTGENSHAP_WORKER_MODEL": "smollm2-135m"})
     assert resolved["services"]["worker"]["command"][5] == "smollm2-135m"
     assert set(resolved["volumes"]) == {
         "redis-data",
@@ -138,3 +145,23 @@ def test_docker_compose_config_validates_the_file_offline() -> None:
         "prometheus-data",
         "grafana-data",
     }
+
+
+def test_docker_compose_rejects_an_unknown_option(tmp_path: Path) -> None:
+    """The schema check is real: a misspelt key fails."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("stop_grace_period:", "stop_grace:"))
+    with pytest.raises(AssertionError, match="stop_grace"):
+        compose_config(broken)
+
+
+def test_multi_gpu_override_in_the_deploy_doc_is_valid(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "worker-gpu1" in b]
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(snippet)
+    resolved = compose_config(COMPOSE_FILE, override)
+    extra = resolved["services"]["worker-gpu1"]
+    devices = extra["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["1"], "capabilities": ["gpu"]}]
+    assert extra["command"] == resolved["services"]["worker"]["command"]
