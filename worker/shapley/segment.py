@@ -70,9 +70,10 @@ def word_units(docs: Sequence[Document], unit: Unit) -> list[Unit]:
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each stripped sentence of ``text``; they cover all non-space text."""
     spans = _located_pysbd_spans(text)
+    fallback = spans is None
     if spans is None:
         spans = _strip_spans(text, [(0, len(text))])
-    refined = [piece for span in spans for piece in _split_terminators(text, span)]
+    refined = [piece for span in spans for piece in _split_terminators(text, span, fallback)]
     return [s for s in refined if s[1] > s[0]]
 
 
@@ -99,11 +100,17 @@ def _located_pysbd_spans(text: str) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _split_terminators(text: str, span: tuple[int, int]) -> list[tuple[int, int]]:
-    """Split a located sentence after CJK/Arabic terminators pysbd left inside it."""
+def _split_terminators(
+    text: str, span: tuple[int, int], everywhere: bool = False
+) -> list[tuple[int, int]]:
+    """Split after CJK/Arabic terminators pysbd left inside a sentence.
+
+    With ``everywhere`` (pysbd's output could not be located in the text) Latin
+    terminators followed by whitespace split too: a plain rule-based fallback.
+    """
     start, end = span
     piece = text[start:end]
-    if not any(ch in piece for ch in "。！？؟"):
+    if not everywhere and not any(ch in piece for ch in "。！？؟"):
         return [span]
     cuts = [start] + [start + m.end() for m in _TERMINATOR_SPLIT.finditer(piece)] + [end]
     raw = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.shapley import segment
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.segment import (
     document_units,
@@ -90,6 +91,24 @@ def test_japanese_and_arabic_terminators() -> None:
         "هذا",
         "نص",
         "عربي؟",
+    ]
+
+
+def test_regex_fallback_when_pysbd_output_cannot_be_located(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Garbled:
+        def segment(self, text: str) -> list[str]:
+            return ["not in the text at all"]
+
+    monkeypatch.setattr(segment, "_segmenter", lambda: Garbled())
+    docs = [Document("First one. Second?! Third。第四？ end")]
+    assert [s.text for s in sentence_units(docs, 0)] == [
+        "First one.",
+        "Second?!",
+        "Third。",
+        "第四？",
+        "end",
     ]
 
 
