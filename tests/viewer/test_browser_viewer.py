@@ -7,6 +7,7 @@ engine ``fake-nq``), so every request below is a real HTTP round trip.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -243,3 +244,50 @@ def test_report_file_renders_the_same_view_offline(
     )
     assert pieces == ["a", "🐻", "b c"]
     browser.save_screenshot(str(tmp_path / "report.png"))
+
+
+STATUS_LOG_JS = """
+window.statuses = [];
+const node = document.getElementById('job-status');
+new MutationObserver(() => window.statuses.push(node.textContent))
+  .observe(node, {childList: true, characterData: true, subtree: true});
+"""
+
+
+def test_upload_progress_and_cancel_of_a_running_job(
+    browser: webdriver.Chrome, gateway: str, tmp_path: Path
+) -> None:
+    first, second = examples()[0], examples()[1]
+    upload = tmp_path / "job.json"
+    upload.write_text(
+        json.dumps({"question": first["question"], "documents": first["documents"] * 2}),
+        encoding="utf-8",
+    )
+    open_form(browser, gateway)
+    browser.find_element(By.ID, "upload").send_keys(str(upload))
+    question = browser.find_element(By.ID, "question")
+    wait_for(browser, lambda _: question.get_attribute("value") == first["question"], 5)
+    pasted = browser.find_element(By.ID, "documents").get_attribute("value")
+    assert pasted.count("Title: ") == 10
+    assert pasted.startswith(f"Title: {first['documents'][0]['title']}\n")
+    assert second["documents"][0]["text"] not in pasted
+    Select(browser.find_element(By.ID, "levels")).select_by_value("document,sentence,word")
+    budget = browser.find_element(By.ID, "budget")
+    budget.clear()
+    budget.send_keys("4096")
+    browser.execute_script(STATUS_LOG_JS)
+    browser.find_element(By.ID, "submit").click()
+    status = browser.find_element(By.ID, "job-status")
+    running = re.compile(r"Job \w+ on fake-nq: running, stage \w+ — \d+ / \d+ coalitions")
+    wait_for(browser, lambda _: running.fullmatch(status.text), 20)
+    bar = browser.find_element(By.ID, "progress")
+    assert 0 <= float(bar.get_attribute("value")) <= float(bar.get_attribute("max"))
+    browser.find_element(By.ID, "cancel").click()
+    box = browser.find_element(By.ID, "error")
+    wait_for(browser, lambda _: box.text, 20)
+    assert box.text == "The job was cancelled before it finished."
+    assert status.text.split(": ")[1].startswith("cancelled")
+    seen = browser.execute_script("return window.statuses")
+    assert any(running.fullmatch(s) for s in seen)
+    assert not browser.find_element(By.ID, "cancel").is_displayed()
+    assert browser.find_element(By.ID, "result").is_displayed() is False
