@@ -59,6 +59,21 @@ def local_prometheus_config(jobs: dict[str, list[str]]) -> dict[str, Any]:
     return config
 
 
+GPU_STACK = ("torch", "transformers", "flash_attn")
+
+
+def block_gpu_stack(where: Path) -> Path:
+    """A directory that, first on PYTHONPATH, makes the GPU stack fail to import."""
+    blocker = where / "no-gpu-stack"
+    for name in GPU_STACK:
+        package = blocker / name
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed in the gateway image')\n"
+        )
+    return blocker
+
+
 class LiveStack:
     """Handles on the running processes and the Prometheus HTTP API."""
 
@@ -97,10 +112,12 @@ class LiveStack:
             "TEXTGENSHAP_HEARTBEAT_SECONDS": "0.5",
         }
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT
+            argv, cwd=ROOT, env=env or self._env(), stdout=log, stderr=subprocess.STDOUT
         )
         self.procs.append(proc)
         return proc
@@ -123,11 +140,16 @@ class LiveStack:
         ])  # fmt: skip
         wait_http(f"{self.prometheus_url}/-/ready", proc)
 
+    @property
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway image has no torch: the gateway runs with torch made unimportable."""
+        return {**self._env(), "PYTHONPATH": f"{block_gpu_stack(self.storage.parent)}:{ROOT}"}
+
     def start_gateway(self) -> None:
         proc = self._spawn("gateway", [
             sys.executable, "-m", "service.cli", "serve", "--redis", self.redis_url,
             "--host", "127.0.0.1", "--port", str(self.gateway_port), "--log-level", "warning",
-        ])  # fmt: skip
+        ], env=self.gateway_env)  # fmt: skip
         wait_http(f"{self.gateway_url}/healthz", proc)
 
     def start_workers(self) -> None:

@@ -8,6 +8,8 @@ alerts name must be exported.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -190,3 +192,19 @@ def test_busy_gauge_returns_to_zero_between_jobs(stack: LiveStack) -> None:
 def test_prometheus_storage_is_in_the_test_tmpdir(stack: LiveStack) -> None:
     assert Path(stack.storage).is_dir()
     assert any(Path(stack.storage).iterdir())
+
+
+def test_gateway_served_everything_with_torch_unimportable(stack: LiveStack) -> None:
+    """The whole run above went through a gateway that cannot import the GPU stack."""
+    env = stack.gateway_env
+    for name in ("torch", "transformers", "flash_attn"):
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import {name}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert f"{name} is not installed in the gateway image" in probe.stderr
+    gateway = httpx.get(f"{stack.gateway_url}/healthz", timeout=5)
+    assert gateway.status_code == 200
