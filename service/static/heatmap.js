@@ -123,6 +123,19 @@
       );
       this.buildAnswers();
       this.buildLevels();
+      this.docsBox.addEventListener("keydown", (event) => this.step(event));
+    }
+
+    /* Left/Right arrows walk the highlighted spans, so word level needs no long Tab runs. */
+    step(event) {
+      const delta = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!delta || event.target.tagName !== "MARK") return;
+      const all = Array.from(this.docsBox.querySelectorAll("mark.feat"));
+      const next = all[all.indexOf(event.target) + delta];
+      if (next) {
+        next.focus();
+        event.preventDefault();
+      }
     }
 
     buildAnswers() {
@@ -182,7 +195,8 @@
       const answer = this.result.candidates[this.answer];
       this.detail.textContent =
         "Showing " + this.level + " scores for \u201c" + (answer ? answer.text : "") +
-        "\u201d. Hover or focus a highlighted span for its score \u00b1 standard error.";
+        "\u201d. Hover or focus a highlighted span (Tab, then \u2190 \u2192) for its " +
+        "score \u00b1 standard error.";
       this.docsBox.replaceChildren(...this.documents.map((d, i) => this.renderDocument(d, i)));
     }
 

@@ -163,6 +163,10 @@ def test_viewer_explains_a_bundled_example_and_recolours_without_requests(
     assert detail.startswith("Document 1, ")
     assert f"score {score_text} for “Henry Moseley”" in detail
     assert re.fullmatch(r"[+−]\d\.\d{3} ± \d\.\d{3}", score_text)
+    focused.send_keys(Keys.ARROW_RIGHT)  # arrows walk the spans
+    following = browser.switch_to.active_element
+    assert following.get_attribute("data-start") == str(sentences[1]["start"])
+    assert focused.get_attribute("data-start") == str(sentences[0]["start"])
 
     legend = browser.find_element(By.CSS_SELECTOR, "#result .legend").text
     assert "against" in legend
@@ -200,7 +204,13 @@ def _error_after_submit(browser: webdriver.Chrome) -> str:
 
 def test_api_errors_are_shown_in_plain_words(browser: webdriver.Chrome, gateway: str) -> None:
     open_form(browser, gateway)
-    browser.find_element(By.ID, "documents").send_keys("A passage about nothing.")
+    documents = browser.find_element(By.ID, "documents")
+    documents.send_keys('[{"text": "unfinished JSON"')
+    assert _error_after_submit(browser).startswith(
+        "The documents look like JSON but do not parse: "
+    )
+    documents.clear()
+    documents.send_keys("A passage about nothing.")
     assert _error_after_submit(browser) == (
         "The request was not accepted: question: String should have at least 1 character."
     )
