@@ -67,6 +67,12 @@ def resolve(method: str, estimator: str, n: int, budget: int) -> str:
     return "owen" if budget >= 2 + OwenSampler().group_cost(n) else "kernel"
 
 
+def fits(estimator: str, n: int, budget: int) -> bool:
+    """Whether one sample of ``estimator`` (plus the full and empty coalitions) fits."""
+    sampler = _SAMPLERS.get(estimator)
+    return sampler is None or budget >= 2 + sampler.group_cost(n)
+
+
 def _check(method: str, estimator: str, budget: int, target_stderr: float | None) -> None:
     if method not in METHODS:
         raise ShapleyInputError(f"unknown method {method!r}; choose one of {METHODS}")

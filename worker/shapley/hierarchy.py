@@ -11,6 +11,10 @@ from. ``threshold`` refines every unit whose lower confidence bound
 ``mean - stderr`` exceeds ``threshold`` for at least one answer. If nothing matters, the
 next level keeps the same units and its scores are the previous level's, with zero
 new coalitions.
+
+A requested sampling estimator whose single sample does not fit the budget at some
+level (permutation or Owen over many words) is replaced by paired KernelSHAP, which
+needs two coalitions per sample; the level reports the estimator that actually ran.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.errors import ShapleyInputError
-from worker.shapley.estimators import estimate
+from worker.shapley.estimators import estimate, fits
 from worker.shapley.game import CategoricalGame, Game, Masks, RealGame, normalize_answer
 from worker.shapley.sampling import Estimate
 from worker.shapley.segment import document_units, sentence_units, word_units
@@ -109,7 +113,8 @@ class Hierarchy:
         game = self._game(level, units)
         plan = self.plan
         rng = np.random.default_rng([plan.seed, index])
-        est = estimate(game, plan.method, plan.estimator, plan.budget, rng, plan.target_stderr)
+        name = plan.estimator if fits(plan.estimator, len(units), plan.budget) else "kernel"
+        est = estimate(game, plan.method, name, plan.budget, rng, plan.target_stderr)
         return LevelScores(level, units, est)
 
     def _game(self, level: Level, units: list[Unit]) -> Game:

@@ -124,3 +124,15 @@ def test_nothing_matters_reuses_the_level_without_new_coalitions() -> None:
     assert second.units == first.units
     assert second.estimate.coalitions == 0
     np.testing.assert_array_equal(second.estimate.mean, first.estimate.mean)
+
+
+def test_a_sampler_too_big_for_the_budget_falls_back_to_kernel() -> None:
+    oracle = FakeOracle("q?", DOCS)
+    plan = Plan(estimator="permutation", budget=16, k=1)
+    hierarchy = Hierarchy(DOCS, CoalitionCache(oracle), plan)
+    first = hierarchy.first()
+    assert first.estimate.method == "permutation"
+    words = hierarchy.next(hierarchy.next(first, "sentence", 1), "word", 2)
+    assert len(words.units) > 8
+    assert words.estimate.method == "kernel"
+    assert words.estimate.coalitions <= 16
