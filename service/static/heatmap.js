@@ -114,13 +114,10 @@
       this.docsBox = el("div", { class: "documents" });
       const controls = el("div", { class: "controls" });
       controls.append(this.levelsBox, this.legend);
-      this.root.append(
-        el("h2", {}, "Answers"),
-        this.answersBox,
-        controls,
-        this.detail,
-        this.docsBox
-      );
+      // level switch, legend and detail line stay in view while the documents scroll
+      const bar = el("div", { class: "view-bar" });
+      bar.append(controls, this.detail);
+      this.root.append(el("h2", {}, "Answers"), this.answersBox, bar, this.docsBox);
       this.buildAnswers();
       this.buildLevels();
       this.docsBox.addEventListener("keydown", (event) => this.step(event));
