@@ -6,6 +6,9 @@ torch or the worker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -68,12 +71,24 @@ class BodyLimit:
 
 
 def create_app(
-    settings: Settings, queue: JobQueue, registry: CollectorRegistry | None = None
+    settings: Settings,
+    queue: JobQueue,
+    registry: CollectorRegistry | None = None,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The gateway over ``queue``; ``registry`` lets an embedded worker share /metrics."""
+    """The gateway over ``queue``; ``registry`` lets an embedded worker share /metrics,
+    ``on_shutdown`` runs when the server stops (the embedded worker hands back its job)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry, queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await asyncio.to_thread(on_shutdown)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="textgenshap",
         version=API_VERSION,
         description="Explain long-context LLM answers with hierarchical Shapley values "

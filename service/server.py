@@ -46,18 +46,26 @@ class EmbeddedWorker:
     """The embedded default's worker: loads the model in a thread, then serves jobs.
 
     Loading in the background lets the HTTP server answer at once; ``/readyz`` reports
-    ready once the worker's first heartbeat lands.
+    ready once the worker's first heartbeat lands. ``engines`` already loaded (``py:``
+    factories, loaded up front to learn their served name) skip the loading step.
     """
 
-    def __init__(self, settings: Settings, queue: object, registry: CollectorRegistry) -> None:
-        from worker.loop import Worker, load_engines
+    def __init__(
+        self,
+        settings: Settings,
+        queue: object,
+        registry: CollectorRegistry,
+        engines: dict[str, object] | None = None,
+    ) -> None:
+        from worker.loop import Worker
         from worker.metrics import WorkerMetrics
 
-        self._load = load_engines
-        self.settings, self.queue = settings, queue
+        self.settings, self.queue, self.engines = settings, queue, engines
         self.metrics = WorkerMetrics(registry, "embedded")
+        for name, engine in (engines or {}).items():
+            backend = str(getattr(engine, "attention_backend", "none"))
+            self.metrics.model_loaded(name, 0.0, backend, str(getattr(engine, "device", "cpu")))
         self.worker: Worker | None = None
-        self._worker_cls = Worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="embedded-worker", daemon=True)
 
@@ -65,14 +73,12 @@ class EmbeddedWorker:
         self._thread.start()
 
     def _run(self) -> None:
-        engines = self._load([self.settings.default_model], self.settings, self.metrics)
-        self.worker = self._worker_cls(
-            self.queue,  # type: ignore[arg-type]
-            engines,
-            self.settings,
-            self.metrics,
-            worker_id="embedded",
+        from worker.loop import Worker, load_engines
+
+        engines = self.engines or load_engines(
+            [self.settings.default_model], self.settings, self.metrics
         )
+        self.worker = Worker(self.queue, engines, self.settings, self.metrics, "embedded")  # type: ignore[arg-type]
         if not self._stop.is_set():
             self.worker.serve()
 
@@ -81,6 +87,24 @@ class EmbeddedWorker:
         if self.worker is not None:
             self.worker.stop(grace)
         self._thread.join(grace + 5.0)
+        log.info("embedded worker stopped")
+
+
+def embedded(
+    settings: Settings, registry: CollectorRegistry
+) -> tuple[Settings, object, EmbeddedWorker]:
+    """Settings, in-process queue and worker of the embedded default. A ``py:`` factory
+    is loaded here, at once, and its engine's name becomes the default model."""
+    from service.memory_queue import MemoryQueue
+    from worker.loop import load_engine
+
+    engines = None
+    if settings.default_model.startswith("py:"):
+        name, engine = load_engine(settings.default_model, settings)
+        engines = {name: engine}
+        settings = settings.model_copy(update={"default_model": name})
+    queue = MemoryQueue(settings)
+    return settings, queue, EmbeddedWorker(settings, queue, registry, engines)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -90,21 +114,15 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = settings_from(args)
     registry = CollectorRegistry()
-    embedded: EmbeddedWorker | None = None
+    worker: EmbeddedWorker | None = None
     if settings.embedded:
-        from service.memory_queue import MemoryQueue
-
-        queue: object = MemoryQueue(settings)
-        embedded = EmbeddedWorker(settings, queue, registry)
-        embedded.start()
+        settings, queue, worker = embedded(settings, registry)
+        worker.start()
     else:
         from service.queue import RedisQueue
 
         queue = RedisQueue(settings)
-    app = create_app(settings, queue, registry)  # type: ignore[arg-type]
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    stop = worker.stop if worker is not None else None
+    app = create_app(settings, queue, registry, on_shutdown=stop)  # type: ignore[arg-type]
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -195,3 +195,35 @@ def test_sigterm_past_its_grace_hands_the_job_back(cluster: Cluster) -> None:
     cluster.worker("next", delay=0.0)
     view = wait_job(client, job_id)
     assert (view["status"], view["deliveries"]) == ("succeeded", 1)
+
+
+def test_embedded_serve_is_gateway_and_worker_in_one_process(cluster: Cluster) -> None:
+    env = {k: v for k, v in cluster.env().items() if k != "TEXTGENSHAP_REDIS_URL"}
+    args = ["serve", "--port", str(cluster.port), "--model", FAKE]
+    proc = cluster.spawn("embedded", args, **env)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{cluster.port}", timeout=10)
+
+    def ready() -> bool:
+        try:
+            return client.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(ready, timeout=30, step=0.1)
+    assert client.get("/models").json() == {
+        "default": "fake",
+        "models": [{"name": "fake", "workers": 1}],
+    }
+    body = explain_body(model=None)
+    view = wait_job(client, submit(client, body))
+    assert view["status"] == "succeeded"
+    check_result(view["result"], body)
+    metrics = client.get("/metrics").text
+    assert 'textgenshap_jobs_finished_total{status="succeeded"} 1.0' in metrics
+    assert 'textgenshap_worker_jobs_total{status="succeeded"} 1.0' in metrics
+    labels = 'attention_backend="fake",device="cpu",model="fake",worker="embedded"'
+    assert f"textgenshap_worker_info{{{labels}}} 1.0" in metrics
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert proc.wait(30) in (0, -signal.SIGTERM)
+    assert "embedded worker stopped" in (cluster.logs / "embedded.log").read_text()
