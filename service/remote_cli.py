@@ -30,6 +30,20 @@ class InputError(ValueError):
     """The command line or the documents file cannot make a valid request."""
 
 
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--server``, ``--html`` and ``--api-key`` for ``textgenshap explain``; the other
+    options (question, documents, model, levels, ...) are the in-process command's."""
+    parser.add_argument(
+        "--server", default=None, metavar="URL", help="explain on a running service"
+    )
+    parser.add_argument(
+        "--html", default=None, metavar="FILE", help="also write a self-contained HTML report"
+    )
+    parser.add_argument(
+        "--api-key", default=None, help="API key for --server (default: $TEXTGENSHAP_API_KEY)"
+    )
+
+
 def load_documents(path: str) -> tuple[list[Any], str | None]:
     """Documents (and a question, if the file has one) from FILE.json: a list, or an
     object with ``documents``. Records keep only ``title`` and ``text``, so dataset lines

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.remote_cli import run_remote
+from service.remote_cli import add_remote_arguments, run_remote
 from service.schemas import ExplainResult
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
@@ -103,3 +103,11 @@ def test_service_errors_exit_1(
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert run_remote(_args(nowhere, documents_file)) == 1
     assert f"cannot reach {nowhere}" in capsys.readouterr().err
+
+
+def test_remote_arguments_parse_into_what_run_remote_reads() -> None:
+    parser = argparse.ArgumentParser()
+    add_remote_arguments(parser)
+    args = parser.parse_args(["--server", "http://gw:8000", "--html", "r.html", "--api-key", "k"])
+    assert (args.server, args.html, args.api_key) == ("http://gw:8000", "r.html", "k")
+    assert vars(parser.parse_args([])) == {"server": None, "html": None, "api_key": None}
