@@ -68,7 +68,9 @@ class ExplainRequest(BaseModel):
         description="'answer': categorical game on the greedy answer string; "
         "'logprob': log-probability of the full-context answer.",
     )
-    budget: int = Field(default=128, ge=1, description="Coalitions per level.")
+    budget: int = Field(
+        default=128, ge=2, description="Coalitions per level (at least the full and empty ones)."
+    )
     target_stderr: float | None = Field(default=None, gt=0, le=1)
     refine: RefineSpec = Field(default_factory=RefineSpec)
     masking: Literal["remove", "pad"] = "remove"
@@ -143,7 +145,8 @@ class Feature(BaseModel):
 
 
 class LevelResult(BaseModel):
-    """Scores of one hierarchy level; they sum per answer to v(N) - v(empty)."""
+    """Scores of one hierarchy level. Shapley scores sum per answer to v(N) - v(empty);
+    Banzhaf scores carry no such guarantee."""
 
     level: LevelName
     features: list[Feature]
