@@ -29,6 +29,7 @@ from service.schemas import (
 _PYDANTIC_PREFIX = re.compile(r"(^|: )(?:Value error|Assertion failed), ")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ProgressCallback = Callable[[JobView], None]
+RETRYABLE = frozenset({502, 503, 504})
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
@@ -117,6 +118,37 @@ def _submit_args(
     return {"json": body.model_dump(mode="json", exclude_none=True), "headers": headers}
 
 
+class _Deadline:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.at = time.monotonic() + timeout
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def pause(self, interval: float) -> float:
+        return min(interval, max(self.at - time.monotonic(), 0.0))
+
+
+def _transient(exc: Exception, deadline: _Deadline) -> bool:
+    """Worth polling again: the gateway is restarting or overloaded, and time is left."""
+    status = exc.status if isinstance(exc, ApiError) else None
+    return (status is None or status in RETRYABLE) and not deadline.passed()
+
+
+def _observe(
+    job: JobView, deadline: _Deadline, on_progress: ProgressCallback | None
+) -> JobView | None:
+    """One poll's verdict: the succeeded job, None to poll again, or a raised error."""
+    if on_progress is not None:
+        on_progress(job)
+    if job.status in TERMINAL:
+        return _finished(job)
+    if deadline.passed():
+        raise JobTimeout(job, deadline.timeout)
+    return None
+
+
 def _finished(job: JobView) -> JobView:
     """The job if it succeeded; the matching typed error otherwise."""
     if job.status is JobStatus.cancelled:
@@ -182,17 +214,21 @@ class Client:
         poll_interval: float = 0.5,
         on_progress: ProgressCallback | None = None,
     ) -> JobView:
-        """Poll until the job succeeds (returned) or fails, is cancelled or times out (raised)."""
-        deadline = time.monotonic() + timeout
+        """Poll until the job succeeds (returned) or fails, is cancelled or times out (raised).
+
+        A gateway that is briefly unavailable (502/503/504, connection refused) is polled
+        again until ``timeout``: a restart must not lose the caller its job."""
+        deadline = _Deadline(timeout)
         while True:
-            job = self.get(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.status in TERMINAL:
-                return _finished(job)
-            if time.monotonic() >= deadline:
-                raise JobTimeout(job, timeout)
-            time.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
+            try:
+                job = self.get(job_id)
+            except (ApiError, httpx.TransportError) as exc:
+                if not _transient(exc, deadline):
+                    raise
+            else:
+                if (finished := _observe(job, deadline, on_progress)) is not None:
+                    return finished
+            time.sleep(deadline.pause(poll_interval))
 
     def explain(
         self,
@@ -255,16 +291,17 @@ class AsyncClient:
         poll_interval: float = 0.5,
         on_progress: ProgressCallback | None = None,
     ) -> JobView:
-        deadline = time.monotonic() + timeout
+        deadline = _Deadline(timeout)
         while True:
-            job = await self.get(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.status in TERMINAL:
-                return _finished(job)
-            if time.monotonic() >= deadline:
-                raise JobTimeout(job, timeout)
-            await asyncio.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
+            try:
+                job = await self.get(job_id)
+            except (ApiError, httpx.TransportError) as exc:
+                if not _transient(exc, deadline):
+                    raise
+            else:
+                if (finished := _observe(job, deadline, on_progress)) is not None:
+                    return finished
+            await asyncio.sleep(deadline.pause(poll_interval))
 
     async def explain(
         self,

@@ -6,8 +6,9 @@
   "use strict";
 
   const POLL_MS = 400;
+  const RETRY_MS = 2000;
   const $ = (id) => document.getElementById(id);
-  const state = { examples: [], jobId: null, documents: null, timer: null };
+  const state = { examples: [], jobId: null, documents: null, timer: null, retrying: false };
 
   /* ---- errors in plain words ---- */
 
@@ -155,12 +156,21 @@
     try {
       job = await api("GET", "/jobs/" + encodeURIComponent(jobId));
     } catch (err) {
+      if (err.status === 0 || err.status >= 502) {
+        // gateway restarting or overloaded: the job lives on in the queue, keep following
+        showError(err.message + " Retrying\u2026");
+        state.retrying = true;
+        state.timer = setTimeout(poll, RETRY_MS);
+        return;
+      }
       const gone = err.status === 404 ? "No job " + jobId + " (it may have expired). " : "";
       showError(gone + err.message);
       $("cancel").hidden = true;
       return;
     }
     if (jobId !== state.jobId) return; // a newer job replaced this one
+    if (state.retrying) showError("");
+    state.retrying = false;
     showProgress(job);
     if (job.status === "queued" || job.status === "running") {
       state.timer = setTimeout(poll, POLL_MS);

@@ -153,3 +153,31 @@ def test_async_client_explains_like_the_sync_one() -> None:
             return await client.explain(REQUEST, poll_interval=0.0)
 
     assert asyncio.run(run()) == sample_result()
+
+
+def test_wait_polls_through_a_gateway_restart_but_not_through_a_404() -> None:
+    answers = [
+        httpx.Response(503, json={"detail": "queue unavailable"}),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(200, json=_job("cancelled")),
+    ]
+
+    def handle(_request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(JobCancelled):
+        _client(handle).wait("j1", timeout=5, poll_interval=0.0)
+    assert answers == []
+    missing = _client(lambda _r: httpx.Response(404, json={"detail": "no job 'j1'"}))
+    with pytest.raises(ApiError, match="HTTP 404: no job 'j1'"):
+        missing.wait("j1", timeout=5, poll_interval=0.0)
+
+
+def test_wait_gives_up_on_an_unavailable_gateway_at_the_timeout() -> None:
+    down = _client(lambda _r: httpx.Response(503, json={"detail": "queue unavailable"}))
+    with pytest.raises(ApiError) as info:
+        down.wait("j1", timeout=0.05, poll_interval=0.01)
+    assert info.value.status == 503

@@ -92,7 +92,7 @@ def test_bad_input_exits_2_naming_the_problem(
     assert run_remote(_args(gateway, tmp_path / "missing.json")) == 2
     assert "cannot read documents from" in capsys.readouterr().err
     assert run_remote(_args(gateway, documents_file, budget=0)) == 2
-    assert "budget: Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert "error: budget: Input should be greater than or equal to" in capsys.readouterr().err
 
 
 def test_service_errors_exit_1(
