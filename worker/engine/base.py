@@ -1,0 +1,112 @@
+"""The engine contract: one resident model, one session per job.
+
+The worker and the CLI only ever see :class:`Engine` and :class:`EngineSession`; the causal
+(Llama, Gemma) and seq2seq (T5 joint, FiD) implementations live behind it, so nothing
+outside this package branches on the model family.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.shapley.oracle import Masks, OracleStats
+from worker.shapley.units import Document, Masking, Unit
+
+
+@dataclass
+class EngineOptions:
+    """Optimisation switches (all on by default; the benchmark turns them on in turn).
+
+    ``batch_tokens``: token positions per batched forward pass (0 = choose from memory);
+    ``max_batch``: coalitions per batch (1 disables batching); ``prefix_cache``: reuse
+    the full-context KV cache (causal) / the cached passage encodings (FiD);
+    ``speculative``: verify the job's answer tree as a draft.
+    """
+
+    batch_tokens: int = 0
+    max_batch: int = 32
+    prefix_cache: bool = True
+    speculative: bool = True
+    draft_nodes: int = 64
+
+
+class EngineSession(ABC):
+    """A model bound to one question and one set of documents: an ``Oracle``.
+
+    Answers are memoised per coalition prompt, so a coalition is never decoded twice.
+    """
+
+    stats: OracleStats
+
+    @abstractmethod
+    def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
+        """The greedy answer for every coalition (rows of ``masks``, True keeps a unit)."""
+
+    @abstractmethod
+    def log_probs(
+        self, units: Sequence[Unit], masks: Masks, answer: str
+    ) -> npt.NDArray[np.float64]:
+        """log p(answer, then end of sequence | coalition) under teacher forcing.
+
+        The answer's token ids are those the session generated for that text when it did
+        (so re-tokenisation never changes them), else the tokenizer's; EOS is included
+        unless the generated answer was cut by ``max_new_tokens``.
+        """
+
+
+class Engine(ABC):
+    """A resident model. ``open_session`` is cheap; loading happened at construction."""
+
+    name: str
+    family: str
+    device: str
+    attention_backend: str
+    max_context_tokens: int
+    options: EngineOptions
+
+    @abstractmethod
+    def open_session(
+        self,
+        question: str,
+        documents: list[Document],
+        *,
+        masking: Masking = "remove",
+        max_new_tokens: int = 16,
+    ) -> EngineSession:
+        """Bind the model to a job. Raises ``ContextTooLong`` when the full prompt does not fit."""
+
+    @abstractmethod
+    def count_tokens(self, question: str, documents: list[Document]) -> int:
+        """Tokens of the full-context prompt (what the context-window limit applies to)."""
+
+
+def check_masks(units: Sequence[Unit], masks: Masks) -> npt.NDArray[np.bool_]:
+    """Masks as a 2-D boolean array with one column per unit."""
+    array = np.asarray(masks, dtype=bool)
+    if array.ndim != 2 or array.shape[1] != len(units):
+        raise ValueError(f"masks must have shape (m, {len(units)}), got {array.shape}")
+    return array
+
+
+def chunks(
+    order: Sequence[int], sizes: Sequence[int], budget: int, max_rows: int
+) -> list[list[int]]:
+    """Split ``order`` into batches whose padded size (rows x longest row) fits ``budget``."""
+    out: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        grown = max(longest, sizes[i])
+        if current and (grown * (len(current) + 1) > budget or len(current) >= max_rows):
+            out.append(current)
+            current, grown = [], sizes[i]
+        current.append(i)
+        longest = grown
+    if current:
+        out.append(current)
+    return out
