@@ -24,6 +24,7 @@ from service.report import default_answer, render_report
 from service.schemas import ExplainRequest, ExplainResult, JobView
 
 TIMEOUT_SECONDS = 3600.0
+SHOWN_CANDIDATES = 10  # small models can give dozens of one-off answers
 
 
 class InputError(ValueError):
@@ -105,8 +106,10 @@ class ProgressBar:
 def format_text(result: ExplainResult) -> str:
     """A short human summary: answer, candidates, passage ranking, top features per level."""
     lines = [f"answer: {result.answer}", "candidates:"]
-    for c in result.candidates:
+    for c in result.candidates[:SHOWN_CANDIDATES]:
         lines.append(f"  {c.score:+.3f}  {c.frequency:5.1%}  {c.text}")
+    if len(result.candidates) > SHOWN_CANDIDATES:
+        lines.append(f"  ... and {len(result.candidates) - SHOWN_CANDIDATES} more (see --json)")
     lines.append("passage ranking: " + ", ".join(str(i) for i in result.passage_ranking))
     if not result.candidates:
         return "\n".join(lines)

@@ -18,6 +18,8 @@
     [84, 39, 136],
   ];
 
+  const SHOWN_ANSWERS = 8;
+
   function heatColour(t) {
     const x = (Math.max(-1, Math.min(1, t)) + 1) * 2; // 0..4 along the palette
     const i = Math.min(3, Math.floor(x));
@@ -136,6 +138,7 @@
     }
 
     buildAnswers() {
+      const count = this.result.candidates.length;
       this.result.candidates.forEach((c, i) => {
         const button = el("button", { type: "button", class: "answer", "data-index": String(i) });
         button.append(
@@ -145,9 +148,24 @@
         );
         button.addEventListener("click", () => this.select(i));
         const item = el("li");
+        item.hidden = i >= SHOWN_ANSWERS && i !== this.answer;
         item.append(button);
         this.answersBox.append(item);
       });
+      if (count > SHOWN_ANSWERS) this.answersBox.append(this.moreAnswers(count));
+    }
+
+    /* Small models can give dozens of rare answers: show the top few, the rest on demand. */
+    moreAnswers(count) {
+      const button = el("button", { type: "button", class: "more-answers" });
+      button.textContent = "Show all " + count + " answers";
+      button.addEventListener("click", () => {
+        for (const item of this.answersBox.querySelectorAll("li[hidden]")) item.hidden = false;
+        button.parentElement.remove();
+      });
+      const item = el("li");
+      item.append(button);
+      return item;
     }
 
     buildLevels() {

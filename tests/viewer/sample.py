@@ -81,3 +81,17 @@ def sample_result() -> ExplainResult:
             },
         }
     )
+
+
+def with_candidates(result: ExplainResult, n: int) -> ExplainResult:
+    """``result`` with ``n`` candidates; the added ones score 0 everywhere (rare answers)."""
+    extra = n - len(result.candidates)
+    data = result.model_dump()
+    data["candidates"] += [
+        {"text": f"rare {i}", "frequency": 0.01, "score": 0.0} for i in range(extra)
+    ]
+    for level in data["levels"]:
+        for feature in level["features"]:
+            feature["score"] = feature["score"] + [0.0] * extra
+            feature["stderr"] = feature["stderr"] + [0.0] * extra
+    return ExplainResult.model_validate(data)

@@ -27,6 +27,7 @@ from service.report import render_report
 from service.schemas import ExplainRequest, ExplainResult, Feature
 from service.viewer import examples
 from tests.viewer.conftest import MODEL
+from tests.viewer.sample import with_candidates
 from tests.viewer.test_client_live import nq_request
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -301,3 +302,22 @@ def test_upload_progress_and_cancel_of_a_running_job(
     assert any(running.fullmatch(s) for s in seen)
     assert not browser.find_element(By.ID, "cancel").is_displayed()
     assert browser.find_element(By.ID, "result").is_displayed() is False
+
+
+def test_many_answers_show_the_top_eight_then_all_on_demand(
+    browser: webdriver.Chrome,
+    sample_request: ExplainRequest,
+    sample_result: ExplainResult,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "many.html"
+    path.write_text(render_report(sample_request, with_candidates(sample_result, 12)), "utf-8")
+    browser.get(path.as_uri())
+    more = wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button.more-answers"))
+    visible = [b.text.split("\n")[0] for b in browser.find_elements(By.CSS_SELECTOR, ".answer")]
+    assert [t for t in visible if t] == ["paris", "berlin", *[f"rare {i}" for i in range(6)]]
+    assert more.text == "Show all 12 answers"
+    more.click()
+    shown = [b for b in browser.find_elements(By.CSS_SELECTOR, ".answer") if b.is_displayed()]
+    assert len(shown) == 12
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.more-answers")

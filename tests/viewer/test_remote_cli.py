@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from service.remote_cli import add_remote_arguments, run_remote
+from service.remote_cli import add_remote_arguments, format_text, run_remote
 from service.schemas import ExplainResult
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
+from tests.viewer.sample import DOC0, with_candidates
 
 
 def _args(server: str, documents: Path, **overrides: object) -> argparse.Namespace:
@@ -111,3 +112,12 @@ def test_remote_arguments_parse_into_what_run_remote_reads() -> None:
     args = parser.parse_args(["--server", "http://gw:8000", "--html", "r.html", "--api-key", "k"])
     assert (args.server, args.html, args.api_key) == ("http://gw:8000", "r.html", "k")
     assert vars(parser.parse_args([])) == {"server": None, "html": None, "api_key": None}
+
+
+def test_text_output_lists_the_top_ten_candidates(sample_result: ExplainResult) -> None:
+    lines = format_text(with_candidates(sample_result, 14)).splitlines()
+    assert lines[2:4] == ["  +0.800  70.0%  paris", "  +0.400  30.0%  berlin"]
+    assert lines[11] == "  +0.000   1.0%  rare 7"
+    assert lines[12] == "  ... and 4 more (see --json)"
+    assert lines[13] == "passage ranking: 0, 1"
+    assert lines[14:16] == ["document (4 coalitions, exact):", "  +0.800 ± 0.050  doc 0  " + DOC0]
