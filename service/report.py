@@ -119,6 +119,12 @@ def _document(index: int, doc: DocumentIn, view: _View, kinds: dict[Key, str]) -
     ranking = view.result.passage_ranking
     rank = ranking.index(index) + 1 if index in ranking else 0
     badge = f'<span class="doc-rank">rank {rank}</span>' if rank else ""
+    badge += "".join(
+        f'<span class="doc-score">document score {_fmt(f.score[view.answer])} \u00b1 '
+        f"{f.stderr[view.answer]:.3f}</span>"
+        for f in view.result.levels[0].features
+        if f.document == index
+    )
     return (
         f'<article class="doc" data-document="{index}"><h3 class="doc-head">'
         f'Document {index + 1}{title}{badge}</h3><p class="doc-text">{body}</p></article>'

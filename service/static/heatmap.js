@@ -227,6 +227,11 @@
       const head = el("h3", { class: "doc-head" }, "Document " + (index + 1));
       if (doc.title) head.append(el("span", { class: "doc-title" }, " \u2014 " + doc.title));
       if (rank > 0) head.append(el("span", { class: "doc-rank" }, "rank " + rank));
+      const whole = this.result.levels[0].features.find((f) => f.document === index);
+      if (whole) {
+        const label = fmt(whole.score[this.answer]) + " \u00b1 " + whole.stderr[this.answer].toFixed(3);
+        head.append(el("span", { class: "doc-score" }, "document score " + label));
+      }
       const body = el("p", { class: "doc-text" });
       const features = this.levelResult().features.filter((f) => f.document === index);
       for (const piece of segments(doc.text, features)) {

@@ -248,6 +248,9 @@ def test_report_file_renders_the_same_view_offline(
         (float(s), t, c) for s, t, c in static
     ]
     assert live[-1]["text"] == "Berlin <b>is</b> big 🐻."  # code-point offsets, escaped text
+    chips = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".doc-score")]
+    assert chips == re.findall(r'<span class="doc-score">([^<]+)</span>', html)
+    assert chips == ["document score +0.800 ± 0.050", "document score −0.100 ± 0.050"]
     click_and_wait(browser, 'button.answer[data-index="1"]')
     assert [m["score"] for m in marks(browser)] == [-0.2, 0.01, 0.0, -0.01, -0.1, 0.4]
     pieces = browser.execute_script(

@@ -91,3 +91,4 @@ def test_report_is_self_contained_and_carries_the_result(
     assert "<\\/b>" in payload.group(1)  # a '</' in the data cannot close the script
     assert 'Document 1<span class="doc-title"> — France &amp; co</span>' in html
     assert '<span class="doc-rank">rank 2</span>' in html
+    assert '<span class="doc-score">document score −0.100 ± 0.050</span>' in html
