@@ -56,7 +56,7 @@ class ExplainRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4_000)
     documents: list[DocumentIn | Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=200)
-    levels: list[LevelName] = Field(default_factory=lambda: ["document", "sentence"])
+    levels: list[LevelName] = Field(default_factory=lambda: list(LEVEL_ORDER[:2]))
     method: Literal["shapley", "banzhaf"] = "shapley"
     estimator: Literal["auto", "exact", "permutation", "owen", "kernel"] = Field(
         default="auto",
