@@ -201,7 +201,8 @@ class RedisQueue:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings
         self._prefix = settings.key_prefix
-        self._redis = client or redis.Redis.from_url(
+        # Any: redis-py's annotations assume bytes replies; ours are decoded str
+        self._redis: Any = client or redis.Redis.from_url(
             settings.redis_url,
             decode_responses=True,
             socket_timeout=settings.redis_timeout_seconds + 2.0,

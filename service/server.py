@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import threading
 
 from prometheus_client import CollectorRegistry
@@ -75,9 +77,14 @@ class EmbeddedWorker:
     def _run(self) -> None:
         from worker.loop import Worker, load_engines
 
-        engines = self.engines or load_engines(
-            [self.settings.default_model], self.settings, self.metrics
-        )
+        try:
+            engines = self.engines or load_engines(
+                [self.settings.default_model], self.settings, self.metrics
+            )
+        except Exception:  # the process cannot serve anything: say why and stop it
+            log.exception("could not load model %r; stopping", self.settings.default_model)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self.worker = Worker(self.queue, engines, self.settings, self.metrics, "embedded")  # type: ignore[arg-type]
         if not self._stop.is_set():
             self.worker.serve()
