@@ -122,6 +122,11 @@ class CausalSession(EngineSession):
             out[[i for i, _ in batch]] = scores
         return out
 
+    def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
+        """The generated token ids per coalition (EOS included when greedy emitted it)."""
+        self.answers(units, masks)
+        return [self._memo[self.layout.ids(units, row)] for row in check_masks(units, masks)]
+
     # --- greedy answers ------------------------------------------------------------------
 
     def prompt_ids(self, units: Sequence[Unit], mask: np.ndarray) -> tuple[int, ...]:

@@ -101,6 +101,11 @@ class Seq2SeqSession(EngineSession):
             split_on_oom(self._decode_batch, batch)
         return [self._text(self._memo[k]) for k in keys]
 
+    def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
+        """The generated token ids per coalition (EOS included when greedy emitted it)."""
+        self.answers(units, masks)
+        return [self._memo[self.key(units, row)] for row in check_masks(units, masks)]
+
     def log_probs(
         self, units: Sequence[Unit], masks: Masks, answer: str
     ) -> npt.NDArray[np.float64]:
