@@ -34,7 +34,7 @@ RUN groupadd --system --gid 10001 textgenshap \
     && useradd --system --uid 10001 --gid textgenshap --create-home textgenshap
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY service ./service
 COPY worker ./worker
 # No extras: numpy, fastapi, uvicorn, redis, prometheus-client, pydantic - and no torch.
@@ -91,7 +91,7 @@ RUN pip install --upgrade pip \
        fi
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY service ./service
 COPY worker ./worker
 RUN if [ -n "${FLASH_ATTN_WHEEL}" ]; then extras="worker,gpu"; else extras="worker"; fi \
