@@ -9,9 +9,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 # Debian packages the tests drive for real: Prometheus (promtool + a live scrape) and
-# Chromium with its driver (the viewer's browser test). Installed once, only if missing.
-SYSTEM_PACKAGES := prometheus chromium chromium-driver
-SYSTEM_COMMANDS := promtool prometheus chromium chromedriver
+# Chromium with its driver (the viewer's browser test), docker-compose 1.x (validates
+# docker-compose.yml offline; no Docker engine runs here). Installed once, only if missing.
+SYSTEM_PACKAGES := prometheus chromium chromium-driver docker-compose
+SYSTEM_COMMANDS := promtool prometheus chromium chromedriver docker-compose
 
 .PHONY: run test test-fast lint bench setup system clean
 
@@ -19,7 +20,7 @@ system:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
 
 $(STAMP): pyproject.toml
