@@ -16,8 +16,10 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, viewer
+from service.auth import KeyRing
 from service.jobs import JobQueue
 from service.metrics import GatewayMetrics
+from service.ratelimit import limiter_for
 from service.routes import router
 from service.settings import Settings
 
@@ -95,6 +97,8 @@ def create_app(
         "(TextGenSHAP). Submit a job, poll it, read ranked answers and passages.",
     )
     app.state.settings, app.state.queue, app.state.metrics = settings, queue, metrics
+    app.state.keys = KeyRing.from_settings(settings)  # service.auth: who owns which job
+    app.state.limiter = limiter_for(settings, queue)  # service.ratelimit: per-key limits
     app.include_router(router)
     app.include_router(viewer.router)
     errors.install(app, metrics, settings.retry_after_seconds)

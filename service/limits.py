@@ -43,6 +43,23 @@ def check_budget(request: ExplainRequest, settings: Settings) -> None:
         )
 
 
+def check_generation(request: ExplainRequest, settings: Settings) -> None:
+    """Levels and answer length: the deployment may forbid the costly word level or long
+    answers (each refusal names its field)."""
+    if len(request.levels) > settings.max_levels:
+        raise RequestRejected(
+            ["body", "levels"],
+            f"{len(request.levels)} levels requested; this deployment allows at most "
+            f"max_levels={settings.max_levels}",
+        )
+    if request.max_new_tokens > settings.max_new_tokens:
+        raise RequestRejected(
+            ["body", "max_new_tokens"],
+            f"max_new_tokens {request.max_new_tokens} is over the cap "
+            f"max_new_tokens={settings.max_new_tokens}",
+        )
+
+
 def resolve_model(request: ExplainRequest, settings: Settings, served: set[str]) -> str:
     """The model the job runs on: the request's, or the default; it must be servable.
 
@@ -61,4 +78,5 @@ def check_request(request: ExplainRequest, settings: Settings, served: set[str])
     """All deployment limits; returns the resolved model name."""
     check_documents(request, settings)
     check_budget(request, settings)
+    check_generation(request, settings)
     return resolve_model(request, settings, served)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from service.auth import OwnerDep
 from service.deps import MetricsDep, QueueDep, SettingsDep
 from service.errors import JobConflict, JobNotFound
 from service.jobs import JobQueue, NewJob
 from service.limits import check_request
+from service.ratelimit import RateLimitedOwner, active_slot
 from service.schemas import (
     ExplainRequest,
     JobAccepted,
@@ -59,11 +61,13 @@ def served_models(queue: JobQueue) -> dict[str, int]:
     "/explain",
     status_code=202,
     response_model=JobAccepted,
-    responses=_doc(413, 429, 503),
+    responses=_doc(401, 413, 429, 503),
     summary="Submit an explanation job",
 )
 def submit(
     body: ExplainRequest,
+    request: Request,
+    owner: RateLimitedOwner,
     response: Response,
     queue: QueueDep,
     settings: SettingsDep,
@@ -71,9 +75,13 @@ def submit(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JobAccepted:
     """Validate against the deployment's limits, then enqueue (202). The same
-    Idempotency-Key with the same body returns the same job."""
+    Idempotency-Key with the same body (and API key) returns the same job."""
     model = check_request(body, settings, set(served_models(queue)))
-    submitted = queue.submit(NewJob(model, body, idempotency_key=idempotency_key))
+    new = NewJob(model, body, owner=owner, idempotency_key=idempotency_key)
+    with active_slot(request, owner, new.job_id) as release:
+        submitted = queue.submit(new)
+        if not submitted.created:
+            release()
     job = submitted.job
     if submitted.created:
         metrics.submitted.labels(model=model).inc()
@@ -82,11 +90,12 @@ def submit(
     return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, responses=_doc(404, 503))
-def get_job(job_id: str, queue: QueueDep) -> JobView:
-    """Status, progress and, once finished, the result or the error."""
+@router.get("/jobs/{job_id}", response_model=JobView, responses=_doc(401, 404, 503))
+def get_job(job_id: str, queue: QueueDep, owner: OwnerDep) -> JobView:
+    """Status, progress and, once finished, the result or the error. Another key's job
+    is a 404, exactly like an unknown one."""
     record = queue.get(job_id)
-    if record is None:
+    if record is None or record.owner != owner:
         raise JobNotFound(job_id)
     return record.view()
 
@@ -94,11 +103,14 @@ def get_job(job_id: str, queue: QueueDep) -> JobView:
 @router.delete(
     "/jobs/{job_id}",
     response_model=JobView,
-    responses={202: {"model": JobView}, **_doc(404, 409, 503)},
+    responses={202: {"model": JobView}, **_doc(401, 404, 409, 503)},
 )
-def cancel_job(job_id: str, queue: QueueDep, response: Response) -> JobView:
+def cancel_job(job_id: str, queue: QueueDep, response: Response, owner: OwnerDep) -> JobView:
     """Cancel: a queued job ends at once (200); a running one stops at its next batch
     (202, ``cancel_requested``); cancelling a cancelled job is a no-op."""
+    mine = queue.get(job_id)
+    if mine is None or mine.owner != owner:
+        raise JobNotFound(job_id)
     record = queue.cancel(job_id)
     if record is None:
         raise JobNotFound(job_id)

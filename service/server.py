@@ -16,6 +16,7 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
+from service.auth import AuthConfigError, check_startup
 from service.settings import Settings
 
 log = logging.getLogger("textgenshap.serve")
@@ -120,6 +121,11 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = settings_from(args)
+    try:
+        check_startup(settings, args.host)
+    except AuthConfigError as exc:  # say why, before loading any model
+        log.error("%s", exc)
+        return 2
     registry = CollectorRegistry()
     worker: EmbeddedWorker | None = None
     if settings.embedded:

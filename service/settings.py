@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
     redis_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     model_cache_dir: Path = Field(default=Path("~/.cache/textgenshap"))
+    # --- tenancy and abuse limits (service.auth, service.ratelimit; docs/reliability.md)
+    api_keys: str = Field(default="", description="Comma-separated sha256 hex of API keys.")
+    api_keys_file: Path | None = Field(default=None, description="File of key hashes, one a line.")
+    allow_anonymous: bool = Field(
+        default=False, description="Serve without keys on a non-loopback host (behind a proxy)."
+    )
+    rate_limit_per_minute: int = Field(default=120, ge=0, description="Submits per key; 0: off.")
+    rate_limit_burst: int = Field(default=60, ge=1)
+    max_active_jobs_per_key: int = Field(default=100, ge=0, description="Unfinished; 0: off.")
+    max_levels: int = Field(default=3, ge=1, le=3)
+    max_new_tokens: int = Field(default=128, ge=1)
+    max_tokens: int = Field(default=0, ge=0, description="Prompt tokens; 0: the model's window.")
 
     @field_validator("redis_url")
     @classmethod

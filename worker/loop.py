@@ -112,6 +112,18 @@ def _documents(request: ExplainRequest) -> list[Document]:
     return [Document(text=d.text, title=d.title) for d in request.document_objects()]
 
 
+def _check_tokens(engine: Any, request: ExplainRequest, limit: int) -> None:
+    """The deployment's prompt cap (``TEXTGENSHAP_MAX_TOKENS``; 0 = only the model's own
+    window, which ``open_session`` checks): over it, the job fails with ContextTooLong."""
+    if not limit:
+        return
+    from worker.engine.errors import ContextTooLong
+
+    tokens = int(engine.count_tokens(request.question, _documents(request)))
+    if tokens > limit:
+        raise ContextTooLong(tokens, limit)
+
+
 class Worker:
     """One slot taking jobs for ``engines`` (served name -> Engine) from ``queue``."""
 
@@ -218,6 +230,7 @@ class Worker:
         request, session = lease.job.request, None
         try:
             engine = self.engines[lease.job.model]
+            _check_tokens(engine, request, self.settings.max_tokens)
             session = engine.open_session(
                 request.question,
                 _documents(request),
@@ -241,8 +254,10 @@ class Worker:
     def _failure(self, lease: Lease, exc: Exception) -> Outcome | Retry:
         """The job's failed outcome, or a retry when the error may be transient."""
         error = ErrorInfo(type=type(exc).__name__, message=str(exc) or repr(exc))
-        log.warning("job %s: delivery %d failed: %s: %s", lease.job_id, lease.deliveries,
-                    error.type, error.message)  # fmt: skip
+        # the message may quote the documents (tokenizer, model errors): it goes to the
+        # job's owner, and to the log only at DEBUG (docs/reliability.md)
+        log.warning("job %s: delivery %d failed: %s", lease.job_id, lease.deliveries, error.type)
+        log.debug("job %s: %s: %s", lease.job_id, error.type, error.message)
         if not _retriable(exc):
             return Outcome.failed(error)
         if lease.deliveries >= self.settings.max_deliveries:

@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from service.queue import JOB_KEY
 from tests.service.conftest import wait_until
 from tests.service.engines import DELAY_ENV
 from tests.service.payloads import check_result, explain_body
@@ -81,6 +83,10 @@ class Cluster:
     ) -> subprocess.Popen[bytes]:  # noqa: E501
         args = ["worker", "--redis", self.redis_url, "--model", model, "--metrics-port", "0"]
         return self.spawn(name, [*args, "--grace", str(grace)], **{DELAY_ENV: str(delay)})
+
+    def log(self, name: str) -> str:
+        """A process's output, for assertion messages."""
+        return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -153,21 +159,30 @@ def test_twenty_jobs_on_two_tiny_llama_workers(cluster: Cluster) -> None:
 
 def test_sigkill_mid_job_still_succeeds_exactly_once(cluster: Cluster) -> None:
     client = cluster.gateway()
-    doomed = cluster.worker("doomed", delay=0.5)
-    wait_workers(client, "fake", 1)
+    workers = {cluster.worker(f"worker{i}", delay=0.5).pid: i for i in range(2)}
+    wait_workers(client, "fake", 2)
     body = explain_body()
     job_id = submit(client, body)
     wait_job(client, job_id, ("running",))
-    cluster.worker("survivor", delay=0.0)
-    wait_workers(client, "fake", 2)
-    doomed.send_signal(signal.SIGKILL)
-    doomed.wait(10)
+    holder = holder_pid(cluster, job_id)
+    victim = cluster.procs[workers[holder] + 1]  # procs[0] is the gateway
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
     view = wait_job(client, job_id)
     assert (view["status"], view["deliveries"]) == ("succeeded", 2)
     check_result(view["result"], body)
+    assert holder_pid(cluster, job_id) != holder
     time.sleep(0.5)
     assert finished(client, "succeeded") == 1
     assert client.get(f"/jobs/{job_id}").json()["result"] == view["result"]
+
+
+def holder_pid(cluster: Cluster, job_id: str) -> int:
+    """Pid of the worker holding the job (consumer names are host-pid-slot)."""
+    client = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    consumer = client.hget(cluster.prefix + JOB_KEY.format(job_id=job_id), "worker")
+    client.close()
+    return int(str(consumer).rsplit("-", 2)[1])
 
 
 def test_sigterm_finishes_the_running_job_then_exits(cluster: Cluster) -> None:
@@ -177,21 +192,23 @@ def test_sigterm_finishes_the_running_job_then_exits(cluster: Cluster) -> None:
     job_id = submit(client, explain_body())
     wait_job(client, job_id, ("running",))
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
+    assert worker.wait(30) == 0, cluster.log("graceful")
     view = client.get(f"/jobs/{job_id}").json()
-    assert (view["status"], view["deliveries"]) == ("succeeded", 1)
-    assert client.get("/models").json()["models"] == []  # unregistered on the way out
+    assert (view["status"], view["deliveries"]) == ("succeeded", 1), (view, cluster.log("graceful"))
+    models = client.get("/models").json()["models"]
+    assert models == [], models  # unregistered on the way out
 
 
 def test_sigterm_past_its_grace_hands_the_job_back(cluster: Cluster) -> None:
     client = cluster.gateway()
-    worker = cluster.worker("impatient", delay=0.5, grace=0)
+    worker = cluster.worker("impatient", delay=1.0, grace=0)
     wait_workers(client, "fake", 1)
     job_id = submit(client, explain_body())
     wait_job(client, job_id, ("running",))
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
-    assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    assert worker.wait(30) == 0, cluster.log("impatient")
+    view = client.get(f"/jobs/{job_id}").json()
+    assert view["status"] == "queued", (view, cluster.log("impatient"))
     cluster.worker("next", delay=0.0)
     view = wait_job(client, job_id)
     assert (view["status"], view["deliveries"]) == ("succeeded", 1)

@@ -28,5 +28,5 @@ def test_the_contract_documents_every_public_route() -> None:
         ("/readyz", "get"),
     } <= {(path, method) for path, ops in paths.items() for method in ops}
     post = paths["/explain"]["post"]
-    assert set(post["responses"]) == {"202", "413", "422", "429", "503"}
+    assert set(post["responses"]) == {"202", "401", "413", "422", "429", "503"}
     assert post["parameters"][0]["name"] == "idempotency-key"
