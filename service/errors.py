@@ -45,8 +45,15 @@ def field_error(loc: Sequence[str | int], message: str, kind: str) -> dict[str, 
     return {"loc": list(loc), "msg": f"{path}: {message}", "type": kind}
 
 
-def _validation(_: Request, exc: Exception) -> JSONResponse:
+def _count(request: Request, reason: str) -> None:
+    metrics: GatewayMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejected(reason)
+
+
+def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    _count(request, "invalid")
     detail = [
         field_error(err.get("loc", ["body"]), str(err.get("msg", "invalid")), err["type"])
         for err in exc.errors()
@@ -54,15 +61,17 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _rejected(_: Request, exc: Exception) -> JSONResponse:
+def _rejected(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestRejected)
+    _count(request, "limit")
     kind = "too_large" if exc.status == 413 else "value_error"
     return JSONResponse(
         {"detail": [field_error(exc.loc, exc.message, kind)]}, status_code=exc.status
     )
 
 
-def _idempotency(_: Request, exc: Exception) -> JSONResponse:
+def _idempotency(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, "idempotency_mismatch")
     detail = [field_error(["header", "Idempotency-Key"], str(exc), "idempotency_mismatch")]
     return JSONResponse({"detail": detail}, status_code=422)
 

@@ -281,7 +281,9 @@ class RedisQueue:
             total = sum(int(self._redis.xlen(self._stream(m))) for m in models)
             pending = sum(self._pending(m) for m in models)
             finished = self._redis.hgetall(self._key(FINISHED_KEY))
-        return QueueCounts(total - pending, pending, {k: int(v) for k, v in finished.items()})
+        # a cancelled, handed-back entry stays in the PEL until the next XAUTOCLAIM drops it
+        queued = max(0, total - pending)
+        return QueueCounts(queued, pending, {k: int(v) for k, v in finished.items()})
 
     def _pending(self, model: str) -> int:
         try:

@@ -121,9 +121,14 @@ def test_unknown_job_is_404(make_stack: StackFactory) -> None:
     assert "not found" in deleted.json()["detail"]
 
 
-def test_rejections_never_enqueue(make_stack: StackFactory) -> None:
+def test_rejections_never_enqueue_and_are_counted(make_stack: StackFactory) -> None:
     stack = make_stack(**LIMITS)
     stack.client.post("/explain", json=body(budget=1000))
     stack.client.post("/explain", json=body(model="nope"))
+    stack.client.post("/explain", json=body(question=""))
+    stack.client.post("/explain", json=body(documents=["x" * 5000]))
     counts = stack.queue.counts()
     assert (counts.queued, counts.pending) == (0, 0)
+    metrics = stack.client.get("/metrics").text
+    for reason, n in (("limit", 2), ("invalid", 1), ("body_too_large", 1)):
+        assert f'textgenshap_rejected_requests_total{{reason="{reason}"}} {n}.0' in metrics
