@@ -33,11 +33,23 @@ def token_budget(engine: Any, context: int) -> int:
     return int(budget if device.type == "cuda" else min(budget, CPU_TOKENS))
 
 
+def is_oom(error: BaseException) -> bool:
+    """Out of memory on any device: CUDA raises ``torch.OutOfMemoryError``, other backends
+    (MPS, XPU, older builds) a ``RuntimeError`` saying "out of memory". Anything else (a
+    device-side assert, an illegal access) is not recoverable by a smaller batch."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
 def split_on_oom(run: Callable[[list[T]], Sequence[Any]], batch: list[T]) -> list[Any]:
-    """``run(batch)``; on out-of-memory, free the cache and run the two halves instead."""
+    """``run(batch)``; on out-of-memory, free the cache and run the two halves instead.
+    Other errors propagate unchanged (the worker fails or retries the job)."""
     try:
         return list(run(batch))
-    except torch.OutOfMemoryError as error:
+    except RuntimeError as error:
+        if not is_oom(error):
+            raise
         if len(batch) == 1:
             raise EngineError("out of memory on a single coalition") from error
         if torch.cuda.is_available():

@@ -52,7 +52,7 @@ def _gemma(attn: str) -> PreTrainedModel:
 def _t5(attn: str) -> PreTrainedModel:
     config = T5Config(
         vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, initializer_factor=3.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, initializer_factor=1.5,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
     )  # fmt: skip
     return T5ForConditionalGeneration(config)
