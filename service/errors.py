@@ -1,5 +1,10 @@
 """Every error the gateway can answer with, mapped to its HTTP status in one place.
 
+Client mistakes (4xx on input) show in ``textgenshap_http_requests_total{status}``;
+``textgenshap_rejected_requests_total{reason}`` counts only requests turned away for
+capacity or protection (queue_full, unavailable, body_too_large; later rate_limit), which
+is what the alerts watch.
+
 Field errors keep FastAPI's shape, ``{"detail": [{"loc", "msg", "type"}]}``, and their
 ``msg`` starts with the field's dotted path so that a person reading only the message
 knows what to fix. Anything else is ``{"detail": "..."}``.
@@ -45,15 +50,8 @@ def field_error(loc: Sequence[str | int], message: str, kind: str) -> dict[str, 
     return {"loc": list(loc), "msg": f"{path}: {message}", "type": kind}
 
 
-def _count(request: Request, reason: str) -> None:
-    metrics: GatewayMetrics | None = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.rejected(reason)
-
-
-def _validation(request: Request, exc: Exception) -> JSONResponse:
+def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    _count(request, "invalid")
     detail = [
         field_error(err.get("loc", ["body"]), str(err.get("msg", "invalid")), err["type"])
         for err in exc.errors()
@@ -61,17 +59,15 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _rejected(request: Request, exc: Exception) -> JSONResponse:
+def _rejected(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestRejected)
-    _count(request, "limit")
     kind = "too_large" if exc.status == 413 else "value_error"
     return JSONResponse(
         {"detail": [field_error(exc.loc, exc.message, kind)]}, status_code=exc.status
     )
 
 
-def _idempotency(request: Request, exc: Exception) -> JSONResponse:
-    _count(request, "idempotency_mismatch")
+def _idempotency(_: Request, exc: Exception) -> JSONResponse:
     detail = [field_error(["header", "Idempotency-Key"], str(exc), "idempotency_mismatch")]
     return JSONResponse({"detail": detail}, status_code=422)
 
