@@ -4,6 +4,7 @@ queue bound, readiness and models. Workers are in-process threads over fake engi
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.fakes import FakeEngine
 from tests.service.conftest import StackFactory, wait_until
@@ -187,3 +188,24 @@ def test_metrics_show_gateway_and_worker_sets(make_stack: StackFactory) -> None:
         'textgenshap_worker_memory_bytes{kind="rss"}',
     ):
         assert name in text, name
+
+
+def test_concurrent_submissions_with_one_key_make_one_job(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    headers = {"Idempotency-Key": "same"}
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: stack.submit(explain_body(), **headers), range(16)))
+    assert len(set(ids)) == 1
+    assert stack.queue.counts().queued == 1
+
+
+def test_the_queue_bound_holds_under_concurrent_submissions(make_stack: StackFactory) -> None:
+    stack = make_stack(queue_max=3)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(
+                lambda _: stack.client.post("/explain", json=explain_body()).status_code, range(12)
+            )
+        )
+    assert sorted(codes) == [202] * 3 + [429] * 9
+    assert stack.queue.counts().queued == 3

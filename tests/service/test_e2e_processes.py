@@ -79,10 +79,16 @@ class Cluster:
         return client
 
     def worker(
-        self, name: str, model: str = FAKE, delay: float = 0.0, grace: float = 20.0
-    ) -> subprocess.Popen[bytes]:  # noqa: E501
+        self,
+        name: str,
+        model: str = FAKE,
+        delay: float = 0.0,
+        grace: float = 20.0,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.Popen[bytes]:
         args = ["worker", "--redis", self.redis_url, "--model", model, "--metrics-port", "0"]
-        return self.spawn(name, [*args, "--grace", str(grace)], **{DELAY_ENV: str(delay)})
+        args += ["--grace", str(grace), *extra]
+        return self.spawn(name, args, **{DELAY_ENV: str(delay)})
 
     def log(self, name: str) -> str:
         """A process's output, for assertion messages."""
@@ -244,3 +250,16 @@ def test_embedded_serve_is_gateway_and_worker_in_one_process(cluster: Cluster) -
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert proc.wait(30) in (0, -signal.SIGTERM)
     assert "embedded worker stopped" in (cluster.logs / "embedded.log").read_text()
+
+
+def test_one_worker_process_runs_concurrency_jobs_at_once(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    cluster.worker("double", delay=0.3, extra=("--concurrency", "2"))
+    wait_workers(client, "fake", 2)  # one slot per consumer
+    jobs = [submit(client, explain_body(seed=i)) for i in range(2)]
+
+    def both_running() -> bool:
+        return all(client.get(f"/jobs/{j}").json()["status"] == "running" for j in jobs)
+
+    wait_until(both_running, timeout=30, step=0.05)
+    assert [wait_job(client, j)["status"] for j in jobs] == ["succeeded", "succeeded"]
