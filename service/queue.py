@@ -155,6 +155,14 @@ return 1
 """
 )
 
+FORGET_CONSUMER_LUA = """
+-- KEYS: stream; ARGV: consumer. Only a consumer with nothing pending may go: deleting
+-- one that still holds entries would drop them from the group (lost jobs).
+if #redis.call('XPENDING', KEYS[1], 'workers', '-', '+', 1, ARGV[1]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'workers', ARGV[1])
+return 1
+"""
+
 CANCEL_LUA = """
 -- KEYS: job, finished; ARGV: at, ttl
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -219,6 +227,7 @@ class RedisQueue:
                 "finish": FINISH_LUA,
                 "release": RELEASE_LUA,
                 "cancel": CANCEL_LUA,
+                "forget_consumer": FORGET_CONSUMER_LUA,
             }.items()
         }
         self._groups: set[str] = set()
@@ -316,9 +325,12 @@ class RedisQueue:
             pipe.execute()
 
     def unregister(self, worker_id: str) -> None:
+        """Remove the heartbeat, and the consumer from every group where it holds nothing."""
         with _guard():
             self._redis.delete(self._key(WORKER_KEY, worker_id=worker_id))
             self._redis.srem(self._key(WORKERS_KEY), worker_id)
+        for model in sorted(self._groups):
+            self._run("forget_consumer", [self._stream(model)], [worker_id])
 
     def take(self, worker_id: str, models: list[str], timeout: float) -> Lease | None:
         deadline = time.monotonic() + timeout

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import redis
+
 from service.jobs import NewJob, Outcome
+from service.queue import RedisQueue
 from service.schemas import ErrorInfo, ExplainRequest, JobStatus, Progress
+from service.settings import Settings
 from tests.service.conftest import StackFactory
 
 REQUEST = ExplainRequest(question="What is the capital of France?", documents=["Paris."])
@@ -91,3 +95,29 @@ def test_cancel_of_a_running_job_sets_the_flag(make_stack: StackFactory) -> None
     assert queue.cancel_requested(job.job_id)
     assert queue.finish(lease, Outcome.cancelled())
     assert queue.get(job.job_id).status == JobStatus.cancelled  # type: ignore[union-attr]
+
+
+def test_unregister_forgets_only_consumers_that_hold_nothing(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Consumers are a Redis notion (the in-process queue has none): Redis only."""
+    queue = RedisQueue(Settings(redis_url=redis_url, key_prefix=key_prefix))
+    stream = key_prefix + "stream:fake"
+    queue.submit(NewJob("fake", REQUEST))
+    queue.submit(NewJob("fake", REQUEST))
+    done = queue.take("done", ["fake"], 1.0)
+    held = queue.take("held", ["fake"], 1.0)
+    assert done is not None
+    assert held is not None
+    assert queue.finish(done, Outcome.cancelled())
+    queue.release(held)
+    queue.unregister("done")
+    queue.unregister("held")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    consumers = {c["name"]: c["pending"] for c in client.xinfo_consumers(stream, "workers")}
+    client.close()
+    assert consumers == {"held": 1}  # kept: its handed-back entry is still reclaimable
+    again = queue.take("next", ["fake"], 1.0)
+    queue.close()
+    assert again is not None
+    assert again.job_id == held.job_id
