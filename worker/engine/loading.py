@@ -142,6 +142,7 @@ def _dequantise_into(path: Path, target: Path) -> None:
         model.config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; workers may run as other users
         _publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""The answer prefix tree and the greedy walk through it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.engine.draft import DraftTree, greedy_walk
+
+EOS = {1}
+
+
+def tree_of(*answers: tuple[int, ...], cap: int = 64) -> DraftTree:
+    tree = DraftTree(max_nodes=cap)
+    for answer in answers:
+        tree.add(answer)
+    return tree
+
+
+def test_shared_prefixes_share_nodes():
+    tree = tree_of((5, 6, 1), (5, 7, 1))
+    assert tree.tokens == [5, 6, 1, 7, 1]
+    assert tree.parents == [-1, 0, 1, 0, 3]
+    assert tree.depths == [1, 2, 3, 2, 3]
+
+
+def test_ancestry_is_each_nodes_path():
+    anc = tree_of((5, 6), (5, 7)).ancestry()
+    expected = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=bool)
+    np.testing.assert_array_equal(anc, expected)
+
+
+def test_the_cap_stops_growth():
+    tree = tree_of((2, 3, 4, 5), (6, 7), cap=3)
+    assert tree.tokens == [2, 3, 4]
+
+
+def test_walk_accepts_a_known_answer_to_its_eos():
+    tree = tree_of((5, 6, 1), (5, 7, 1))
+    # argmax after the prompt, then after nodes 0..4
+    walk = greedy_walk(tree, [5, 7, 0, 0, 1], limit=8, eos=EOS)
+    assert walk.tokens == [5, 7, 1]
+    assert (walk.proposed, walk.accepted, walk.last_node) == (3, 3, 3)
+
+
+def test_walk_stops_where_greedy_leaves_the_tree():
+    tree = tree_of((5, 6, 1))
+    walk = greedy_walk(tree, [5, 9, 0, 0], limit=8, eos=EOS)
+    assert walk.tokens == [5, 9]
+    assert (walk.proposed, walk.accepted, walk.last_node) == (2, 1, 0)
+
+
+def test_walk_respects_the_length_limit():
+    tree = tree_of((5, 6, 8, 1))
+    walk = greedy_walk(tree, [5, 6, 8, 1, 0], limit=2, eos=EOS)
+    assert walk.tokens == [5, 6]
+
+
+def test_empty_tree_gives_the_first_greedy_token():
+    walk = greedy_walk(DraftTree(), [42], limit=4, eos=EOS)
+    assert walk.tokens == [42]
+    assert (walk.proposed, walk.accepted, walk.last_node) == (0, 0, -1)
