@@ -329,7 +329,11 @@ def load_engines(specs: list[str], settings: Settings, metrics: WorkerMetrics) -
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis", required=True, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis",
+        default=None,
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (default: TEXTGENSHAP_REDIS_URL)",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -368,7 +372,9 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.concurrency < 1:
         raise SystemExit("--concurrency must be at least 1")
-    settings = Settings(redis_url=args.redis)
+    settings = Settings(redis_url=args.redis) if args.redis else Settings()
+    if settings.embedded:
+        raise SystemExit("a worker needs Redis: pass --redis URL or set TEXTGENSHAP_REDIS_URL")
     base_id = f"{socket.gethostname()}-{os.getpid()}"
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, base_id)
