@@ -105,8 +105,9 @@ class MemoryQueue:
             record = self._records.get(job_id) if self._live(job_id) else None
             if record is None or record.status in TERMINAL:
                 return self._live(job_id)
-            if record.status == JobStatus.queued and job_id not in self._held:
-                self._waiting[record.model].remove(job_id)
+            if record.status == JobStatus.queued:  # waiting, or handed back by a worker
+                if self._held.pop(job_id, None) is None:
+                    self._waiting[record.model].remove(job_id)
                 self._end(record, Outcome.cancelled())
             else:
                 record.cancel_requested = True

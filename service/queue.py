@@ -167,7 +167,10 @@ CANCEL_LUA = """
 -- KEYS: job, finished; ARGV: at, ttl
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
-  redis.call('XDEL', redis.call('HGET', KEYS[1], 'stream'), redis.call('HGET', KEYS[1], 'entry'))
+  -- XACK too: a handed-back entry is pending for its last holder, and must not be again
+  local stream, entry = redis.call('HGET', KEYS[1], 'stream'), redis.call('HGET', KEYS[1], 'entry')
+  redis.call('XACK', stream, 'workers', entry)
+  redis.call('XDEL', stream, entry)
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('HINCRBY', KEYS[2], 'cancelled', 1)

@@ -121,3 +121,17 @@ def test_unregister_forgets_only_consumers_that_hold_nothing(
     queue.close()
     assert again is not None
     assert again.job_id == held.job_id
+
+
+def test_cancel_of_a_handed_back_job_ends_it_at_once(make_stack: StackFactory) -> None:
+    queue = make_stack().queue
+    job = queue.submit(NewJob("fake", REQUEST)).job
+    lease = queue.take("w1", ["fake"], 1.0)
+    assert lease is not None
+    queue.release(lease)
+    record = queue.cancel(job.job_id)
+    assert record is not None
+    assert record.status == JobStatus.cancelled
+    assert (queue.counts().queued, queue.counts().pending) == (0, 0)
+    assert queue.take("w2", ["fake"], 0.2) is None
+    assert queue.counts().finished == {"cancelled": 1}
