@@ -118,8 +118,8 @@ def load_gguf(path: Path, device: torch.device, cache_dir: Path | None = None) -
 
 
 def _cache_key(path: Path) -> str:
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}".encode()).hexdigest()[:12]
+    # name and size, not the path: the same file assembled elsewhere shares the cache
+    digest = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:12]
     return f"{path.stem}-{digest}"
 
 

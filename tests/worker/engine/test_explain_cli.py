@@ -1,0 +1,83 @@
+"""``textgenshap explain`` end to end on the tiny Llama."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service import cli
+from service.schemas import ExplainResult
+
+DOCS = {
+    "documents": [
+        "The report was written by Ada. It was long.",
+        {"title": "Author", "text": "The author is Ada Lovelace. She was a mathematician."},
+        {"text": "Cats sleep a lot."},
+    ],
+    "ignored": True,
+}
+
+
+@pytest.fixture
+def documents(tmp_path):
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps(DOCS))
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["explain", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_output_is_exactly_the_result_object(capsys, documents):
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--levels", "document", "--json",
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert code == 0
+    result = ExplainResult.model_validate_json(out)
+    assert out.strip() == result.model_dump_json()
+    assert result.stats.model == "tiny-llama"
+    assert result.stats.attention_backend == "sdpa"
+    assert sorted(result.passage_ranking) == [0, 1, 2]
+    assert [f.document for f in result.levels[0].features] == [0, 1, 2]
+
+
+def test_text_output_lists_answers_and_passages(capsys, documents):
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--max-new-tokens", "2",
+    )  # fmt: skip
+    assert code == 0
+    assert out.startswith("Answer: ")
+    assert "Candidates:" in out
+    assert "Top passages:" in out
+    assert "[2] Author" in out
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"documents": []}, "documents: List should have at least 1 item"),
+        ({"docs": ["x"]}, "expected a list of documents or an object with 'documents'"),
+        (["ok", {"title": "T"}], "documents.1.DocumentIn.text: Field required"),
+    ],
+)
+def test_invalid_documents_exit_2_with_a_clear_message(capsys, tmp_path, payload, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(payload))
+    code, out, err = run(capsys, "--question", "Q?", "--documents", str(path))
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_bad_levels_exit_2(capsys, documents):
+    code, _, err = run(
+        capsys, "--question", "Q?", "--documents", str(documents), "--levels", "sentence"
+    )
+    assert code == 2
+    assert "levels must be one of" in err

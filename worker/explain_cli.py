@@ -1,0 +1,144 @@
+"""``textgenshap explain``: one explanation in process, printed for people or as JSON.
+
+FILE.json is either a list of documents or an object with a ``documents`` list (other keys
+ignored); a document is a string or ``{"title"?, "text"}``. With ``--json`` the output is
+exactly the ``result`` object the HTTP API returns. Torch is imported only inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.schemas import ExplainRequest, ExplainResult
+
+EXIT_USAGE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``explain`` subcommand's options."""
+    parser.add_argument("--question", required=True, help="the question to answer")
+    parser.add_argument("--documents", required=True, type=Path, help="FILE.json (see --help)")
+    parser.add_argument("--model", default=None, help="registry name, HF id, directory or GGUF")
+    parser.add_argument("--levels", default="document,sentence", help="e.g. document,sentence,word")
+    parser.add_argument("--budget", type=int, default=128, help="coalitions per level")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--masking", choices=["remove", "pad"], default="remove")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print the result object as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate, load the engine, explain, print. Exit 2 on invalid input, 1 on engine errors."""
+    try:
+        request = build_request(args)
+    except (OSError, ValueError, ValidationError) as error:
+        print(f"textgenshap explain: invalid input: {_message(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    from worker.engine.errors import EngineError
+
+    try:
+        result = explain(request, device=args.device)
+    except EngineError as error:
+        print(f"textgenshap explain: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(result.model_dump_json() if args.json else render(result, request))
+    return 0
+
+
+def build_request(args: argparse.Namespace) -> ExplainRequest:
+    """The API request the options describe (the same validation as ``POST /explain``)."""
+    return ExplainRequest(
+        question=args.question,
+        documents=read_documents(args.documents),
+        model=args.model,
+        levels=[level.strip() for level in args.levels.split(",") if level.strip()],
+        budget=args.budget,
+        seed=args.seed,
+        masking=args.masking,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
+def read_documents(path: Path) -> list[Any]:
+    """Documents from FILE.json: a list, or an object with a ``documents`` list."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("documents")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of documents or an object with 'documents'")
+    return data
+
+
+def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult:
+    """Load the engine, open a session, and run the explanation with a progress bar."""
+    from tqdm import tqdm
+
+    from worker.engine.registry import DEFAULT_MODEL, load_engine
+    from worker.explain import run_explanation
+    from worker.shapley.units import Document
+
+    name = request.model or DEFAULT_MODEL
+    engine = load_engine(name, device=device)
+    docs = [Document(d.text, d.title) for d in request.document_objects()]
+    session = engine.open_session(
+        request.question, docs, masking=request.masking, max_new_tokens=request.max_new_tokens
+    )
+    with tqdm(file=sys.stderr, unit="coalition", leave=False) as bar:
+        return run_explanation(request, session, model=name, progress=_progress(bar))
+
+
+def _progress(bar: Any) -> Any:
+    def update(stage: str, done: int, total: int) -> None:
+        bar.set_description(stage)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+def render(result: ExplainResult, request: ExplainRequest, top: int = 3) -> str:
+    """Ranked answers, then the top passages for the chosen answer with their scores."""
+    lines = [f"Answer: {result.answer}", "", "Candidates:"]
+    for c in result.candidates:
+        lines.append(f"  {c.score:+.3f}  freq {c.frequency:.2f}  {c.text!r}")
+    docs = request.document_objects()
+    lines += ["", "Top passages:"]
+    scores = _document_scores(result)
+    for rank, i in enumerate(result.passage_ranking[:top], start=1):
+        title = docs[i].title or f"document {i + 1}"
+        snippet = docs[i].text[:80].replace("\n", " ")
+        lines.append(f"  {rank}. [{i + 1}] {title} ({scores.get(i, 0.0):+.3f}): {snippet}")
+    lines += ["", _cost_line(result)]
+    return "\n".join(lines)
+
+
+def _cost_line(result: ExplainResult) -> str:
+    s = result.stats
+    rate = s.speculative_acceptance_rate
+    accepted = "n/a" if rate is None else f"{rate:.2f}"
+    return (
+        f"{s.coalitions} coalitions, {s.forward_passes} forward passes, "
+        f"{s.tokens_computed} tokens, draft acceptance {accepted}, {s.attention_backend}"
+    )
+
+
+def _document_scores(result: ExplainResult) -> dict[int, float]:
+    if not result.levels or not result.candidates:
+        return {}
+    return {f.document: f.score[0] for f in result.levels[0].features}
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in error.errors()
+        )
+    return str(error)
