@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from service.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
 from service.metrics import GatewayMetrics
@@ -72,6 +75,28 @@ def _idempotency(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _http(request: Request, exc: Exception) -> Response:
+    """FastAPI answers a body it cannot decode (not UTF-8) with a bare 400; make it the
+    same 422 as any other malformed JSON. Other HTTP errors keep FastAPI's handling."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        detail = [field_error(["body"], "the body is not valid JSON text (UTF-8)", "json_invalid")]
+        return JSONResponse({"detail": detail}, status_code=422)
+    if exc.status_code == 405:  # Starlette lists only the first matching route's methods
+        exc.headers = {"Allow": ", ".join(_allowed_methods(request))}
+    return await http_exception_handler(request, exc)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (GET and DELETE are two routes)."""
+    routes: list[BaseRoute] = request.app.router.routes
+    return [
+        method
+        for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+
+
 def install(app: FastAPI, metrics: GatewayMetrics, retry_after: int) -> None:
     """Register the one mapping from error type to status on ``app``."""
 
@@ -86,6 +111,7 @@ def install(app: FastAPI, metrics: GatewayMetrics, retry_after: int) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
 
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestRejected, _rejected)
     app.add_exception_handler(IdempotencyMismatch, _idempotency)
     app.add_exception_handler(QueueFull, queue_full)

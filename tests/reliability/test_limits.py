@@ -117,3 +117,26 @@ def test_the_worker_fails_a_job_over_the_token_cap(make_stack: StackFactory) -> 
     assert engine.sessions == []
     short = explain_body(documents=["Paris is the capital of France."])
     assert stack.wait(stack.submit(short))["status"] == "succeeded"
+
+
+def test_a_body_that_is_not_utf8_is_422_not_400(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    response = stack.client.post(
+        "/explain", content=b"\x04\xff-\xfeb", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body"],
+                "msg": "body: the body is not valid JSON text (UTF-8)",
+                "type": "json_invalid",
+            }
+        ]
+    }
+
+
+def test_405_lists_every_method_of_the_path(make_stack: StackFactory) -> None:
+    response = make_stack().client.request("PUT", "/jobs/abc")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET"
