@@ -25,7 +25,9 @@ class EngineOptions:
     ``batch_tokens``: token positions per batched forward pass (0 = choose from memory);
     ``max_batch``: coalitions per batch (1 disables batching); ``prefix_cache``: reuse
     the full-context KV cache (causal) / the cached passage encodings (FiD);
-    ``speculative``: verify the job's answer tree as a draft.
+    ``speculative``: verify the job's answer tree as a draft; ``fast`` (decoder-only,
+    opt-in, approximate): a coalition is the full-context KV cache with the removed units'
+    slots masked out, and only the question tail is recomputed.
     """
 
     batch_tokens: int = 0
@@ -33,6 +35,7 @@ class EngineOptions:
     prefix_cache: bool = True
     speculative: bool = True
     draft_nodes: int = 64
+    fast: bool = False
 
 
 class EngineSession(ABC):

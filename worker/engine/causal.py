@@ -8,7 +8,7 @@ tree. The vocabulary projection runs only where a next token is needed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,28 @@ class CausalEngine(Engine):
         self.open_session("Warm up?", docs, max_new_tokens=2).answers(units, np.ones((1, 1), bool))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One coalition's work: reuse full-context slots (the first ``keep`` of them, or those
+    flagged), then compute ``new`` from position ``start``."""
+
+    key: Hashable
+    keep: int | np.ndarray
+    new: tuple[int, ...]
+    start: int
+
+    @property
+    def reach(self) -> int:
+        return self.keep if isinstance(self.keep, int) else len(self.keep)
+
+    @property
+    def length(self) -> int:
+        return self.start + len(self.new)
+
+    def extended(self, tokens: tuple[int, ...]) -> _Plan:
+        return _Plan(self.key, self.keep, self.new + tokens, self.start)
+
+
 @dataclass
 class _Batch:
     """A batch mid-decoding: cache, slot table, and per row its prompt length and output."""
@@ -98,26 +120,26 @@ class CausalSession(EngineSession):
             raise ContextTooLong(len(self.full) + max_new_tokens, engine.max_context_tokens)
         self.stats = OracleStats(attention_backend=engine.attention_backend)
         self.tree = DraftTree(max_nodes=engine.options.draft_nodes)
-        self._memo: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._memo: dict[Hashable, tuple[int, ...]] = {}
         self._answer_ids: dict[str, tuple[int, ...]] = {}
         self._full_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     # --- the Oracle protocol -------------------------------------------------------------
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
-        prompts = [self.layout.ids(units, row) for row in check_masks(units, masks)]
-        todo = list(dict.fromkeys(p for p in prompts if p not in self._memo))
+        plans = self.plans(units, masks)
+        todo = list({p.key: p for p in plans if p.key not in self._memo}.values())
         if todo:
             self._decode(todo)
-        return [self._text(self._memo[p]) for p in prompts]
+        return [self._text(self._memo[p.key]) for p in plans]
 
     def log_probs(
         self, units: Sequence[Unit], masks: Masks, answer: str
     ) -> npt.NDArray[np.float64]:
-        prompts = [self.layout.ids(units, row) for row in check_masks(units, masks)]
+        plans = self.plans(units, masks)
         target = self._answer_ids.get(answer) or self._tokenize_answer(answer)
-        out = np.zeros(len(prompts), dtype=np.float64)
-        for batch in self._batches(prompts, extra=len(target)):
+        out = np.zeros(len(plans), dtype=np.float64)
+        for batch in self._batches(plans, extra=len(target)):
             scores = split_on_oom(lambda b: self._score_batch(b, target), batch)
             out[[i for i, _ in batch]] = scores
         return out
@@ -125,7 +147,25 @@ class CausalSession(EngineSession):
     def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
         """The generated token ids per coalition (EOS included when greedy emitted it)."""
         self.answers(units, masks)
-        return [self._memo[self.layout.ids(units, row)] for row in check_masks(units, masks)]
+        return [self._memo[p.key] for p in self.plans(units, masks)]
+
+    def plans(self, units: Sequence[Unit], masks: Masks) -> list[_Plan]:
+        """Exact mode: the coalition's own prompt after the longest prefix it shares with the
+        full context. Fast mode: the full-context slots of what it keeps, then the tail."""
+        rows = check_masks(units, masks)
+        if self.engine.options.fast:
+            tail = len(self.full) - len(self.layout.tail)
+            plans = []
+            for row in rows:
+                keep = self.layout.kept_slots(units, row)
+                plans.append(_Plan(("fast", keep.tobytes()), keep, self.layout.tail, tail))
+            return plans
+        out = []
+        for row in rows:
+            prompt = self.layout.ids(units, row)
+            reuse = self._reuse(prompt)
+            out.append(_Plan(prompt, reuse, prompt[reuse:], reuse))
+        return out
 
     # --- greedy answers ------------------------------------------------------------------
 
@@ -133,17 +173,17 @@ class CausalSession(EngineSession):
         """The coalition's prompt ids (what a plain ``generate`` reference must be given)."""
         return self.layout.ids(units, mask)
 
-    def _decode(self, prompts: list[tuple[int, ...]]) -> None:
-        for batch in self._batches(prompts, extra=self._tree_size()):
+    def _decode(self, plans: list[_Plan]) -> None:
+        for batch in self._batches(plans, extra=self._tree_size()):
             split_on_oom(self._decode_batch, batch)
 
     def _tree_size(self) -> int:
         return len(self.tree) if self.engine.options.speculative else 0
 
-    def _decode_batch(self, batch: list[tuple[int, tuple[int, ...]]]) -> list[float]:
-        prompts = [p for _, p in batch]
+    def _decode_batch(self, batch: list[tuple[int, _Plan]]) -> list[float]:
+        plans = [p for _, p in batch]
         tree = self.tree if self.engine.options.speculative and len(self.tree) else None
-        state, hidden = self._prefill(prompts, tree, [self._reuse(p) for p in prompts])
+        state, hidden = self._prefill(plans, tree)
         n = len(tree) if tree is not None else 0
         argmax = self.engine.logits(hidden[:, hidden.shape[1] - n - 1 :]).argmax(-1).tolist()
         walks = [self._walk(tree, a) for a in argmax]
@@ -152,8 +192,8 @@ class CausalSession(EngineSession):
         for row, walk in enumerate(walks):
             state.outputs[row] = walk.tokens
         self._continue(state)
-        for prompt, output in zip(prompts, state.outputs, strict=True):
-            self._remember(prompt, output)
+        for plan, output in zip(plans, state.outputs, strict=True):
+            self._remember(plan.key, output)
         return []
 
     def _walk(self, tree: DraftTree | None, argmax: list[int]) -> Walk:
@@ -190,9 +230,9 @@ class CausalSession(EngineSession):
             state.slots = state.slots.select(index)
         state.rows = active
 
-    def _remember(self, prompt: tuple[int, ...], output: list[int]) -> None:
+    def _remember(self, key: Hashable, output: list[int]) -> None:
         answer = tuple(output)
-        self._memo[prompt] = answer
+        self._memo[key] = answer
         self._answer_ids.setdefault(self._text(answer), answer)
         if self.engine.options.speculative:
             self.tree.add(answer)
@@ -202,13 +242,10 @@ class CausalSession(EngineSession):
 
     # --- teacher forcing -----------------------------------------------------------------
 
-    def _score_batch(
-        self, batch: list[tuple[int, tuple[int, ...]]], target: tuple[int, ...]
-    ) -> list[float]:
-        prompts = [p + target for _, p in batch]
-        _, hidden = self._prefill(prompts, None, [self._reuse(p) for _, p in batch])
-        n = len(target)
-        logits = self.engine.logits(hidden[:, hidden.shape[1] - n - 1 : hidden.shape[1] - 1])
+    def _score_batch(self, batch: list[tuple[int, _Plan]], target: tuple[int, ...]) -> list[float]:
+        _, hidden = self._prefill([p.extended(target) for _, p in batch], None)
+        n, width = len(target), hidden.shape[1]
+        logits = self.engine.logits(hidden[:, width - n - 1 : width - 1])
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(n), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
 
@@ -219,17 +256,15 @@ class CausalSession(EngineSession):
 
     # --- shared forward machinery --------------------------------------------------------
 
-    def _batches(
-        self, prompts: Sequence[tuple[int, ...]], extra: int
-    ) -> list[list[tuple[int, tuple[int, ...]]]]:
-        """Batches of (index, prompt), sorted by reused prefix then new length so that rows
-        of a batch pad little; sized by the memory budget."""
-        new = [len(p) - self._reuse(p) + extra for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: (new[i], self._reuse(prompts[i])))
+    def _batches(self, plans: Sequence[_Plan], extra: int) -> list[list[tuple[int, _Plan]]]:
+        """Batches of (index, plan), sorted by new length then reuse so that rows of a batch
+        pad little; sized by the memory budget."""
+        new = [len(p.new) + extra for p in plans]
+        order = sorted(range(len(plans)), key=lambda i: (new[i], plans[i].reach))
         context = len(self.full) + self.max_new_tokens + extra
         budget = self.engine.options.batch_tokens or token_budget(self.engine, context)
         groups = chunks(order, new, budget, self.engine.options.max_batch)
-        return [[(i, prompts[i]) for i in group] for group in groups]
+        return [[(i, plans[i]) for i in group] for group in groups]
 
     def _reuse(self, prompt: tuple[int, ...]) -> int:
         """How many leading tokens the full-context cache covers (at least one is left)."""
@@ -240,21 +275,18 @@ class CausalSession(EngineSession):
         diff = np.flatnonzero(a != b)
         return int(diff[0]) if diff.size else n
 
-    def _prefill(
-        self, prompts: list[tuple[int, ...]], tree: DraftTree | None, reuse: list[int]
-    ) -> tuple[_Batch, torch.Tensor]:
-        """One forward pass over every row's unreused prompt tokens (+ the draft tree)."""
-        state = self._prefix_state(prompts, reuse)
-        width = max(len(p) - r for p, r in zip(prompts, reuse, strict=True))
-        ids, pos, valid = _right_aligned(prompts, reuse, width, self.engine.pad)
+    def _prefill(self, plans: list[_Plan], tree: DraftTree | None) -> tuple[_Batch, torch.Tensor]:
+        """One forward pass over every row's new tokens (+ the draft tree)."""
+        state = self._prefix_state(plans)
+        ids, pos, valid = _right_aligned(plans, self.engine.pad)
         anc = None
         if tree is not None:
             depth = torch.tensor(tree.depths)
-            ids = torch.cat([ids, torch.tensor(tree.tokens).expand(len(prompts), -1)], 1)
-            pos = torch.cat([pos, torch.tensor([len(p) - 1 for p in prompts])[:, None] + depth], 1)
-            valid = torch.cat([valid, torch.ones(len(prompts), len(tree), dtype=torch.bool)], 1)
+            ids = torch.cat([ids, torch.tensor(tree.tokens).expand(len(plans), -1)], 1)
+            pos = torch.cat([pos, torch.tensor([p.length - 1 for p in plans])[:, None] + depth], 1)
+            valid = torch.cat([valid, torch.ones(len(plans), len(tree), dtype=torch.bool)], 1)
             anc = torch.from_numpy(tree.ancestry())
-        self.stats.batch_sizes.append(len(prompts))
+        self.stats.batch_sizes.append(len(plans))
         return state, self._forward(state, ids, pos, valid, anc)
 
     def _forward(
@@ -280,17 +312,23 @@ class CausalSession(EngineSession):
         self.stats.tokens_computed += ids.numel()
         return out.last_hidden_state
 
-    def _prefix_state(self, prompts: list[tuple[int, ...]], reuse: list[int]) -> _Batch:
-        """A batch cache holding the shared full-context prefix, valid per row up to its reuse."""
-        device, rows, longest = self.engine.torch_device, len(prompts), max(reuse)
+    def _prefix_state(self, plans: list[_Plan]) -> _Batch:
+        """A batch cache holding the shared full-context slots, each row seeing what it keeps."""
+        device, rows, longest = self.engine.torch_device, len(plans), max(p.reach for p in plans)
         cache = DynamicCache()
         if longest:
             for layer, (k, v) in enumerate(self._full_cache()):
                 cache.update(_rows(k, longest, rows), _rows(v, longest, rows), layer)
         pos = torch.arange(longest, device=device).expand(rows, -1)
-        valid = pos < torch.tensor(reuse, device=device)[:, None]
-        lengths = [len(p) for p in prompts]
-        return _Batch(cache, Slots(pos, valid), lengths, [[] for _ in prompts], list(range(rows)))
+        valid = torch.zeros((rows, longest), dtype=torch.bool)
+        for r, plan in enumerate(plans):
+            if isinstance(plan.keep, int):
+                valid[r, : plan.keep] = True
+            else:
+                valid[r, : plan.reach] = torch.from_numpy(plan.keep)
+        lengths = [p.length for p in plans]
+        slots = Slots(pos, valid.to(device))
+        return _Batch(cache, slots, lengths, [[] for _ in plans], list(range(rows)))
 
     def _full_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The full-context prompt's KV cache, computed once per job."""
@@ -316,18 +354,16 @@ def _rows(cached: torch.Tensor, length: int, rows: int) -> torch.Tensor:
     return cached[:, :, :length].expand(rows, -1, -1, -1).contiguous()
 
 
-def _right_aligned(
-    prompts: list[tuple[int, ...]], reuse: list[int], width: int, pad: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's unreused tokens right-aligned in ``width`` slots (left padding invalid)."""
-    rows = len(prompts)
+def _right_aligned(plans: list[_Plan], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's new tokens right-aligned in one width (left padding invalid)."""
+    rows, width = len(plans), max(len(p.new) for p in plans)
     ids = torch.full((rows, width), pad, dtype=torch.long)
     pos = torch.zeros((rows, width), dtype=torch.long)
     valid = torch.zeros((rows, width), dtype=torch.bool)
-    for r, (prompt, start) in enumerate(zip(prompts, reuse, strict=True)):
-        n = len(prompt) - start
-        ids[r, width - n :] = torch.tensor(prompt[start:])
-        pos[r, width - n :] = torch.arange(start, len(prompt))
+    for r, plan in enumerate(plans):
+        n = len(plan.new)
+        ids[r, width - n :] = torch.tensor(plan.new)
+        pos[r, width - n :] = torch.arange(plan.start, plan.length)
         valid[r, width - n :] = True
     return ids, pos, valid
 

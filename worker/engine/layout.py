@@ -42,6 +42,22 @@ class PromptLayout:
         blocks = [self._padded(i, i in shown, spans.get(i, [])) for i in range(len(self.docs))]
         return self._join(blocks)
 
+    def kept_slots(self, units: Sequence[Unit], mask: np.ndarray) -> np.ndarray:
+        """Fast mode: which full-context slots before the tail a coalition keeps (head always;
+        a hidden document none of its slots; a shown one all but its removed units' tokens)."""
+        shown = set(segment.shown_documents(units, mask))
+        spans = segment.removed_spans(units, mask, self.docs)
+        keep = [np.ones(len(self.head), dtype=bool)]
+        for i, doc in enumerate(self.docs):
+            text, offset = document_block(i + 1, doc)
+            encoded = self.codec.encode(text)
+            if i not in shown:
+                keep.append(np.zeros(len(encoded.ids), dtype=bool))
+                continue
+            flags = np.asarray(padded(encoded, offset, spans.get(i, []), -1)) != -1
+            keep.append(flags)
+        return np.concatenate(keep)
+
     def _block(self, k: int, doc: Document) -> tuple[int, ...]:
         return self.codec.encode(document_block(k, doc)[0]).ids
 

@@ -1,0 +1,51 @@
+"""Opt-in fast mode (decoder-only): the full-context cache with removed slots masked out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
+from worker.engine.registry import load_engine
+from worker.shapley import segment
+from worker.shapley.units import Document
+
+
+@pytest.fixture(scope="module")
+def fast_llama():
+    engine = load_engine("tiny-llama", device="cpu")
+    engine.options.fast = True
+    return engine
+
+
+def test_full_coalition_equals_exact_mode(engines, fast_llama):
+    units = mixed_units()
+    full = np.ones((1, len(units)), dtype=bool)
+    exact = engines["tiny-llama"].open_session(QUESTION, DOCS, max_new_tokens=8)
+    fast = fast_llama.open_session(QUESTION, DOCS, max_new_tokens=8)
+    assert fast.answer_tokens(units, full) == exact.answer_tokens(units, full)
+
+
+def test_a_coalition_computes_only_the_tail(fast_llama):
+    session = fast_llama.open_session(QUESTION, DOCS, max_new_tokens=1)
+    units = mixed_units()
+    masks = random_masks(len(units), 10, seed=9)
+    session.answers(units, masks)
+    tail = len(session.layout.tail)
+    distinct = len({m.tobytes() for m in masks})
+    # the shared full-context pass, then the tail (plus a 1-token draft tree after batch 1)
+    assert session.stats.tokens_computed - len(session.full) <= distinct * (tail + 1)
+    assert session.stats.forward_passes == 1 + distinct
+
+
+def test_removed_documents_are_invisible_to_the_tail(fast_llama):
+    """With every document hidden, rewriting their text (same length, so same positions)
+    cannot change the answer: the tail sees only the head."""
+    other = [Document("z" * len(d.text), d.title) for d in DOCS]
+    answers = []
+    for docs in (DOCS, other):
+        units = segment.document_units(docs)
+        empty = np.zeros((1, len(units)), dtype=bool)
+        session = fast_llama.open_session(QUESTION, docs, max_new_tokens=6)
+        answers.append(session.answer_tokens(units, empty))
+    assert answers[0] == answers[1]
