@@ -1,0 +1,219 @@
+"""Engine benchmark: the naive ``generate`` loop against the engine with each optimisation
+switched on in turn, on NaturalQuestions questions, for the same random coalitions.
+
+    .venv/bin/python bench/engine.py [--models smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5]
+        [--coalitions 12] [--docs 5] [--max-new-tokens 8] [--questions 1] [--threads 1]
+
+Prints one table row per (model, mode): seconds, forward passes and tokens computed (both
+per coalition), the speed-up over the naive loop, the speculative acceptance rate and the
+share of coalitions whose answer equals the naive loop's. Figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.engine.base import EngineOptions  # noqa: E402
+from worker.engine.prompts import fid_passage  # noqa: E402
+from worker.engine.registry import load_engine  # noqa: E402
+from worker.shapley import segment  # noqa: E402
+from worker.shapley.units import Document  # noqa: E402
+
+NQ = Path("/work/shared/data/nq/nq-open-dev-10docs.jsonl.gz")
+MODES: dict[str, EngineOptions] = {
+    "engine: batched": EngineOptions(prefix_cache=False, speculative=False),
+    "+ prefix cache": EngineOptions(prefix_cache=True, speculative=False),
+    "+ speculative": EngineOptions(prefix_cache=True, speculative=True),
+}
+FAST = {"fast mode (approx.)": EngineOptions(prefix_cache=True, speculative=True, fast=True)}
+
+
+@dataclass
+class Row:
+    model: str
+    mode: str
+    seconds: float
+    passes: int
+    tokens: int
+    coalitions: int
+    acceptance: float | None
+    agreement: float
+
+
+def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
+    out = []
+    with gzip.open(NQ, "rt") as lines:
+        for line, _ in zip(lines, range(count), strict=False):
+            record = json.loads(line)
+            out.append(
+                (
+                    record["question"],
+                    [Document(d["text"], d["title"]) for d in record["documents"][:docs]],
+                )
+            )
+        return out
+
+
+def naive(engine, question, docs, masks, max_new) -> tuple[list[list[int]], int, int, float]:
+    """One plain ``generate`` per coalition (FiD: re-encoding the kept passages each time)."""
+    units = segment.document_units(docs)
+    session = engine.open_session(question, docs, max_new_tokens=max_new)
+    answers, passes, tokens = [], 0, 0
+    start = time.perf_counter()
+    for row in masks:
+        kwargs, prompt_tokens = _naive_inputs(engine, session, question, docs, units, row)
+        out = engine.model.generate(
+            **kwargs,
+            do_sample=False,
+            max_new_tokens=max_new,
+            pad_token_id=engine.pad,
+            eos_token_id=_eos(engine),
+        )
+        new = (
+            out[0, kwargs["input_ids"].shape[1] :].tolist()
+            if engine.family == "causal"
+            else out[0, 1:].tolist()
+        )
+        answers.append(_until_eos(new, _eos(engine)))
+        passes += len(answers[-1])
+        tokens += prompt_tokens + len(answers[-1]) - 1
+    return answers, passes, tokens, time.perf_counter() - start
+
+
+def _naive_inputs(engine, session, question, docs, units, row):
+    if engine.family == "causal":
+        ids = torch.tensor([session.prompt_ids(units, row)])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, ids.shape[1]
+    if not engine.fid:
+        ids = torch.tensor([session.prompt_ids(units, row)])
+        return {"input_ids": ids, "attention_mask": (ids != engine.pad).long()}, ids.shape[1]
+    kept = [d for d, keep in zip(docs, row, strict=True) if keep] or [Document("")]
+    passages = [(*engine.codec.encode(fid_passage(question, d)[0]).ids, engine.eos) for d in kept]
+    width = max(len(p) for p in passages)
+    ids = torch.tensor([list(p) + [engine.pad] * (width - len(p)) for p in passages])
+    states = engine.model.get_encoder()(
+        input_ids=ids, attention_mask=(ids != engine.pad).long()
+    ).last_hidden_state
+    mask = (ids != engine.pad).reshape(1, -1).long()
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return {
+        "encoder_outputs": BaseModelOutput(
+            last_hidden_state=states.reshape(1, -1, states.shape[-1])
+        ),
+        "attention_mask": mask,
+        "input_ids": torch.zeros(1, 1, dtype=torch.long),
+    }, int(ids.numel())
+
+
+def _eos(engine) -> list[int]:
+    return sorted(engine.eos) if isinstance(engine.eos, set) else [engine.eos]
+
+
+def _until_eos(tokens: list[int], eos: list[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+def engine_mode(
+    engine, options, question, docs, masks, max_new, chunk
+) -> tuple[list, object, float]:
+    """The pipeline's call pattern: the full context first, then batches of ``chunk``."""
+    engine.options = options
+    units = segment.document_units(docs)
+    start = time.perf_counter()
+    session = engine.open_session(question, docs, max_new_tokens=max_new)
+    got = session.answer_tokens(units, masks[:1])
+    for i in range(1, len(masks), chunk):
+        got += session.answer_tokens(units, masks[i : i + chunk])
+    return got, session.stats, time.perf_counter() - start
+
+
+def bench_model(name, args) -> list[Row]:
+    engine = load_engine(name, device="cpu")
+    rows = []
+    for qi, (question, docs) in enumerate(questions(args.questions, args.docs)):
+        rng = np.random.default_rng(qi)
+        masks = rng.random((args.coalitions, len(docs))) < 0.5
+        masks[0] = True
+        ref, passes, tokens, seconds = naive(engine, question, docs, masks, args.max_new_tokens)
+        rows.append(
+            Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0)
+        )
+        modes = {**MODES, **(FAST if engine.family == "causal" else {})}
+        for mode, options in modes.items():
+            got, stats, secs = engine_mode(
+                engine, options, question, docs, masks, args.max_new_tokens, args.chunk
+            )
+            agree = float(np.mean([list(g) == r for g, r in zip(got, ref, strict=True)]))
+            rows.append(
+                Row(
+                    name,
+                    mode,
+                    secs,
+                    stats.forward_passes,
+                    stats.tokens_computed,
+                    len(masks),
+                    stats.acceptance_rate,
+                    agree,
+                )
+            )
+        print_table(rows[-len(modes) - 1 :], header=qi == 0 and name == args.models.split(",")[0])
+    return rows
+
+
+COLUMNS = [("model", 14), ("mode", 20), ("s", 7), ("x naive", 7), ("passes/coal", 11),
+           ("tokens/coal", 11), ("accept", 6), ("agree", 5)]  # fmt: skip
+
+
+def print_table(rows: list[Row], header: bool) -> None:
+    """Markdown rows; ``x naive`` and ``agree`` compare with the first row (the naive loop)."""
+    if header:
+        print("| " + " | ".join(f"{name:>{width}}" for name, width in COLUMNS) + " |")
+        print("|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|")
+    base = rows[0].seconds
+    for r in rows:
+        cells = [
+            r.model, r.mode, f"{r.seconds:.2f}", f"{base / r.seconds:.2f}",
+            f"{r.passes / r.coalitions:.2f}", f"{r.tokens / r.coalitions:.0f}",
+            "-" if r.acceptance is None else f"{r.acceptance:.2f}", f"{r.agreement:.2f}",
+        ]  # fmt: skip
+        line = " | ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
+        print(f"| {line} |", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5")
+    parser.add_argument("--coalitions", type=int, default=12)
+    parser.add_argument("--docs", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=8, help="coalitions per answers() call")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"# {args.coalitions} coalitions x {args.questions} NQ question(s), {args.docs} "
+        f"documents, max {args.max_new_tokens} new tokens, {args.threads} thread(s), CPU"
+    )
+    for name in args.models.split(","):
+        bench_model(name, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
