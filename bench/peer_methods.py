@@ -1,0 +1,196 @@
+"""Adapters that run each peer tool on the same model, prompt and documents as this project.
+
+Every adapter takes a :class:`Job` (model, tokenizer, question, documents, the full-context
+answer, and the engine's own prompt builder) and returns one score per document plus the
+number of model forward calls it made (counted by a hook on the model, batch 1 = one pass
+per coalition and generated token, which is how the engine counts its own passes).
+Peers are imported here only; the service never imports this file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+PromptIds = Callable[[np.ndarray], list[int]]
+
+
+@dataclass
+class Job:
+    """One question as every method sees it. ``prompt_ids(keep)`` is the engine's prompt for
+    the documents kept by the boolean vector ``keep`` (removal masking, renumbered)."""
+
+    model: Any
+    tokenizer: Any
+    question: str
+    blocks: list[str]
+    answer: str
+    prompt_ids: PromptIds
+    budget: int
+    max_new_tokens: int
+
+    @property
+    def n(self) -> int:
+        return len(self.blocks)
+
+    def answer_ids(self) -> list[int]:
+        return list(self.tokenizer.encode(self.answer, add_special_tokens=False))
+
+
+@contextmanager
+def counted_passes(model: Any) -> Iterator[list[int]]:
+    """Counts top-level forward calls of ``model`` while the block runs (``box[0]``)."""
+    box = [0]
+
+    def count(_module: Any, _args: Any) -> None:
+        box[0] += 1
+
+    handle = model.register_forward_pre_hook(count)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def plain_log_prob(job: Job, keep: np.ndarray, target: list[int]) -> float:
+    """log p(target | prompt of ``keep``) with one plain teacher-forced forward pass: what a
+    user without this engine would write (batch 1, no cache reuse)."""
+    prompt = job.prompt_ids(keep)
+    ids = torch.tensor([prompt + target], device=job.model.device)
+    with torch.inference_mode():
+        logits = job.model(ids, use_cache=False).logits[0, len(prompt) - 1 : -1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return float(logp[torch.arange(len(target)), torch.tensor(target)].sum())
+
+
+def _template(job: Job) -> Callable[..., str]:
+    """Captum's template: kept blocks (non-empty values) renumbered, inside the engine's
+    head and tail (decoded from its prompt ids, so chat templates match)."""
+    empty = np.zeros(job.n, dtype=bool)
+    head_tail = job.tokenizer.decode(job.prompt_ids(empty))
+    cut = head_tail.rfind("\nQuestion:")  # the engine's tail starts there
+    head, tail = head_tail[:cut], head_tail[cut:]
+
+    def render(*values: str) -> str:
+        kept = [v for v in values if v]
+        blocks = "".join(f"Document [{k}]{v}" for k, v in enumerate(kept, 1))
+        return head + blocks + tail
+
+    return render
+
+
+def _unnumbered(block: str) -> str:
+    return block.split("]", 1)[1] if block.startswith("Document [") else block
+
+
+def captum_scores(job: Job, method: str) -> list[float]:
+    """Captum ``LLMAttribution`` over ``TextTemplateInput`` (one value per document),
+    target = the full-context answer, defaults otherwise (token-by-token log-prob with
+    cache). ``method``: "feature_ablation" or "shapley_sampling" (permutations chosen so
+    that coalitions ~= the budget)."""
+    from captum.attr import (
+        FeatureAblation,
+        LLMAttribution,
+        ShapleyValueSampling,
+        TextTemplateInput,
+    )
+
+    values = [_unnumbered(b) for b in job.blocks]
+    inp = TextTemplateInput(template=_template(job), values=values, baselines=[""] * job.n)
+    kwargs: dict[str, Any] = {}
+    if method == "feature_ablation":
+        algorithm: Any = FeatureAblation(job.model)
+    else:
+        algorithm = ShapleyValueSampling(job.model)
+        kwargs["n_samples"] = max(1, job.budget // job.n)
+    llm = LLMAttribution(algorithm, job.tokenizer)
+    result = llm.attribute(inp, target=job.answer, **kwargs)
+    return [float(x) for x in result.seq_attr.cpu().tolist()]
+
+
+def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:
+    """ContextCite with documents as sources and its default 64 ablations (keep prob 0.5,
+    LASSO surrogate). Its prompt is replaced by the engine's, so it generates (greedy, same
+    ``max_new_tokens``) and scores on exactly our prompts."""
+    from context_cite import ContextCiter
+    from context_cite.context_partitioner import BaseContextPartitioner
+
+    class Documents(BaseContextPartitioner):
+        def __init__(self, blocks: list[str]) -> None:
+            super().__init__("".join(blocks))
+            self.blocks = blocks
+
+        @property
+        def num_sources(self) -> int:
+            return len(self.blocks)
+
+        def split_context(self) -> None:
+            return None
+
+        def get_source(self, index: int) -> str:
+            return self.blocks[index]
+
+        def get_context(self, mask: np.ndarray | None = None) -> str:
+            keep = np.ones(len(self.blocks), bool) if mask is None else mask
+            return "".join(b for b, k in zip(self.blocks, keep, strict=True) if k)
+
+    class EnginePromptCiter(ContextCiter):  # type: ignore[misc]
+        def _get_prompt_ids(
+            self, mask: np.ndarray | None = None, return_prompt: bool = False
+        ) -> Any:
+            keep = np.ones(job.n, bool) if mask is None else np.asarray(mask, bool)
+            ids = job.prompt_ids(keep)
+            return (ids, job.tokenizer.decode(ids)) if return_prompt else ids
+
+    citer = EnginePromptCiter(
+        job.model,
+        job.tokenizer,
+        "".join(job.blocks),
+        job.question,
+        generate_kwargs={"max_new_tokens": job.max_new_tokens, "do_sample": False},
+        num_ablations=ablations,
+        partitioner=Documents(job.blocks),
+    )
+    return [float(x) for x in citer.get_attributions(verbose=False)]
+
+
+def shap_scores(job: Job) -> list[float]:
+    """shap's KernelExplainer over document on/off features (all-off background), value =
+    log p(full-context answer) by plain teacher forcing; ``nsamples`` = the budget."""
+    import shap
+
+    target = job.answer_ids()
+
+    def value(rows: np.ndarray) -> np.ndarray:
+        return np.array([plain_log_prob(job, row.astype(bool), target) for row in rows])
+
+    explainer = shap.KernelExplainer(value, np.zeros((1, job.n)), silent=True)
+    phi = explainer.shap_values(np.ones((1, job.n)), nsamples=job.budget, silent=True)
+    return [float(x) for x in np.asarray(phi).reshape(-1)[: job.n]]
+
+
+def exact_shapley(values: np.ndarray, n: int) -> np.ndarray:
+    """Exact Shapley values from ``values[s]`` = v(coalition with bit i of s set for kept i)."""
+    sizes = np.array([bin(s).count("1") for s in range(1 << n)])
+    weights = np.array(
+        [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
+    )
+    phi = np.zeros(n)
+    for i in range(n):
+        without = np.array([s for s in range(1 << n) if not s >> i & 1])
+        phi[i] = float(
+            np.sum(weights[sizes[without]] * (values[without | 1 << i] - values[without]))
+        )
+    return phi
+
+
+def all_masks(n: int) -> np.ndarray:
+    """Every coalition, row s keeping unit i iff bit i of s is set."""
+    return np.array(list(itertools.product([False, True], repeat=n)))[:, ::-1].copy()

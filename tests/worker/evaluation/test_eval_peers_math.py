@@ -1,0 +1,52 @@
+"""The pure parts of bench/peers.py: exact Shapley reference, coalition order, Spearman,
+and the smaller game built for slow machines."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.evaluation.data import load_examples
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+sys.path.insert(0, str(BENCH))
+pm = importlib.import_module("peer_methods")
+peers = importlib.import_module("peers")
+
+
+def test_all_masks_bit_i_keeps_unit_i() -> None:
+    masks = pm.all_masks(3)
+    assert masks.shape == (8, 3)
+    assert masks[0].tolist() == [False, False, False]
+    assert masks[1].tolist() == [True, False, False]
+    assert masks[6].tolist() == [False, True, True]
+
+
+def test_exact_shapley_on_known_games() -> None:
+    masks = pm.all_masks(3)
+    both = np.array([float(m[0] and m[1]) for m in masks])  # unanimity game on {0, 1}
+    assert pm.exact_shapley(both, 3).tolist() == pytest.approx([0.5, 0.5, 0.0])
+    additive = masks @ np.array([1.0, 2.0, -3.0])
+    assert pm.exact_shapley(additive, 3).tolist() == pytest.approx([1.0, 2.0, -3.0])
+
+
+def test_spearman_with_ties_and_flat_inputs() -> None:
+    assert peers.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert peers.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert peers.spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)
+    assert peers.spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_shrink_keeps_gold_and_first_others_in_order() -> None:
+    example = load_examples(Path(__file__).parent / "data" / "nq-10docs-6.jsonl.gz")[0]
+    assert example.relevant == frozenset({9})
+    small = peers.shrink(example, 5)
+    assert [d.title for d in small.documents] == [
+        example.documents[i].title for i in (0, 1, 2, 3, 9)
+    ]
+    assert small.relevant == frozenset({4})
+    assert peers.shrink(example, 0) is example
