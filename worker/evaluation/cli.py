@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="NQ or MIRACL .jsonl(.gz)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")
     parser.add_argument(
+        "--per-label", type=int, default=None, help="first N questions of each MIRACL label"
+    )
+    parser.add_argument(
         "--model", default="gemma-3-270m", help="registry name, HF id, path or py:module:attr"
     )
     parser.add_argument(
@@ -97,7 +100,7 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
     from worker.evaluation.store import ResultStore
 
     qrels = load_qrels(args.qrels) if args.qrels else None
-    examples = load_examples(args.data, limit=args.limit, qrels=qrels)
+    examples = load_examples(args.data, limit=args.limit, qrels=qrels, per_label=args.per_label)
     store = ResultStore(out / "results.jsonl")
     done = store.done_ids()
     todo = [e for e in examples if e.id not in done]

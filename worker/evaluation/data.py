@@ -76,13 +76,26 @@ def parse_example(obj: Mapping[str, Any], qrels: Qrels | None = None) -> Example
 
 
 def load_examples(
-    path: Path, *, limit: int | None = None, qrels: Qrels | None = None
+    path: Path,
+    *,
+    limit: int | None = None,
+    qrels: Qrels | None = None,
+    per_label: int | None = None,
 ) -> list[Example]:
-    """The first ``limit`` examples of a file, in file order (so runs are comparable)."""
+    """The first ``limit`` examples of a file, in file order (so runs are comparable).
+
+    ``per_label``: instead, the first N examples of each ``context_relevant`` label (and N
+    of the unlabelled), for balanced with/without-relevant-context comparisons.
+    """
     examples: list[Example] = []
+    taken: dict[bool | None, int] = {}
     for obj in read_jsonl(path):
         if limit is not None and len(examples) >= limit:
             break
+        label = obj.get("context_relevant")
+        if per_label is not None and taken.get(label, 0) >= per_label:
+            continue
+        taken[label] = taken.get(label, 0) + 1
         examples.append(parse_example(obj, qrels))
     return examples
 

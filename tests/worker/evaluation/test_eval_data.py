@@ -64,3 +64,10 @@ def test_qrels_reject_malformed_lines(tmp_path: Path) -> None:
     bad.write_text("q1 d2 1\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
         load_qrels(bad)
+
+
+def test_per_label_takes_the_first_of_each_label() -> None:
+    examples = load_examples(MIRACL, per_label=2)
+    assert [e.context_relevant for e in examples] == [True, False, True, False]
+    assert [e.lang for e in examples] == ["en", "en", "de", "de"]
+    assert [e.id for e in load_examples(NQ, per_label=2)] == [e.id for e in load_examples(NQ)[:2]]
