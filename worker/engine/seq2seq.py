@@ -141,8 +141,10 @@ class Seq2SeqSession(EngineSession):
         self.stats.batch_sizes.append(len(keys))
         outputs = self._verify(states, mask)
         pending = [r for r, out in enumerate(outputs) if not self._done(out)]
-        for length in sorted({len(outputs[r]) for r in pending}):
-            rows = [r for r in pending if len(outputs[r]) == length]
+        groups: dict[int, list[int]] = {}
+        for r in pending:  # grouped before decoding: decoding changes the lengths
+            groups.setdefault(len(outputs[r]), []).append(r)
+        for rows in groups.values():
             self._greedy(states[rows], mask[rows], [outputs[r] for r in rows])
         for key, out in zip(keys, outputs, strict=True):
             self._remember(key, tuple(out))

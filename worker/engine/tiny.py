@@ -26,6 +26,7 @@ from worker.engine.loading import LoadedModel, finish, pick_attention
 
 VOCAB = 384  # 3 specials + 256 bytes + 125 sentinel ids, as ByT5
 SEED = 1234
+EOS_BOOST = 2.5
 
 
 def _llama(attn: str) -> PreTrainedModel:
@@ -69,6 +70,8 @@ def build_tiny(kind: str, device: torch.device) -> LoadedModel:
     """The tiny model ``kind`` ("tiny-llama", "tiny-gemma", "tiny-t5"): same weights every call."""
     torch.manual_seed(SEED)
     model = BUILDERS[kind]("sdpa")
+    with torch.no_grad():  # make EOS a common greedy choice so answers of varied length occur
+        model.get_output_embeddings().weight[1] *= EOS_BOOST
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 1
     return finish(model, byte_tokenizer(), device)

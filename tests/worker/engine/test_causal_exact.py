@@ -41,6 +41,7 @@ def test_remove_masking_answers_equal_generate(engines, name):
     assert outcome["equal"] >= 198
     assert outcome["distinct"] >= 3  # the context matters to the answer
     assert outcome["accepted"] > 0  # speculative verification was exercised
+    assert outcome["eos"] > 0  # answers of varied length, ended by EOS, were compared
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])

@@ -92,8 +92,9 @@ def test_log_probs_equal_plain_forward(engines, name):
     got = session.log_probs(units, masks, answer)
     ref = [_reference_log_prob(engine, session, units, row, target) for row in masks]
     # Random-weight T5 gives log-probs down to -1000, where fp32 rounding of a batched
-    # (padded) encoder pass differs by ~1e-6 relative: hence the small relative term.
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=2e-6)
+    # (padded) encoder pass differs by up to ~4e-6 relative (measured: the same coalition
+    # scored alone matches exactly): hence the small relative term.
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=5e-6)
 
 
 def _reference_log_prob(engine, session, units, row, target) -> float:
