@@ -122,7 +122,7 @@ def test_the_largest_admitted_document_segments_in_bounded_time(name: str) -> No
     text = (HUGE[name] * limit)[:limit]
     start = time.perf_counter()
     spans = sentence_spans(text)
-    assert time.perf_counter() - start < 15.0  # ~3 s measured on the shared 2-core machine
+    assert time.perf_counter() - start < 30.0  # ~3 s measured; the 2-core machine is shared
     assert all(a < b <= c for (a, b), (c, _) in zip(spans, spans[1:], strict=False))
     covered = "".join(text[a:b] for a, b in spans)
     assert "".join(covered.split()) == "".join(text.split())
