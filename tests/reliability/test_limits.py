@@ -140,3 +140,28 @@ def test_405_lists_every_method_of_the_path(make_stack: StackFactory) -> None:
     response = make_stack().client.request("PUT", "/jobs/abc")
     assert response.status_code == 405
     assert response.headers["allow"] == "DELETE, GET"
+
+
+def test_gateways_sharing_redis_share_each_keys_limits(redis_url: str, key_prefix: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.queue import RedisQueue
+    from service.settings import Settings
+
+    settings = Settings(
+        redis_url=redis_url, key_prefix=key_prefix, default_model="fake",
+        **keyed(rate_limit_per_minute=6, rate_limit_burst=3, max_active_jobs_per_key=2),
+    )  # fmt: skip
+    queues = [RedisQueue(settings), RedisQueue(settings)]
+    gateways = [TestClient(create_app(settings, queue)) for queue in queues]
+    answers = [
+        gateways[i % 2].post("/explain", json=explain_body(seed=i), headers=auth(ALICE))
+        for i in range(4)
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 429, 429]
+    assert answers[2].json()["detail"].startswith("too many unfinished jobs")  # 2 active
+    assert answers[3].json()["detail"].startswith("rate limit")  # 3 tokens spent on 2 gateways
+    assert gateways[1].post("/explain", json=explain_body(), headers=auth(BOB)).status_code == 202
+    for queue in queues:
+        queue.close()
