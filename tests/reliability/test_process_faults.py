@@ -6,6 +6,8 @@
 - Restart a private Redis (AOF on, its own port and directory) while jobs are queued and
   running: the gateway answers 503 with Retry-After while it is down and recovers by
   itself, the workers reconnect, and every job queued before the restart succeeds.
+- A poison job that kills its worker process on every delivery (as a segfault would)
+  fails with MaxDeliveriesExceeded after N deliveries; the other jobs succeed.
 
 SIGTERM (finish or hand back) and SIGKILL of one job are in tests/service.
 """
@@ -27,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from tests.reliability.engines import CRASH
 from tests.service.conftest import wait_until
 from tests.service.engines import DELAY_ENV
 from tests.service.payloads import check_result, explain_body
@@ -193,3 +196,32 @@ def test_redis_restart_keeps_queued_jobs_and_everyone_recovers(
         assert_no_marker_in_logs(cluster.logs)
     finally:
         cluster.stop()
+
+
+def test_a_job_that_kills_its_worker_fails_after_max_deliveries(cluster: Cluster) -> None:
+    client = cluster.gateway()
+    args = ["worker", "--redis", cluster.redis_url, "--metrics-port", "0"]
+    args += ["--model", "py:tests.reliability.engines:make_crashing_engine"]
+    env = {"TEXTGENSHAP_MAX_DELIVERIES": "2"}
+    workers = [cluster.spawn(f"w{i}-0", args, **env) for i in range(2)]
+    wait_workers(client, "fake", 2)
+    poison = submit(client, explain_body(question=f"What is the capital of France? {CRASH}"))
+    healthy = [submit(client, body) for body in bodies(4)]
+    restarts, deadline = 0, time.monotonic() + 45
+    while client.get(f"/jobs/{poison}").json()["status"] != "failed":
+        assert time.monotonic() < deadline, "the poison job never failed"
+        for i, proc in enumerate(workers):
+            if proc.poll() is not None:  # a supervisor restarting the dead worker
+                restarts += 1
+                workers[i] = cluster.spawn(f"w{i}-{restarts}", args, **env)
+        time.sleep(0.2)
+    view = client.get(f"/jobs/{poison}").json()
+    assert view["error"] == {
+        "type": "MaxDeliveriesExceeded",
+        "message": "job was delivered 2 times without finishing (max_deliveries=2); "
+        "the workers holding it stopped without reporting (killed or crashed)",
+    }
+    killed = [p for p in cluster.procs if p.poll() == -signal.SIGKILL]
+    assert len(killed) == 2  # it killed a worker on each of its two deliveries, no more
+    assert [wait_job(client, job)["status"] for job in healthy] == ["succeeded"] * 4
+    assert finished(client, "failed") == 1
