@@ -12,8 +12,10 @@ it.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -96,7 +98,8 @@ class Seq2SeqSession(EngineSession):
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
         keys = [self.key(units, row) for row in check_masks(units, masks)]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        # sorted by length so that a batch's rows pad little (joint mode: encoder inputs)
+        todo = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=len)
         for batch in self._batches(todo):
             split_on_oom(self._decode_batch, batch)
         return [self._text(self._memo[k]) for k in keys]
@@ -139,23 +142,29 @@ class Seq2SeqSession(EngineSession):
     def _decode_batch(self, keys: list[Key]) -> list[None]:
         states, mask = self.encode(keys)
         self.stats.batch_sizes.append(len(keys))
-        outputs = self._verify(states, mask)
-        pending = [r for r, out in enumerate(outputs) if not self._done(out)]
+        outputs, cache, computed = self._verify(states, mask)
         groups: dict[int, list[int]] = {}
-        for r in pending:  # grouped before decoding: decoding changes the lengths
-            groups.setdefault(len(outputs[r]), []).append(r)
-        for rows in groups.values():
-            self._greedy(states[rows], mask[rows], [outputs[r] for r in rows])
+        for r, out in enumerate(outputs):  # grouped before decoding: decoding changes lengths
+            if not self._done(out):
+                groups.setdefault(len(out), []).append(r)
+        for length, rows in groups.items():
+            part = cache if len(groups) == 1 else copy.deepcopy(cache)
+            part.batch_select_indices(torch.tensor(rows, device=states.device))
+            if computed > length:  # drop the draft positions past this group's accepted prefix
+                part.crop(length - computed)
+            self._greedy(states[rows], mask[rows], [outputs[r] for r in rows], part)
         for key, out in zip(keys, outputs, strict=True):
             self._remember(key, tuple(out))
         return []
 
-    def _verify(self, states: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """One decoder pass teacher-forcing the draft: greedy tokens while they match it."""
+    def _verify(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[list[list[int]], Any, int]:
+        """One decoder pass teacher-forcing the draft: greedy tokens while they match it.
+        Returns the outputs, the decoder cache of that pass and how many positions it holds."""
         draft = self._draft()
         forced = torch.tensor([(self.engine.start, *draft)] * states.shape[0])
-        argmax = self._decoder(states, mask, forced).argmax(-1).tolist()
-        return [self._accept(draft, row) for row in argmax]
+        logits, cache = self._decoder(states, mask, forced, cache=True)
+        outputs = [self._accept(draft, row) for row in logits.argmax(-1).tolist()]
+        return outputs, cache, forced.shape[1]
 
     def _accept(self, draft: tuple[int, ...], argmax: list[int]) -> list[int]:
         out: list[int] = []
@@ -173,11 +182,11 @@ class Seq2SeqSession(EngineSession):
             return ()
         return self._counts.most_common(1)[0][0][: self.max_new_tokens]
 
-    def _greedy(self, states: torch.Tensor, mask: torch.Tensor, outputs: list[list[int]]) -> None:
-        """Cached greedy steps after a teacher-forced prefix, for rows of equal length."""
-        forced = torch.tensor([(self.engine.start, *out[:-1]) for out in outputs])
+    def _greedy(
+        self, states: torch.Tensor, mask: torch.Tensor, outputs: list[list[int]], cache: Any
+    ) -> None:
+        """Cached greedy steps for rows of equal length; the cache holds all but the last token."""
         next_ids = torch.tensor([[out[-1]] for out in outputs])
-        _, cache = self._decoder(states, mask, forced, cache=True)
         active = list(range(len(outputs)))
         while active:
             logits, cache = self._decoder(states, mask, next_ids, cache=cache)
@@ -186,7 +195,7 @@ class Seq2SeqSession(EngineSession):
                 outputs[r].append(int(token))
             keep = [i for i, r in enumerate(active) if not self._done(outputs[r])]
             if len(keep) < len(active):
-                index = torch.tensor(keep, dtype=torch.long)
+                index = torch.tensor(keep, dtype=torch.long, device=states.device)
                 states, mask, cache = states[index], mask[index], _select(cache, index)
             active = [active[i] for i in keep]
             next_ids = torch.tensor([[outputs[r][-1]] for r in active])
