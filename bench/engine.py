@@ -154,6 +154,8 @@ def bench_model(name, args) -> list[Row]:
             Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0)
         )
         modes = {**MODES, **(FAST if engine.family == "causal" else {})}
+        wanted = [w for w in args.modes.split(",") if w]
+        modes = {m: o for m, o in modes.items() if not wanted or any(w in m for w in wanted)}
         for mode, options in modes.items():
             got, stats, secs = engine_mode(
                 engine, options, question, docs, masks, args.max_new_tokens, args.chunk
@@ -204,6 +206,7 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=8, help="coalitions per answers() call")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--modes", default="", help="only modes containing these words")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
