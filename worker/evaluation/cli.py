@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(DEFAULT_METHODS)
     )
     parser.add_argument("--masking", default="remove", choices=["remove", "pad"])
+    parser.add_argument(
+        "--value",
+        default="answer",
+        choices=["answer", "logprob"],
+        help="game explained: greedy answer string, or log p of the full-context answer",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu / cuda (default: best available)")
@@ -59,6 +65,7 @@ def _config(args: argparse.Namespace) -> Any:
         budget=args.budget,
         methods=tuple(args.methods),
         masking=args.masking,
+        value=args.value,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         extra={"data": args.data.name, "qrels": args.qrels.name if args.qrels else None},

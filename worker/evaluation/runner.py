@@ -33,6 +33,7 @@ class EvalConfig:
     budget: int = 64
     methods: tuple[str, ...] = METHODS
     masking: str = "remove"
+    value: str = "answer"
     max_new_tokens: int = 16
     seed: int = 0
     ks: tuple[int, ...] = (1, 3, 5)
@@ -98,6 +99,7 @@ def _request(example: Example, config: EvalConfig, method: str) -> ExplainReques
         method=method,  # type: ignore[arg-type]
         budget=config.budget,
         masking=config.masking,  # type: ignore[arg-type]
+        value=config.value,  # type: ignore[arg-type]
         max_new_tokens=config.max_new_tokens,
         seed=config.seed,
     )

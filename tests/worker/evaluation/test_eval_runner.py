@@ -63,3 +63,14 @@ def test_miracl_record_without_answers_or_labels() -> None:
     assert record["full_correct"] is None
     assert record["methods"]["shapley"]["recall"]["1"] is None
     assert record["explanation"]["concentration"] is None  # nothing moves the answer
+
+
+def test_logprob_game_ranks_by_log_probability_of_the_full_answer() -> None:
+    config = EvalConfig(model="fake-gold", budget=32, value="logprob", methods=("shapley",))
+    record = evaluate(make_gold_engine(), NQ[2], config)
+    (gold,) = NQ[2].relevant
+    scores = record["methods"]["shapley"]["scores"]
+    assert record["methods"]["shapley"]["ranking"][0] == gold
+    # the fake's log p moves by log 9 with the gold passage, by a length term otherwise
+    assert scores[gold] == pytest.approx(math.log(9), abs=0.2)
+    assert all(abs(s) < 0.2 for i, s in enumerate(scores) if i != gold)
