@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -177,6 +178,42 @@ def bench_model(name, args) -> list[Row]:
     return rows
 
 
+def shapley_gap(name: str, args: argparse.Namespace) -> None:
+    """Exact vs fast mode on every coalition of the documents: agreement, and the exact
+    document-level Shapley values of the game 1[answer(S) = full-context answer] under each."""
+    engine = load_engine(name, device="cpu")
+    question, docs = questions(1, args.docs)[0]
+    n = len(docs)
+    masks = np.array([[(s >> i) & 1 for i in range(n)] for s in range(2**n)], dtype=bool)
+    masks = np.concatenate([masks[-1:], masks[:-1]])  # the full context first
+    values = {}
+    for mode, options in (("exact", MODES["+ speculative"]), ("fast", FAST["fast mode (approx.)"])):
+        got, _, secs = engine_mode(engine, options, question, docs, masks, args.max_new_tokens, 8)
+        values[mode] = (np.array([g == got[0] for g in got], dtype=float), got, secs)
+    agree = np.mean([a == b for a, b in zip(values["exact"][1], values["fast"][1], strict=True)])
+    phi = {mode: _shapley(masks, v[0]) for mode, v in values.items()}
+    print(f"# {name}: {len(masks)} coalitions, answer agreement fast vs exact {agree:.2f}, "
+          f"seconds exact {values['exact'][2]:.1f} fast {values['fast'][2]:.1f}")  # fmt: skip
+    for mode, scores in phi.items():
+        print(f"#   phi {mode:>5}: " + " ".join(f"{x:+.3f}" for x in scores))
+    print(f"#   max |phi exact - phi fast| = {np.max(np.abs(phi['exact'] - phi['fast'])):.3f}")
+
+
+def _shapley(masks: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Exact Shapley values from the value of every coalition."""
+    n = masks.shape[1]
+    lookup = {m.tobytes(): v for m, v in zip(masks, value, strict=True)}
+    out = np.zeros(n)
+    for m in masks:
+        size = int(m.sum())
+        for i in np.flatnonzero(m):
+            without = m.copy()
+            without[i] = False
+            weight = math.factorial(size - 1) * math.factorial(n - size) / math.factorial(n)
+            out[i] += weight * (lookup[m.tobytes()] - lookup[without.tobytes()])
+    return out
+
+
 COLUMNS = [("model", 14), ("mode", 20), ("s", 7), ("x naive", 7), ("passes/coal", 11),
            ("tokens/coal", 11), ("accept", 6), ("agree", 5)]  # fmt: skip
 
@@ -207,6 +244,7 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=8, help="coalitions per answers() call")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="", help="only modes containing these words")
+    parser.add_argument("--shapley", action="store_true", help="fast vs exact Shapley values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -214,7 +252,7 @@ def main() -> int:
         f"documents, max {args.max_new_tokens} new tokens, {args.threads} thread(s), CPU"
     )
     for name in args.models.split(","):
-        bench_model(name, args)
+        shapley_gap(name, args) if args.shapley else bench_model(name, args)
     return 0
 
 
