@@ -196,7 +196,8 @@ class Seq2SeqSession(EngineSession):
             keep = [i for i, r in enumerate(active) if not self._done(outputs[r])]
             if len(keep) < len(active):
                 index = torch.tensor(keep, dtype=torch.long, device=states.device)
-                states, mask, cache = states[index], mask[index], _select(cache, index)
+                states, mask = states[index], mask[index.to(mask.device)]
+                cache = _select(cache, index)
             active = [active[i] for i in keep]
             next_ids = torch.tensor([[outputs[r][-1]] for r in active])
 
