@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from worker.engine import loading
 from worker.engine.errors import ContextTooLong, EngineError, ModelNotFound
 from worker.engine.registry import DEFAULT_MODEL, KNOWN_MODELS, load_engine
+from worker.shapley import segment
 from worker.shapley.units import Document
 
 
@@ -72,3 +74,24 @@ def test_publish_keeps_the_winner_of_a_race(tmp_path):
     loading._publish(winner, target)
     loading._publish(loser, target)  # target exists: the rename fails, the cache stays whole
     assert (target / "config.json").read_text() == "winner"
+
+
+def test_a_local_model_directory_loads(tmp_path, engines):
+    """What ``save_pretrained`` writes (or a dequantised GGUF cache holds) loads by path."""
+    from worker.engine.tiny import build_tiny
+
+    tiny = build_tiny("tiny-llama", torch.device("cpu"))
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    engine = load_engine(str(tmp_path), device="cpu")
+    assert (engine.name, engine.family, engine.attention_backend) == (
+        str(tmp_path),
+        "causal",
+        "sdpa",
+    )
+    docs = [Document("Ada wrote it.", "T")]
+    assert engine.count_tokens("Who?", docs) == len(engine.open_session("Who?", docs).full)
+    units = segment.document_units(docs)
+    keep = np.ones((1, 1), dtype=bool)
+    reloaded = engine.open_session("Who?", docs).answer_tokens(units, keep)
+    assert reloaded == engines["tiny-llama"].open_session("Who?", docs).answer_tokens(units, keep)
