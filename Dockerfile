@@ -6,7 +6,9 @@
 #
 # The gateway never imports torch (the `serve` command without a worker), so its image installs
 # the project's core dependencies only. It needs TEXTGENSHAP_REDIS_URL: the embedded mode
-# (no Redis) runs a worker in-process and that needs the worker image.
+# (no Redis) runs a worker in-process and that needs the worker image. It listens on
+# 0.0.0.0 and so refuses to start without TEXTGENSHAP_API_KEYS (sha256 digests of the API
+# keys: python -m service.auth KEY; docs/deploy.md section 3).
 #
 # Pinned GPU stack (flash-attn publishes wheels per torch minor, CUDA major, C++ ABI and Python):
 #   CUDA 12.6 runtime + cuDNN 9 (Ubuntu 22.04), Python 3.11,

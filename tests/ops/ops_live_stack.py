@@ -1,5 +1,6 @@
 """A gateway, two workers and a real Prometheus as local subprocesses, for the live
-observability test. Prometheus gets the shipped prometheus.yml with only what a laptop
+observability test. The gateway runs as in its image: on 0.0.0.0 with API keys on (and
+torch unimportable). Prometheus gets the shipped prometheus.yml with only what a laptop
 needs changed: 1 s intervals, local targets instead of Docker names and DNS, and the
 shipped alert rules by absolute path. Everything listens on 127.0.0.1 and is stopped,
 and the Redis keys under the test's prefix deleted, when the context ends.
@@ -23,6 +24,9 @@ import redis
 import yaml
 from ops_assets import ALERT_RULES, PROMETHEUS_CONFIG, ROOT, load_yaml, require_tool
 
+from service.auth import hash_key
+
+API_KEY = "ops-live-stack-key"  # the gateway's one API key; Prometheus scrapes without it
 FAKE_ENGINES = ("py:tests.fakes:make_fake_engine", "py:tests.fakes:make_raising_engine")
 STARTUP_SECONDS = 30.0
 
@@ -142,13 +146,18 @@ class LiveStack:
 
     @property
     def gateway_env(self) -> dict[str, str]:
-        """The gateway image has no torch: the gateway runs with torch made unimportable."""
-        return {**self._env(), "PYTHONPATH": f"{block_gpu_stack(self.storage.parent)}:{ROOT}"}
+        """As in the gateway image: no torch (made unimportable), and API keys on."""
+        return {
+            **self._env(),
+            "PYTHONPATH": f"{block_gpu_stack(self.storage.parent)}:{ROOT}",
+            "TEXTGENSHAP_API_KEYS": hash_key(API_KEY),
+        }
 
     def start_gateway(self) -> None:
+        """On 0.0.0.0 like the image's CMD, which only starts because keys are set."""
         proc = self._spawn("gateway", [
             sys.executable, "-m", "service.cli", "serve", "--redis", self.redis_url,
-            "--host", "127.0.0.1", "--port", str(self.gateway_port), "--log-level", "warning",
+            "--host", "0.0.0.0", "--port", str(self.gateway_port), "--log-level", "warning",
         ], env=self.gateway_env)  # fmt: skip
         wait_http(f"{self.gateway_url}/healthz", proc)
 

@@ -4,6 +4,7 @@ No Docker engine here, so `docker-compose config` (which needs none) is the sche
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,11 +17,16 @@ import yaml
 from ops_assets import (
     COMPOSE_FILE,
     DASHBOARD_DIR,
+    DOCKERFILE,
     PROMETHEUS_CONFIG,
     ROOT,
     load_yaml,
     require_tool,
 )
+from test_ops_dockerfile import parse_dockerfile
+
+from service.auth import check_startup, hash_key
+from service.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +126,33 @@ def _compose_command() -> list[str]:
     return [require_tool("docker-compose")]
 
 
-def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The resolved configuration `docker compose config` prints; fails on an invalid file."""
+# The gateway refuses to start on 0.0.0.0 without keys, so compose insists on this variable;
+# the tests render the file with one configured key (a hash, as in a real .env).
+TEST_KEY = "ops-compose-test-key"
+TEST_ENV = {"TEXTGENSHAP_API_KEYS": hash_key(TEST_KEY)}
+
+
+def run_compose_config(
+    *files: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`docker compose config` over ``files`` in an environment of ``env`` plus the test's
+    own, minus any TEXTGENSHAP_* setting of the shell that runs the tests."""
     options = [arg for path in files for arg in ("-f", str(path))]
-    result = subprocess.run(
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TEXTGENSHAP_")}
+    return subprocess.run(
         [*_compose_command(), *options, "config"],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         cwd=ROOT,
         timeout=60,
         check=False,
     )
+
+
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The resolved configuration `docker compose config` prints; fails on an invalid file."""
+    result = run_compose_config(*files, env={**TEST_ENV, **(env or {})})
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -165,3 +186,62 @@ def test_multi_gpu_override_in_the_deploy_doc_is_valid(tmp_path: Path) -> None:
     devices = extra["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "device_ids": ["1"], "capabilities": ["gpu"]}]
     assert extra["command"] == resolved["services"]["worker"]["command"]
+
+
+def test_compose_stops_with_a_clear_message_without_api_keys() -> None:
+    for env in ({}, {"TEXTGENSHAP_API_KEYS": ""}):
+        result = run_compose_config(COMPOSE_FILE, env=env)
+        assert result.returncode != 0
+        assert (
+            "set TEXTGENSHAP_API_KEYS to the sha256 of each API key, comma-separated "
+            "(python -m service.auth KEY; see docs/deploy.md)"
+        ) in result.stderr
+
+
+def test_compose_hands_the_key_hashes_to_the_gateway_only() -> None:
+    hashes = f"{hash_key('a')},{hash_key('b')}"
+    resolved = compose_config(COMPOSE_FILE, env={"TEXTGENSHAP_API_KEYS": hashes})
+    assert resolved["services"]["gateway"]["environment"]["TEXTGENSHAP_API_KEYS"] == hashes
+    for name in ("worker", "redis", "prometheus", "grafana"):
+        environment = resolved["services"][name].get("environment", {})
+        assert "TEXTGENSHAP_API_KEYS" not in environment, name
+
+
+def _gateway_cmd_host() -> str:
+    _, stages = parse_dockerfile(DOCKERFILE.read_text())
+    (cmd,) = stages["gateway"].all("CMD")
+    argv: list[str] = json.loads(cmd)
+    return argv[argv.index("--host") + 1]
+
+
+def test_the_gateway_as_composed_passes_its_start_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's CMD binds 0.0.0.0; with the environment compose gives the gateway, the
+    start-up check that refuses open binds without keys lets it start, keys on."""
+    host = _gateway_cmd_host()
+    assert host == "0.0.0.0"
+    environment = compose_config(COMPOSE_FILE)["services"]["gateway"]["environment"]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    ring = check_startup(Settings(), host)
+    assert ring.enabled
+    assert ring.owner(TEST_KEY) == hash_key(TEST_KEY)
+    assert ring.owner("another key") is None
+
+
+def test_key_file_override_in_the_deploy_doc_is_valid(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "API_KEYS_FILE" in b]
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(snippet)
+    gateway = compose_config(COMPOSE_FILE, override)["services"]["gateway"]
+    inside = gateway["environment"]["TEXTGENSHAP_API_KEYS_FILE"]
+    assert [_bind(v) for v in gateway["volumes"]] == [(ROOT / "api-key-hashes", inside, True)]
+
+
+def _bind(volume: str | dict[str, Any]) -> tuple[Path, str, bool]:
+    """(host path, container path, read-only) of a bind mount in either form `config`
+    prints: the short string (docker-compose 1.x) or the long mapping (Compose v2)."""
+    if isinstance(volume, str):
+        source, target, *mode = volume.split(":")
+        return Path(source), target, mode == ["ro"]
+    return Path(volume["source"]), volume["target"], bool(volume.get("read_only"))

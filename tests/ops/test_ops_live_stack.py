@@ -2,7 +2,8 @@
 Redis, scraped by a real Prometheus (Debian package) configured from the shipped
 prometheus.yml and alerts.yml. After a few jobs (succeeded, failed, cancelled, one 429),
 every dashboard query must evaluate and return data, and every metric the dashboards and
-alerts name must be exported.
+alerts name must be exported. The gateway has API keys on: the test's requests carry the
+key, Prometheus's scrapes do not.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ops_assets import (
     substitute_variables,
     variable_queries,
 )
-from ops_live_stack import LiveStack, start_stack
+from ops_live_stack import API_KEY, LiveStack, start_stack
 
 QUESTION = "What is the capital of France?"
 DOCUMENTS = [
@@ -67,7 +68,14 @@ def _wait_served(client: httpx.Client, model: str, timeout: float = 30.0) -> Non
 def _traffic(stack: LiveStack) -> dict[str, str]:
     """Jobs of every outcome and responses of every class the dashboards show."""
     outcomes: dict[str, str] = {}
-    with httpx.Client(base_url=stack.gateway_url, timeout=10) as client:
+    keyed = {"X-API-Key": API_KEY}
+    with httpx.Client(base_url=stack.gateway_url, headers=keyed, timeout=10) as client:
+        refused = httpx.post(f"{stack.gateway_url}/explain", json=_job(), timeout=10)
+        assert (refused.status_code, refused.headers["WWW-Authenticate"]) == (401, "Bearer")
+        unknown = httpx.get(f"{stack.gateway_url}/jobs/x", headers={"X-API-Key": "wrong"})
+        assert unknown.json()["detail"] == (
+            "missing or unknown API key (send Authorization: Bearer <key> or X-API-Key)"
+        )
         first = client.post("/explain", json=_job())
         second = client.post("/explain", json=_job())
         full = client.post("/explain", json=_job())  # queue_max=2, no worker yet
@@ -113,6 +121,16 @@ def test_prometheus_scrapes_the_gateway_and_both_workers(stack: LiveStack) -> No
     ]
 
 
+def test_health_readiness_and_metrics_need_no_key(stack: LiveStack) -> None:
+    """What probes and Prometheus call answers without a key (jobs do not: _traffic)."""
+    with httpx.Client(base_url=stack.gateway_url, timeout=10) as anonymous:
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/readyz").json() == {"status": "ready", "workers": 2, "reason": ""}
+        metrics = anonymous.get("/metrics")
+    assert metrics.status_code == 200
+    assert "textgenshap_queue_depth" in exported_sample_names(metrics.text)
+
+
 def test_prometheus_holds_the_counts_of_what_happened(stack: LiveStack) -> None:
     finished = stack.instant_by("sum by (status) (textgenshap_jobs_finished_total)", "status")
     assert finished == {"succeeded": 2.0, "failed": 1.0, "cancelled": 1.0}
@@ -125,7 +143,8 @@ def test_prometheus_holds_the_counts_of_what_happened(stack: LiveStack) -> None:
     codes = stack.instant_by(
         'sum by (status) (textgenshap_http_requests_total{route!="/metrics"})', "status"
     )
-    assert {code: codes.get(code) for code in ("404", "422", "429")} == {
+    assert {code: codes.get(code) for code in ("401", "404", "422", "429")} == {
+        "401": 2.0,
         "404": 1.0,
         "422": 1.0,
         "429": 1.0,
