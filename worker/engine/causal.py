@@ -180,7 +180,7 @@ class CausalSession(EngineSession):
     def _tree_size(self) -> int:
         return len(self.tree) if self.engine.options.speculative else 0
 
-    def _decode_batch(self, batch: list[tuple[int, _Plan]]) -> list[float]:
+    def _decode_batch(self, batch: list[tuple[int, _Plan]]) -> list[None]:
         plans = [p for _, p in batch]
         tree = self.tree if self.engine.options.speculative and len(self.tree) else None
         state, hidden = self._prefill(plans, tree)
