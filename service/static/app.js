@@ -1,14 +1,48 @@
 /* The viewer page: build a request, submit it, follow the job, show the heat-map.
  * Talks only to the public API: GET /models, GET /examples, POST /explain,
  * GET /jobs/{id}, DELETE /jobs/{id}. A job's page is shareable as /?job=ID.
+ * The API key of the form goes out as X-API-Key on every call; it is kept in this tab's
+ * sessionStorage only, never in the URL or localStorage.
  */
 (function () {
   "use strict";
 
   const POLL_MS = 400;
   const RETRY_MS = 2000;
+  const KEY_STORAGE = "textgenshap:api-key";
   const $ = (id) => document.getElementById(id);
-  const state = { examples: [], jobId: null, documents: null, timer: null, retrying: false };
+  const state = {
+    examples: [], jobId: null, documents: null, timer: null, retrying: false, awaitingKey: false,
+  };
+
+  /* ---- the API key: this tab's sessionStorage only ---- */
+
+  function apiKey() {
+    return $("api-key").value.trim();
+  }
+
+  function saveKey() {
+    try {
+      if (apiKey()) sessionStorage.setItem(KEY_STORAGE, apiKey());
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch (err) {
+      /* storage disabled: the key lives in the field until the page closes */
+    }
+  }
+
+  function restoreKey() {
+    try {
+      $("api-key").value = sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (err) {
+      /* storage disabled: start with an empty field */
+    }
+  }
+
+  /* A job whose reading was refused for want of a key is followed again with the new key. */
+  function keyChanged() {
+    saveKey();
+    if (state.awaitingKey && state.jobId) follow(state.jobId, null);
+  }
 
   /* ---- errors in plain words ---- */
 
@@ -37,6 +71,11 @@
       const items = detail.map(fieldMessage);
       return "The request was not accepted: " + items.join("; ") + ".";
     }
+    if (status === 401) {
+      return apiKey()
+        ? "The API key was not accepted. Check it in the API key field above and try again."
+        : "This server needs an API key. Enter it in the API key field above and try again.";
+    }
     let text = typeof detail === "string" ? detail : (detail && detail.message) || "";
     if (status === 429) {
       const wait = headers && headers.get("Retry-After");
@@ -48,6 +87,7 @@
 
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
+    if (apiKey()) init.headers["X-API-Key"] = apiKey();
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -73,6 +113,12 @@
     const box = $("error");
     box.textContent = message;
     box.hidden = !message;
+  }
+
+  /* An API error in words; a 401 also puts the cursor in the API key field. */
+  function reportError(err, prefix) {
+    showError((prefix || "") + err.message);
+    if (err.status === 401) $("api-key").focus();
   }
 
   /* ---- reading the form ---- */
@@ -139,6 +185,7 @@
   function follow(jobId, documents) {
     clearTimeout(state.timer);
     state.jobId = jobId;
+    state.awaitingKey = false;
     state.documents = documents || recall(jobId);
     const url = new URL(window.location.href);
     url.searchParams.set("job", jobId);
@@ -164,7 +211,8 @@
         return;
       }
       const gone = err.status === 404 ? "No job " + jobId + " (it may have expired). " : "";
-      showError(gone + err.message);
+      state.awaitingKey = err.status === 401;
+      reportError(err, gone);
       $("cancel").hidden = true;
       return;
     }
@@ -231,7 +279,7 @@
       remember(accepted.job_id, request.documents);
       follow(accepted.job_id, request.documents);
     } catch (err) {
-      showError(err.message);
+      reportError(err);
     } finally {
       $("submit").disabled = false;
     }
@@ -241,7 +289,7 @@
     try {
       await api("DELETE", "/jobs/" + encodeURIComponent(state.jobId));
     } catch (err) {
-      showError(err.message);
+      reportError(err);
     }
   }
 
@@ -279,7 +327,7 @@
       }
     } catch (err) {
       select.append(new Option("(server default)", ""));
-      showError("Could not list the models: " + err.message);
+      reportError(err, "Could not list the models: ");
     }
   }
 
@@ -293,6 +341,9 @@
   }
 
   function start() {
+    restoreKey();
+    $("api-key").addEventListener("input", saveKey);
+    $("api-key").addEventListener("change", keyChanged);
     $("explain-form").addEventListener("submit", submit);
     $("cancel").addEventListener("click", cancel);
     $("example").addEventListener("change", pickExample);

@@ -2,11 +2,13 @@
 
 The gateway is the real app (``create_app``) over the in-process queue with the real
 embedded worker, serving :mod:`tests.viewer.nq_fake` as ``fake-nq``, run by uvicorn in
-a thread so that the client and the browser talk HTTP to it.
+a thread so that the client and the browser talk HTTP to it; ``keyed_gateway`` is the
+same with API keys on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 import service.viewer
 from service.app import create_app
+from service.auth import hash_key
 from service.memory_queue import MemoryQueue
 from service.schemas import ExplainRequest, ExplainResult
 from service.server import EmbeddedWorker
@@ -28,6 +31,7 @@ from tests.viewer import sample
 
 ENGINE_SPEC = "py:tests.viewer.nq_fake:make_nq_fake_engine"
 MODEL = "fake-nq"
+API_KEY = "viewer-test-key"  # the one key of ``keyed_gateway``
 
 
 @pytest.fixture
@@ -66,10 +70,9 @@ def wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"gateway at {base_url} not ready after {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def gateway() -> Iterator[str]:
-    """Base URL of a live embedded gateway serving ``fake-nq``."""
-    settings = Settings(default_model=ENGINE_SPEC, max_budget=4096)
+@contextlib.contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Base URL of a live embedded gateway with ``settings``, stopped afterwards."""
     registry = CollectorRegistry()
     queue = MemoryQueue(settings)
     worker = EmbeddedWorker(settings, queue, registry)
@@ -87,3 +90,18 @@ def gateway() -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         worker.stop(0.0)
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[str]:
+    """Base URL of a live embedded gateway serving ``fake-nq``, without API keys."""
+    with serve(Settings(default_model=ENGINE_SPEC, max_budget=4096)) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def keyed_gateway() -> Iterator[str]:
+    """The same gateway with API keys on: :data:`API_KEY` is its one key."""
+    settings = Settings(default_model=ENGINE_SPEC, max_budget=4096, api_keys=hash_key(API_KEY))
+    with serve(settings) as base_url:
+        yield base_url

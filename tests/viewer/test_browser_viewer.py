@@ -26,7 +26,7 @@ from service.client import Client
 from service.report import render_report
 from service.schemas import ExplainRequest, ExplainResult, Feature
 from service.viewer import examples
-from tests.viewer.conftest import MODEL
+from tests.viewer.conftest import API_KEY, MODEL
 from tests.viewer.sample import with_candidates
 from tests.viewer.test_client_live import nq_request
 
@@ -324,3 +324,110 @@ def test_many_answers_show_the_top_eight_then_all_on_demand(
     shown = [b for b in browser.find_elements(By.CSS_SELECTOR, ".answer") if b.is_displayed()]
     assert len(shown) == 12
     assert not browser.find_elements(By.CSS_SELECTOR, "button.more-answers")
+
+
+KEY_NEEDED = "This server needs an API key. Enter it in the API key field above and try again."
+KEY_REFUSED = "The API key was not accepted. Check it in the API key field above and try again."
+# Logs every fetch the page makes (URL, method, X-API-Key sent) from the first script on.
+FETCH_LOG_JS = """
+window.apiCalls = [];
+const realFetch = window.fetch.bind(window);
+window.fetch = (url, init) => {
+  const headers = (init && init.headers) || {};
+  window.apiCalls.push([new URL(url, location.href).pathname, (init && init.method) || 'GET',
+                        headers['X-API-Key'] || null]);
+  return realFetch(url, init);
+};
+"""
+
+
+def focused_id(browser: webdriver.Chrome) -> str:
+    return str(browser.switch_to.active_element.get_attribute("id"))
+
+
+def key_storage(browser: webdriver.Chrome) -> list[Any]:
+    """[the key in sessionStorage, how many localStorage entries, the page URL]."""
+    found: list[Any] = browser.execute_script(
+        "return [sessionStorage.getItem('textgenshap:api-key'), localStorage.length, location.href]"
+    )
+    return found
+
+
+@pytest.fixture
+def fetch_log(browser: webdriver.Chrome) -> Iterator[None]:
+    """Every page loaded during the test records its fetches in ``window.apiCalls``."""
+    source = {"source": FETCH_LOG_JS}
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", source)
+    try:
+        yield
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", added)
+
+
+def test_without_a_key_the_page_asks_for_one_then_explains_with_it(
+    browser: webdriver.Chrome, keyed_gateway: str
+) -> None:
+    open_form(browser, keyed_gateway)  # /models, /examples and the page need no key
+    field = browser.find_element(By.ID, "api-key")
+    assert (field.get_attribute("type"), field.get_attribute("value")) == ("password", "")
+    Select(browser.find_element(By.ID, "example")).select_by_index(1)
+    assert _error_after_submit(browser) == KEY_NEEDED
+    assert focused_id(browser) == "api-key"
+    field.send_keys("not-the-key")
+    assert _error_after_submit(browser) == KEY_REFUSED
+    assert focused_id(browser) == "api-key"
+
+    field.clear()
+    field.send_keys(API_KEY)
+    browser.find_element(By.ID, "submit").click()
+    wait_for(browser, lambda b: marks(b))
+    job_id = parse_qs(urlparse(browser.current_url).query)["job"][0]
+    with Client(keyed_gateway, api_key=API_KEY) as client:
+        job = client.get(job_id)  # the page's job belongs to the key it sent
+    assert job.result is not None
+    assert job.result.candidates[0].text == "Wilhelm Conrad Röntgen"
+    assert_marks_match(marks(browser), level_features(job.result, "sentence"), 0)
+    assert "succeeded" in browser.find_element(By.ID, "job-status").text
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    assert key_storage(browser) == [API_KEY, 0, f"{keyed_gateway}/?job={job_id}"]
+
+
+def test_a_shared_link_waits_for_the_key_and_every_call_carries_it(
+    browser: webdriver.Chrome, keyed_gateway: str, fetch_log: None
+) -> None:
+    request = nq_request(["document"])
+    with Client(keyed_gateway, api_key=API_KEY) as client:
+        accepted = client.submit(request)
+        job = client.wait(accepted.job_id, timeout=30, poll_interval=0.02)
+    assert job.result is not None
+    browser.get(keyed_gateway + "/")
+    browser.execute_script("sessionStorage.clear()")
+    link = f"{keyed_gateway}/?job={accepted.job_id}"
+    browser.get(link)
+    box = browser.find_element(By.ID, "error")
+    wait_for(browser, lambda _: box.text, 10)
+    assert box.text == KEY_NEEDED
+    assert focused_id(browser) == "api-key"
+    browser.find_element(By.ID, "api-key").send_keys(API_KEY, Keys.TAB)  # leaving it re-follows
+    wait_for(browser, lambda b: marks(b))
+    assert_marks_match(marks(browser), level_features(job.result, "document"), 0)
+    assert not box.is_displayed()
+    job_path = f"/jobs/{accepted.job_id}"
+    calls = browser.execute_script("return window.apiCalls")
+    assert calls == [
+        ["/models", "GET", None],
+        ["/examples", "GET", None],
+        [job_path, "GET", None],
+        [job_path, "GET", API_KEY],
+    ]
+
+    browser.get(link)  # same tab: the key is still there and goes out with every call
+    wait_for(browser, lambda b: marks(b))
+    assert browser.find_element(By.ID, "api-key").get_attribute("value") == API_KEY
+    calls = browser.execute_script("return window.apiCalls")
+    assert calls == [
+        ["/models", "GET", API_KEY],
+        ["/examples", "GET", API_KEY],
+        [job_path, "GET", API_KEY],
+    ]
+    assert key_storage(browser) == [API_KEY, 0, link]
