@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from worker.engine.base import EngineOptions  # noqa: E402
 from worker.engine.prompts import fid_passage  # noqa: E402
 from worker.engine.registry import load_engine  # noqa: E402
+from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 from worker.shapley.units import Document  # noqa: E402
 
-NQ = Path("/work/shared/data/nq/nq-open-dev-10docs.jsonl.gz")
+NQ = nq_file(10)
 MODES: dict[str, EngineOptions] = {
     "engine: batched": EngineOptions(prefix_cache=False, speculative=False),
     "+ prefix cache": EngineOptions(prefix_cache=True, speculative=False),

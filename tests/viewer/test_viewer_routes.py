@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
-NQ_DEV = Path("/work/shared/data/nq/nq-open-dev-10docs.jsonl.gz")
+from worker.evaluation.paths import nq_file
+
+NQ_DEV = nq_file(10)
 
 
 def test_index_page_links_only_local_assets(gateway: str) -> None:

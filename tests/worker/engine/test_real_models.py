@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.worker.engine.reference import NEAR_TIE, causal_generate, causal_log_prob
+from worker.evaluation.paths import nq_file
 from worker.shapley import segment
 from worker.shapley.units import Document
 
-NQ = Path("/work/shared/data/nq/nq-open-dev-10docs.jsonl.gz")
+NQ = nq_file(10)
 MAX_NEW = 8
 COALITIONS = 20
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.evaluation.paths import shared_data_dir
 from worker.shapley import segment
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.segment import (
@@ -22,7 +22,7 @@ from worker.shapley.segment import (
 )
 from worker.shapley.units import Document, Unit
 
-MIRACL = Path("/work/shared/data/miracl")
+MIRACL = shared_data_dir() / "miracl"
 
 
 def assert_round_trip(docs: list[Document], units: list[Unit]) -> None:
