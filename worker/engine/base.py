@@ -27,7 +27,11 @@ class EngineOptions:
     the full-context KV cache (causal) / the cached passage encodings (FiD);
     ``speculative``: verify the job's answer tree as a draft; ``fast`` (decoder-only,
     opt-in, approximate): a coalition is the full-context KV cache with the removed units'
-    slots masked out, and only the question tail is recomputed.
+    slots masked out, and only the question tail is recomputed. ``stop_at_newline``: an
+    answer ends at the first newline after non-whitespace text (QA evaluation's
+    ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
+    on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
+    answer to the Shapley game, and the scores fragment (``worker.engine.stopping``).
     """
 
     batch_tokens: int = 0
@@ -36,6 +40,7 @@ class EngineOptions:
     speculative: bool = True
     draft_nodes: int = 64
     fast: bool = False
+    stop_at_newline: bool = True
 
 
 class EngineSession(ABC):
@@ -54,11 +59,13 @@ class EngineSession(ABC):
     def log_probs(
         self, units: Sequence[Unit], masks: Masks, answer: str
     ) -> npt.NDArray[np.float64]:
-        """log p(answer, then end of sequence | coalition) under teacher forcing.
+        """log p(answer, then what ended it | coalition) under teacher forcing.
 
-        The answer's token ids are those the session generated for that text when it did
-        (so re-tokenisation never changes them), else the tokenizer's; EOS is included
-        unless the generated answer was cut by ``max_new_tokens``.
+        The scored ids are those the session generated for that text when it did (so
+        re-tokenisation never changes them), including the token that ended the answer:
+        EOS, or the newline-bearing token of the newline stop (whose text may begin with
+        the answer's last characters, as in ".\\n"); nothing extra when ``max_new_tokens``
+        cut it. A text never generated is scored as the tokenizer's ids followed by EOS.
         """
 
 

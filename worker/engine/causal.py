@@ -24,6 +24,7 @@ from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.memory import split_on_oom, token_budget
 from worker.engine.prompts import Codec
+from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
 from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
@@ -43,6 +44,7 @@ class CausalEngine(Engine):
         config = self.model.config.get_text_config()
         self.max_context_tokens = int(getattr(config, "max_position_embeddings", 2048))
         self.eos = _eos_ids(self.model, self.tokenizer)
+        self.newline_ids = newline_ids(self.tokenizer)
         self.pad = _pad_id(self.tokenizer, self.eos)
         self.mask_spec = MaskSpec.for_model(self.model)
         self.base = getattr(self.model, self.model.base_model_prefix)
@@ -120,6 +122,8 @@ class CausalSession(EngineSession):
             raise ContextTooLong(len(self.full) + max_new_tokens, engine.max_context_tokens)
         self.stats = OracleStats(attention_backend=engine.attention_backend)
         self.tree = DraftTree(max_nodes=engine.options.draft_nodes)
+        newline = engine.newline_ids if engine.options.stop_at_newline else frozenset()
+        self.stop = StopRule(engine.tokenizer, frozenset(engine.eos), max_new_tokens, newline)
         self._memo: dict[Hashable, tuple[int, ...]] = {}
         self._answer_ids: dict[str, tuple[int, ...]] = {}
         self._full_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -145,7 +149,7 @@ class CausalSession(EngineSession):
         return out
 
     def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
-        """The generated token ids per coalition (EOS included when greedy emitted it)."""
+        """The generated token ids per coalition, with the EOS or newline token that ended it."""
         self.answers(units, masks)
         return [self._memo[p.key] for p in self.plans(units, masks)]
 
@@ -197,7 +201,7 @@ class CausalSession(EngineSession):
         return []
 
     def _walk(self, tree: DraftTree | None, argmax: list[int]) -> Walk:
-        walk = greedy_walk(tree or DraftTree(0), argmax, self.max_new_tokens, self.engine.eos)
+        walk = greedy_walk(tree or DraftTree(0), argmax, self.stop.done)
         self.stats.draft_tokens_proposed += walk.proposed
         self.stats.draft_tokens_accepted += walk.accepted
         return walk
@@ -205,7 +209,7 @@ class CausalSession(EngineSession):
     def _continue(self, state: _Batch) -> None:
         """Plain cached greedy steps for the rows whose answer left the draft tree."""
         while True:
-            active = [r for r, out in enumerate(state.outputs) if not self._done(out)]
+            active = [r for r, out in enumerate(state.outputs) if not self.stop.done(out)]
             if not active:
                 return
             self._select(state, active)
@@ -216,11 +220,6 @@ class CausalSession(EngineSession):
                 state.rows, self.engine.logits(hidden[:, -1]).argmax(-1).tolist(), strict=True
             ):
                 state.outputs[r].append(int(token))
-
-    def _done(self, output: list[int]) -> bool:
-        return len(output) >= self.max_new_tokens or (
-            bool(output) and output[-1] in self.engine.eos
-        )
 
     def _select(self, state: _Batch, active: list[int]) -> None:
         keep = [state.rows.index(r) for r in active]
@@ -238,7 +237,7 @@ class CausalSession(EngineSession):
             self.tree.add(answer)
 
     def _text(self, answer: tuple[int, ...]) -> str:
-        return self.engine.codec.decode([t for t in answer if t not in self.engine.eos])
+        return self.stop.text(answer)
 
     # --- teacher forcing -----------------------------------------------------------------
 

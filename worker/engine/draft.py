@@ -7,7 +7,7 @@ forward pass as the prompt and only decodes further where greedy decoding leaves
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +37,7 @@ class DraftTree:
         return any(p == node for p in self.parents)
 
     def add(self, answer: Sequence[int]) -> None:
-        """Insert an answer's tokens (with its EOS when it ended by one), within the cap."""
+        """Insert an answer's tokens (with the EOS or newline token ending it), within the cap."""
         node = -1
         for token in answer:
             nxt = self.child(node, token)
@@ -72,21 +72,22 @@ class Walk:
     accepted: int
 
 
-def greedy_walk(tree: DraftTree, argmax: Sequence[int], limit: int, eos: set[int]) -> Walk:
+def greedy_walk(tree: DraftTree, argmax: Sequence[int], done: Callable[[list[int]], bool]) -> Walk:
     """Follow greedy choices through the tree. ``argmax[0]`` is the greedy token after the
-    prompt, ``argmax[1 + i]`` the one after node ``i``. Stops at EOS, at ``limit`` tokens or
-    where greedy leaves the tree; a step counts as proposed when the current node has
-    children and as accepted when greedy takes one of them."""
+    prompt, ``argmax[1 + i]`` the one after node ``i``. Stops where ``done`` says the answer
+    is complete (EOS, the token limit, the newline stop: the tree holds answers ended the
+    same way) or where greedy leaves the tree; a step counts as proposed when the current
+    node has children and as accepted when greedy takes one of them."""
     tokens: list[int] = []
     node, proposed, accepted = -1, 0, 0
-    while len(tokens) < limit:
+    while True:
         token = int(argmax[node + 1])
         tokens.append(token)
         nxt = tree.child(node, token)
         if tree.has_children(node):
             proposed += 1
             accepted += nxt is not None
-        if nxt is None or token in eos:
+        if nxt is None or done(tokens):
             break
         node = nxt
     return Walk(tokens, node, proposed, accepted)

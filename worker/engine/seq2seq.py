@@ -28,6 +28,7 @@ from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.memory import CPU_TOKENS, split_on_oom
 from worker.engine.prompts import Codec, Encoded, fid_passage
+from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
 from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
@@ -50,6 +51,7 @@ class Seq2SeqEngine(Engine):
         self.eos = int(config.eos_token_id)
         self.pad = int(config.pad_token_id)
         self.start = int(config.decoder_start_token_id)
+        self.newline_ids = newline_ids(loaded.tokenizer)
         self._warm_up()
 
     def open_session(
@@ -87,6 +89,9 @@ class Seq2SeqSession(EngineSession):
         self._memo: dict[Key, tuple[int, ...]] = {}
         self._answer_ids: dict[str, tuple[int, ...]] = {}
         self._counts: Counter[tuple[int, ...]] = Counter()
+        newline = engine.newline_ids if engine.options.stop_at_newline else frozenset()
+        eos = frozenset({engine.eos})
+        self.stop = StopRule(engine.codec.tokenizer, eos, max_new_tokens, newline)
 
     def key(self, units: Sequence[Unit], mask: np.ndarray) -> Key:
         """What identifies a coalition's input (equal keys give equal answers)."""
@@ -105,7 +110,7 @@ class Seq2SeqSession(EngineSession):
         return [self._text(self._memo[k]) for k in keys]
 
     def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
-        """The generated token ids per coalition (EOS included when greedy emitted it)."""
+        """The generated token ids per coalition, with the EOS or newline token that ended it."""
         self.answers(units, masks)
         return [self._memo[self.key(units, row)] for row in check_masks(units, masks)]
 
@@ -215,9 +220,7 @@ class Seq2SeqSession(EngineSession):
         return logits if cache is None else (logits, out.past_key_values)
 
     def _done(self, output: list[int]) -> bool:
-        return len(output) >= self.max_new_tokens or (
-            bool(output) and output[-1] == self.engine.eos
-        )
+        return self.stop.done(output)
 
     def _remember(self, key: Key, answer: tuple[int, ...]) -> None:
         self._memo[key] = answer
@@ -225,7 +228,7 @@ class Seq2SeqSession(EngineSession):
         self._counts[answer] += 1
 
     def _text(self, answer: tuple[int, ...]) -> str:
-        return self.engine.codec.decode([t for t in answer if t != self.engine.eos])
+        return self.stop.text(answer)
 
 
 def _select(cache, index: torch.Tensor):  # type: ignore[no-untyped-def]

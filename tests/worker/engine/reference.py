@@ -1,32 +1,66 @@
-"""The plain Hugging Face computations the engine must reproduce, one coalition at a time."""
+"""The plain Hugging Face computations the engine must reproduce, one coalition at a time.
+
+Answers stop as QA evaluation's ``stop=["\\n"]`` does, tolerating leading whitespace: a
+``StoppingCriteria`` decodes the generated text after every step and stops once it holds
+a newline after non-whitespace; the answer text is what precedes that newline.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutput
 
 NEAR_TIE = 1e-4  # top-2 logit gap below which batching may legitimately flip greedy
 
 
-def causal_generate(model, ids: Sequence[int], max_new: int, eos: set[int], pad: int):
-    """Greedy ids from ``generate`` and the smallest top-2 logit gap along the way."""
+class NewlineStop(StoppingCriteria):
+    """Stop once the text generated after ``start`` has a newline after non-whitespace."""
+
+    def __init__(self, tokenizer, start: int) -> None:
+        self.tokenizer, self.start = tokenizer, start
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        stop = [text.lstrip().find("\n") >= 0 for text in texts]
+        return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
+
+
+def causal_generate(
+    model, tokenizer, ids: Sequence[int], max_new: int, eos: set[int], pad: int
+) -> tuple[list[int], float]:
+    """Greedy ids from ``generate`` (newline stop) and the smallest top-2 logit gap."""
     out = model.generate(
         torch.tensor([list(ids)]),
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
         do_sample=False, max_new_tokens=max_new, eos_token_id=sorted(eos), pad_token_id=pad,
         output_scores=True, return_dict_in_generate=True, top_k=None, top_p=None,
+        stopping_criteria=StoppingCriteriaList([NewlineStop(tokenizer, len(ids))]),
     )  # fmt: skip
     return _until_eos(out.sequences[0, len(ids) :].tolist(), eos), _gap(out.scores)
 
 
-def seq2seq_generate(model, max_new: int, eos: int, **inputs):
+def seq2seq_generate(model, tokenizer, max_new: int, eos: int, **inputs):
     out = model.generate(
         **inputs, do_sample=False, max_new_tokens=max_new, eos_token_id=eos, pad_token_id=0,
         output_scores=True, return_dict_in_generate=True,
+        stopping_criteria=StoppingCriteriaList([NewlineStop(tokenizer, 1)]),
     )  # fmt: skip
     return _until_eos(out.sequences[0, 1:].tolist(), {eos}), _gap(out.scores)
+
+
+def answer_text(tokenizer, tokens: Sequence[int], eos: set[int]) -> str:
+    """The reference answer text: generated text without EOS, cut at the stopping newline."""
+    text = tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
+    line = text.lstrip().partition("\n")[0]
+    return line.strip()
+
+
+def ended_by_newline(tokenizer, tokens: Sequence[int]) -> bool:
+    """The reference answer was ended by the newline stop (not by EOS or the limit)."""
+    return "\n" in tokenizer.decode(list(tokens), skip_special_tokens=True).lstrip()
 
 
 def encoder_outputs(states: torch.Tensor) -> BaseModelOutput:

@@ -1,5 +1,6 @@
 """The causal engine's batched, cached, speculative answers equal plain one-at-a-time
-``generate``; its teacher-forced log-probabilities equal a plain forward pass."""
+``generate`` with the newline stop; its teacher-forced log-probabilities equal a plain
+forward pass over the same ids (the answer and the token that ended it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import numpy as np
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
-from tests.worker.engine.reference import NEAR_TIE, causal_generate, causal_log_prob
+from tests.worker.engine.reference import (
+    NEAR_TIE,
+    answer_text,
+    causal_generate,
+    causal_log_prob,
+    ended_by_newline,
+)
 
 MAX_NEW = 8
 
@@ -18,17 +25,20 @@ def check_against_generate(engine, masking: str, count: int, seed: int) -> dict[
     masks = random_masks(len(units), count, seed)
     session = engine.open_session(QUESTION, DOCS, masking=masking, max_new_tokens=MAX_NEW)
     got = session.answer_tokens(units, masks)
-    outcome = {"equal": 0, "near_tie": 0, "eos": 0}
-    for row, mine in zip(masks, got, strict=True):
-        ref, gap = causal_generate(
-            engine.model, session.prompt_ids(units, row), MAX_NEW, engine.eos, engine.pad
-        )
+    texts = session.answers(units, masks)
+    tokenizer = engine.tokenizer
+    outcome = {"equal": 0, "near_tie": 0, "eos": 0, "newline": 0}
+    for row, mine, text in zip(masks, got, texts, strict=True):
+        prompt = session.prompt_ids(units, row)
+        ref, gap = causal_generate(engine.model, tokenizer, prompt, MAX_NEW, engine.eos, engine.pad)
         if list(mine) != ref:
             assert gap < NEAR_TIE, f"answer {list(mine)} != generate {ref} (top-2 gap {gap})"
             outcome["near_tie"] += 1
         else:
+            assert text == answer_text(tokenizer, ref, engine.eos)
             outcome["equal"] += 1
         outcome["eos"] += bool(mine) and mine[-1] in engine.eos
+        outcome["newline"] += ended_by_newline(tokenizer, mine)
     outcome["accepted"] = session.stats.draft_tokens_accepted
     outcome["distinct"] = len({tuple(a) for a in got})
     return outcome

@@ -9,6 +9,11 @@ from worker.engine.draft import DraftTree, greedy_walk
 EOS = {1}
 
 
+def until(limit: int):
+    """The EOS-or-limit stop the engine passes when the newline stop is off."""
+    return lambda tokens: len(tokens) >= limit or tokens[-1] in EOS
+
+
 def tree_of(*answers: tuple[int, ...], cap: int = 64) -> DraftTree:
     tree = DraftTree(max_nodes=cap)
     for answer in answers:
@@ -37,25 +42,33 @@ def test_the_cap_stops_growth():
 def test_walk_accepts_a_known_answer_to_its_eos():
     tree = tree_of((5, 6, 1), (5, 7, 1))
     # argmax after the prompt, then after nodes 0..4
-    walk = greedy_walk(tree, [5, 7, 0, 0, 1], limit=8, eos=EOS)
+    walk = greedy_walk(tree, [5, 7, 0, 0, 1], until(8))
     assert walk.tokens == [5, 7, 1]
     assert (walk.proposed, walk.accepted, walk.last_node) == (3, 3, 3)
 
 
 def test_walk_stops_where_greedy_leaves_the_tree():
     tree = tree_of((5, 6, 1))
-    walk = greedy_walk(tree, [5, 9, 0, 0], limit=8, eos=EOS)
+    walk = greedy_walk(tree, [5, 9, 0, 0], until(8))
     assert walk.tokens == [5, 9]
     assert (walk.proposed, walk.accepted, walk.last_node) == (2, 1, 0)
 
 
 def test_walk_respects_the_length_limit():
     tree = tree_of((5, 6, 8, 1))
-    walk = greedy_walk(tree, [5, 6, 8, 1, 0], limit=2, eos=EOS)
+    walk = greedy_walk(tree, [5, 6, 8, 1, 0], until(2))
     assert walk.tokens == [5, 6]
 
 
 def test_empty_tree_gives_the_first_greedy_token():
-    walk = greedy_walk(DraftTree(), [42], limit=4, eos=EOS)
+    walk = greedy_walk(DraftTree(), [42], until(4))
     assert walk.tokens == [42]
     assert (walk.proposed, walk.accepted, walk.last_node) == (0, 0, -1)
+
+
+def test_walk_stops_where_the_stop_rule_says_the_answer_ended():
+    """A stored answer ended by a newline token (13) is accepted up to that token, not past."""
+    tree = tree_of((5, 13), (5, 6, 1))
+    walk = greedy_walk(tree, [5, 13, 0, 0, 0], lambda tokens: tokens[-1] in (1, 13))
+    assert walk.tokens == [5, 13]
+    assert (walk.proposed, walk.accepted, walk.last_node) == (2, 2, 0)

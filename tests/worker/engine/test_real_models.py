@@ -1,5 +1,6 @@
 """The real offline models (SmolLM2 135M, Gemma 3 270M): engine answers equal plain
-``generate`` and log-probs equal a plain forward pass, on a real NQ question."""
+``generate`` with the newline stop and log-probs equal a plain forward pass, on a real NQ
+question; answers end at their line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.worker.engine.reference import NEAR_TIE, causal_generate, causal_log_prob
+from tests.worker.engine.reference import NEAR_TIE, answer_text, causal_generate, causal_log_prob
 from worker.evaluation.paths import nq_file
 from worker.shapley import segment
 from worker.shapley.units import Document
@@ -45,16 +46,41 @@ def test_answers_and_log_probs_equal_plain_model(engine):
     session = engine.open_session(question, docs, max_new_tokens=MAX_NEW)
     session.answers(units, masks[:1])  # as the pipeline does: the full context first
     got = session.answer_tokens(units, masks)
+    texts = session.answers(units, masks)
     near_ties = 0
-    for row, mine in zip(masks, got, strict=True):
+    for row, mine, text in zip(masks, got, texts, strict=True):
         prompt = session.prompt_ids(units, row)
-        ref, gap = causal_generate(engine.model, prompt, MAX_NEW, engine.eos, engine.pad)
+        ref, gap = causal_generate(
+            engine.model, engine.tokenizer, prompt, MAX_NEW, engine.eos, engine.pad
+        )
         if list(mine) != ref:
             assert gap < NEAR_TIE, f"{list(mine)} != {ref} (top-2 gap {gap})"
             near_ties += 1
+        else:
+            assert text == answer_text(engine.tokenizer, ref, engine.eos)
     assert near_ties <= 1
     assert session.stats.draft_tokens_accepted > 0
     answer = session.answers(units, masks[:1])[0]
     scored = session.log_probs(units, masks[:8], answer)
     ref = [causal_log_prob(engine.model, session.prompt_ids(units, m), got[0]) for m in masks[:8]]
     np.testing.assert_allclose(scored, ref, atol=1e-4, rtol=0)
+
+
+def test_the_capital_of_france_is_answered_on_one_line(engine):
+    """The example that fragmented the Shapley game ("Paris is the capital of France.\\n\\n
+    The answer is not relevant to the"): the answer now ends at its line."""
+    docs = [
+        Document("Paris is the capital and largest city of France.", "Paris"),
+        Document("Berlin is the capital and largest city of Germany.", "Berlin"),
+        Document("Rome is the capital city of Italy.", "Rome"),
+    ]
+    session = engine.open_session("What is the capital of France?", docs, max_new_tokens=16)
+    units = segment.document_units(docs)
+    answer = session.answers(units, np.ones((1, 3), dtype=bool))[0]
+    assert "\n" not in answer
+    assert answer.strip() == answer
+    assert answer
+    # measured: smollm2 "Paris is the capital of France."; the base Gemma 3 270M repeats
+    # the question here ("What is the capital of France?"), on one line all the same
+    expected = {"smollm2-135m": "Paris", "gemma-3-270m": "France"}[engine.name]
+    assert expected in answer

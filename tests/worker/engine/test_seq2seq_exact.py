@@ -18,7 +18,10 @@ MAX_NEW = 8
 def joint_reference(engine, session, units, row):
     ids = torch.tensor([session.prompt_ids(units, row)])
     mask = (ids != engine.pad).long()
-    return seq2seq_generate(engine.model, MAX_NEW, engine.eos, input_ids=ids, attention_mask=mask)
+    return seq2seq_generate(
+        engine.model, engine.codec.tokenizer, MAX_NEW, engine.eos, input_ids=ids,
+        attention_mask=mask,
+    )  # fmt: skip
 
 
 def fid_reference(engine, row):
@@ -32,7 +35,8 @@ def fid_reference(engine, row):
     states = torch.cat(parts, 1)
     mask = torch.ones(states.shape[:2], dtype=torch.long)
     return seq2seq_generate(
-        engine.model, MAX_NEW, engine.eos, encoder_outputs=encoder_outputs(states),
+        engine.model, engine.codec.tokenizer, MAX_NEW, engine.eos,
+        encoder_outputs=encoder_outputs(states),
         attention_mask=mask,
     )  # fmt: skip
 
