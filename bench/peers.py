@@ -40,7 +40,7 @@ from worker.explain import run_explanation  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nq" / "nq-open-dev-10docs.jsonl.gz"
-METHODS = ("ours", "ours-logprob", "captum-fa", "captum-svs", "contextcite", "shap")
+METHODS = ("ours", "contextcite", "shap", "captum-fa", "ours-logprob", "captum-svs")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +89,7 @@ def _ours(engine: Any, example: Example, args: argparse.Namespace, value: str) -
     start = time.perf_counter()
     result = run_explanation(request, session, model=args.model)
     seconds = time.perf_counter() - start
+    _log(f"  ours ({value} game): {seconds:.1f}s, {result.stats.forward_passes} passes")
     wanted = metrics.normalize_answer(result.answer)
     index = next(
         (i for i, c in enumerate(result.candidates) if metrics.normalize_answer(c.text) == wanted),
@@ -179,23 +180,47 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def evaluate_question(engine: Any, example: Example, args: argparse.Namespace, ref: bool) -> dict:
-    """Every method on one question; exact references when ``ref``."""
+class Parts:
+    """Per-question, per-method results appended to a JSONL file as each one finishes, so
+    an interrupted run keeps every finished method and a rerun does only what is missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[tuple[str, str], Any] = {}
+        for line in _lines(path):
+            part = json.loads(line)
+            self.done[(part["id"], part["part"])] = part["value"]
+
+    def get_or_run(self, qid: str, part: str, work: Any) -> Any:
+        if (qid, part) not in self.done:
+            value = work()
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"id": qid, "part": part, "value": value}) + "\n")
+            self.done[(qid, part)] = value
+        return self.done[(qid, part)]
+
+
+def evaluate_question(
+    engine: Any, example: Example, args: argparse.Namespace, ref: bool, parts: Parts
+) -> dict[str, Any]:
+    """Every method on one question (cheapest first); exact references when ``ref``."""
     row: dict[str, Any] = {"id": example.id, "relevant": sorted(example.relevant), "methods": {}}
-    ours = _ours(engine, example, args, "answer")
+    ours = parts.get_or_run(example.id, "ours", lambda: _ours(engine, example, args, "answer"))
     _log(f"  ours: {ours['seconds']:.1f}s, {ours['passes']} passes, answer {ours['answer']!r}")
     row["answer"] = ours["answer"]
     row["methods"]["ours"] = ours
-    if "ours-logprob" in args.methods:
-        row["methods"]["ours-logprob"] = _ours(engine, example, args, "logprob")
     job = _job(engine, example, ours["answer"], args)
     for method in args.methods:
-        if method not in row["methods"] and job.answer_ids():
-            row["methods"][method] = _peer(job, method)
+        if method == "ours" or not job.answer_ids():
+            continue
+        if method == "ours-logprob":
+            work = lambda: _ours(engine, example, args, "logprob")  # noqa: E731
+        else:
+            work = lambda m=method: _peer(job, m)  # noqa: E731
+        row["methods"][method] = parts.get_or_run(example.id, method, work)
     if ref and job.answer_ids():
-        start = time.perf_counter()
-        row["reference"] = _reference(engine, example, ours["answer"])
-        _log(f"  exact reference: {time.perf_counter() - start:.1f}s")
+        work = lambda: _reference(engine, example, ours["answer"])  # noqa: E731
+        row["reference"] = parts.get_or_run(example.id, "reference", work)
     _score_row(row, example)
     return row
 
@@ -256,15 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     examples = [shrink(e, args.docs) for e in load_examples(args.data, limit=args.limit)]
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.model}-d{args.docs or 'all'}-b{args.budget}"
-    rows_path = args.out / f"rows-{tag}.jsonl"
-    done = {json.loads(line)["id"]: json.loads(line) for line in _lines(rows_path)}
+    parts = Parts(args.out / f"parts-{tag}.jsonl")
     rows = []
     for i, example in enumerate(examples):
-        if example.id not in done:
-            done[example.id] = evaluate_question(engine, example, args, i < args.reference)
-            with rows_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(done[example.id]) + "\n")
-        rows.append(done[example.id])
+        rows.append(evaluate_question(engine, example, args, i < args.reference, parts))
         _log(f"[{i + 1}/{len(examples)}] {example.id} done")
     summary = summarize(rows, list(args.methods))
     (args.out / f"summary-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
