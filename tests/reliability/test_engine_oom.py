@@ -91,7 +91,8 @@ def test_oom_halves_the_batch_and_gives_the_same_results(name: str) -> None:
     answers, scores = run(engine)
     assert answers == expected[0]
     np.testing.assert_allclose(scores, expected[1], rtol=1e-5, atol=1e-6)
-    assert max(faulty.refused, default=0) >= 8  # a real batch was refused first
+    # a real multi-row batch over the limit was refused first, then halved down to it
+    assert max(faulty.refused, default=0) >= 4
 
 
 @pytest.mark.parametrize(
