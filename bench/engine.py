@@ -3,10 +3,14 @@ switched on in turn, on NaturalQuestions questions, for the same random coalitio
 
     .venv/bin/python bench/engine.py [--models smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5]
         [--coalitions 12] [--docs 5] [--max-new-tokens 8] [--questions 1] [--threads 1]
+        [--no-newline-stop]
 
 Prints one table row per (model, mode): seconds, forward passes and tokens computed (both
 per coalition), the speed-up over the naive loop, the speculative acceptance rate and the
-share of coalitions whose answer equals the naive loop's. Figures go to docs/performance.md.
+share of coalitions whose answer equals the naive loop's. Answers end at the first newline
+after their text (``EngineOptions.stop_at_newline``; the naive loop uses a
+``StoppingCriteria`` with the same rule); ``--no-newline-stop`` turns that off everywhere.
+Figures go to docs/performance.md.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.engine.base import EngineOptions  # noqa: E402
 from worker.engine.prompts import fid_passage  # noqa: E402
 from worker.engine.registry import load_engine  # noqa: E402
+from worker.engine.stopping import ends_answer  # noqa: E402
 from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 from worker.shapley.units import Document  # noqa: E402
@@ -67,7 +73,21 @@ def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
         return out
 
 
-def naive(engine, question, docs, masks, max_new) -> tuple[list[list[int]], int, int, float]:
+class NewlineStop(StoppingCriteria):
+    """The engine's newline stop for plain ``generate``: the text after ``start`` holds a
+    newline after non-whitespace."""
+
+    def __init__(self, tokenizer, start: int) -> None:
+        self.tokenizer, self.start = tokenizer, start
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor([ends_answer(t) for t in texts], device=input_ids.device)
+
+
+def naive(
+    engine, question, docs, masks, max_new, stop: bool
+) -> tuple[list[list[int]], int, int, float]:
     """One plain ``generate`` per coalition (FiD: re-encoding the kept passages each time)."""
     units = segment.document_units(docs)
     session = engine.open_session(question, docs, max_new_tokens=max_new)
@@ -75,12 +95,15 @@ def naive(engine, question, docs, masks, max_new) -> tuple[list[list[int]], int,
     start = time.perf_counter()
     for row in masks:
         kwargs, prompt_tokens = _naive_inputs(engine, session, question, docs, units, row)
+        offset = kwargs["input_ids"].shape[1] if engine.family == "causal" else 1
+        criteria = [NewlineStop(engine.codec.tokenizer, offset)] if stop else []
         out = engine.model.generate(
             **kwargs,
             do_sample=False,
             max_new_tokens=max_new,
             pad_token_id=engine.pad,
             eos_token_id=_eos(engine),
+            stopping_criteria=StoppingCriteriaList(criteria),
         )
         new = (
             out[0, kwargs["input_ids"].shape[1] :].tolist()
@@ -151,7 +174,10 @@ def bench_model(name, args) -> list[Row]:
         rng = np.random.default_rng(qi)
         masks = rng.random((args.coalitions, len(docs))) < 0.5
         masks[0] = True
-        ref, passes, tokens, seconds = naive(engine, question, docs, masks, args.max_new_tokens)
+        stop = not args.no_newline_stop
+        ref, passes, tokens, seconds = naive(
+            engine, question, docs, masks, args.max_new_tokens, stop
+        )
         rows.append(
             Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0)
         )
@@ -159,6 +185,7 @@ def bench_model(name, args) -> list[Row]:
         wanted = [w for w in args.modes.split(",") if w]
         modes = {m: o for m, o in modes.items() if not wanted or any(w in m for w in wanted)}
         for mode, options in modes.items():
+            options = replace(options, stop_at_newline=stop)
             got, stats, secs = engine_mode(
                 engine, options, question, docs, masks, args.max_new_tokens, args.chunk
             )
@@ -246,6 +273,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="", help="only modes containing these words")
     parser.add_argument("--shapley", action="store_true", help="fast vs exact Shapley values")
+    parser.add_argument(
+        "--no-newline-stop", action="store_true", help="let answers run past their line"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(

@@ -74,9 +74,18 @@ def test_the_capital_of_france_is_answered_on_one_line(engine):
         Document("Berlin is the capital and largest city of Germany.", "Berlin"),
         Document("Rome is the capital city of Italy.", "Rome"),
     ]
-    session = engine.open_session("What is the capital of France?", docs, max_new_tokens=16)
-    units = segment.document_units(docs)
-    answer = session.answers(units, np.ones((1, 3), dtype=bool))[0]
+    units, full = segment.document_units(docs), np.ones((1, 3), dtype=bool)
+    answers = {}
+    try:
+        for stop in (False, True):
+            engine.options.stop_at_newline = stop
+            session = engine.open_session("What is the capital of France?", docs, max_new_tokens=16)
+            answers[stop] = session.answers(units, full)[0]
+    finally:
+        engine.options.stop_at_newline = True
+    answer = answers[True]
+    assert "\n" in answers[False]  # without the stop both models run on past the line
+    assert answers[False].startswith(answer)
     assert "\n" not in answer
     assert answer.strip() == answer
     assert answer
