@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peers-out")
+    parser.add_argument(
+        "--summarize-only", action="store_true", help="tabulate the parts already computed"
+    )
     return parser.parse_args(argv)
 
 
@@ -184,14 +187,17 @@ class Parts:
     """Per-question, per-method results appended to a JSONL file as each one finishes, so
     an interrupted run keeps every finished method and a rerun does only what is missing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self.done: dict[tuple[str, str], Any] = {}
         for line in _lines(path):
             part = json.loads(line)
             self.done[(part["id"], part["part"])] = part["value"]
 
     def get_or_run(self, qid: str, part: str, work: Any) -> Any:
+        if (qid, part) not in self.done and self.read_only:
+            return {"error": "not run"}
         if (qid, part) not in self.done:
             value = work()
             with self.path.open("a", encoding="utf-8") as handle:
@@ -202,10 +208,13 @@ class Parts:
 
 def evaluate_question(
     engine: Any, example: Example, args: argparse.Namespace, ref: bool, parts: Parts
-) -> dict[str, Any]:
-    """Every method on one question (cheapest first); exact references when ``ref``."""
+) -> dict[str, Any] | None:
+    """Every method on one question (cheapest first); exact references when ``ref``.
+    None when nothing was computed for it (``--summarize-only``)."""
     row: dict[str, Any] = {"id": example.id, "relevant": sorted(example.relevant), "methods": {}}
     ours = parts.get_or_run(example.id, "ours", lambda: _ours(engine, example, args, "answer"))
+    if "error" in ours:
+        return None
     _log(f"  ours: {ours['seconds']:.1f}s, {ours['passes']} passes, answer {ours['answer']!r}")
     row["answer"] = ours["answer"]
     row["methods"]["ours"] = ours
@@ -220,7 +229,9 @@ def evaluate_question(
         row["methods"][method] = parts.get_or_run(example.id, method, work)
     if ref and job.answer_ids():
         work = lambda: _reference(engine, example, ours["answer"])  # noqa: E731
-        row["reference"] = parts.get_or_run(example.id, "reference", work)
+        reference = parts.get_or_run(example.id, "reference", work)
+        if "error" not in reference:
+            row["reference"] = reference
     _score_row(row, example)
     return row
 
@@ -281,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     examples = [shrink(e, args.docs) for e in load_examples(args.data, limit=args.limit)]
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.model}-d{args.docs or 'all'}-b{args.budget}"
-    parts = Parts(args.out / f"parts-{tag}.jsonl")
+    parts = Parts(args.out / f"parts-{tag}.jsonl", read_only=args.summarize_only)
     rows = []
     for i, example in enumerate(examples):
-        rows.append(evaluate_question(engine, example, args, i < args.reference, parts))
+        row = evaluate_question(engine, example, args, i < args.reference, parts)
+        if row is not None:
+            rows.append(row)
         _log(f"[{i + 1}/{len(examples)}] {example.id} done")
     summary = summarize(rows, list(args.methods))
     (args.out / f"summary-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
