@@ -40,6 +40,7 @@ def plot(panels: list[tuple[str, dict[str, Any]]], out: Path) -> None:
     for ax, (label, summary) in zip(axes[0], panels, strict=True):
         for name, (ks, values) in _series(summary).items():
             ax.plot(ks, values, marker="o", label=name)
+            ax.set_xticks(ks)
         n = summary["n"]
         budget = summary.get("config", {}).get("budget")
         ax.set_title(f"{label} (N={n}, budget={budget})")
