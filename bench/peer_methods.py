@@ -46,17 +46,20 @@ class Job:
 
 @contextmanager
 def counted_passes(model: Any) -> Iterator[list[int]]:
-    """Counts top-level forward calls of ``model`` while the block runs (``box[0]``)."""
+    """Counts calls of ``model.forward`` while the block runs (``box[0]``). The method is
+    wrapped, not hooked: Captum calls ``model.forward`` directly, bypassing module hooks."""
     box = [0]
+    original = model.forward
 
-    def count(_module: Any, _args: Any) -> None:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         box[0] += 1
+        return original(*args, **kwargs)
 
-    handle = model.register_forward_pre_hook(count)
+    model.forward = counting
     try:
         yield box
     finally:
-        handle.remove()
+        del model.forward  # back to the class's method
 
 
 def plain_log_prob(job: Job, keep: np.ndarray, target: list[int]) -> float:

@@ -50,3 +50,16 @@ def test_shrink_keeps_gold_and_first_others_in_order() -> None:
     ]
     assert small.relevant == frozenset({4})
     assert peers.shrink(example, 0) is example
+
+
+def test_counted_passes_sees_direct_forward_calls_and_restores() -> None:
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    with pm.counted_passes(model) as passes:
+        model(torch.zeros(1, 2))
+        model.forward(torch.zeros(1, 2))  # as Captum calls it
+    assert passes[0] == 2
+    assert "forward" not in vars(model)
+    model(torch.zeros(1, 2))
+    assert passes[0] == 2
