@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.remote_cli import add_remote_arguments
 from service.schemas import ExplainRequest, ExplainResult
 
 EXIT_USAGE = 2
@@ -32,10 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result object as JSON")
+    add_remote_arguments(parser)  # --server URL, --html FILE, --api-key
 
 
 def main(args: argparse.Namespace) -> int:
-    """Validate, load the engine, explain, print. Exit 2 on invalid input, 1 on engine errors."""
+    """Validate, load the engine, explain, print. Exit 2 on invalid input, 1 on engine errors.
+
+    With ``--server`` the same options go to a running service through the client instead.
+    """
+    if args.server:
+        from service.remote_cli import run_remote
+
+        return int(run_remote(args))
     try:
         request = build_request(args)
     except (OSError, ValueError, ValidationError) as error:
@@ -49,6 +58,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"textgenshap explain: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(result.model_dump_json() if args.json else render(result, request))
+    if args.html:
+        from service.report import render_report
+
+        Path(args.html).write_text(render_report(request, result), encoding="utf-8")
     return 0
 
 

@@ -121,3 +121,22 @@ def test_text_output_lists_the_top_ten_candidates(sample_result: ExplainResult) 
     assert lines[12] == "  ... and 4 more (see --json)"
     assert lines[13] == "passage ranking: 0, 1"
     assert lines[14:16] == ["document (4 coalitions, exact):", "  +0.800 ± 0.050  doc 0  " + DOC0]
+
+
+def test_the_explain_command_goes_remote_with_server(
+    gateway: str, documents_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``textgenshap explain --server`` reaches run_remote through the real CLI parser
+    and never loads a model in process."""
+    from service import cli
+
+    argv = [
+        "explain", "--question", examples()[0]["question"], "--documents", str(documents_file),
+        "--model", MODEL, "--budget", "64", "--server", gateway, "--json",
+    ]  # fmt: skip
+    code = cli.main(argv)
+    out, _ = capsys.readouterr()
+    assert code == 0
+    result = ExplainResult.model_validate_json(out)
+    assert result.answer == "Wilhelm Conrad Röntgen"
+    assert result.stats.model == MODEL

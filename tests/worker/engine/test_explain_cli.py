@@ -81,3 +81,17 @@ def test_bad_levels_exit_2(capsys, documents):
     )
     assert code == 2
     assert "levels must be one of" in err
+
+
+def test_html_report_in_process(capsys, documents, tmp_path):
+    html = tmp_path / "report.html"
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--levels", "document,sentence",
+        "--max-new-tokens", "2", "--json", "--html", str(html),
+    )  # fmt: skip
+    assert code == 0
+    result = ExplainResult.model_validate_json(out)
+    page = html.read_text(encoding="utf-8")
+    assert page.count('<mark class="feat') == len(result.levels[-1].features)
+    assert "The author is Ada Lovelace." in page
