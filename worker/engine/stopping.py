@@ -34,7 +34,13 @@ def ends_answer(text: str) -> bool:
 
 def cut_answer(text: str) -> str:
     """The answer text: what precedes that newline, stripped."""
-    return text.lstrip().split("\n", 1)[0].strip()
+    return tidy(text.lstrip().split("\n", 1)[0])
+
+
+def tidy(text: str) -> str:
+    """Stripped, without the replacement characters a byte-level tokenizer decodes when
+    ``max_new_tokens`` cut a multi-byte character (CJK, Arabic, emoji) in half."""
+    return text.strip().rstrip("\ufffd").strip()
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class StopRule:
     def text(self, output: Sequence[int]) -> str:
         """The answer's text: decoded without EOS/special tokens, cut at the newline stop."""
         raw = self.raw(output)
-        return cut_answer(raw) if self.newline else raw.strip()
+        return cut_answer(raw) if self.newline else tidy(raw)
 
     def raw(self, output: Sequence[int]) -> str:
         ids = [t for t in output if t not in self.eos]

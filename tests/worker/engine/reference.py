@@ -55,7 +55,7 @@ def answer_text(tokenizer, tokens: Sequence[int], eos: set[int]) -> str:
     """The reference answer text: generated text without EOS, cut at the stopping newline."""
     text = tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
     line = text.lstrip().partition("\n")[0]
-    return line.strip()
+    return line.strip().rstrip("\ufffd").strip()  # a character cut by the limit is dropped
 
 
 def ended_by_newline(tokenizer, tokens: Sequence[int]) -> bool:

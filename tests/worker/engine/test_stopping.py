@@ -94,3 +94,17 @@ def test_text_rules():
     assert not ends_answer("\nParis")
     assert cut_answer("\n Paris is.\n\nThe answer") == "Paris is."
     assert cut_answer("  Paris  ") == "Paris"
+
+
+class Utf8PieceTokenizer(PieceTokenizer):
+    """Decodes like a byte-level BPE: a character cut in half becomes U+FFFD."""
+
+    PIECES = ["<pad>", "</s>", "東京", "\ufffd", "\n"]
+
+
+def test_a_character_cut_by_the_limit_is_dropped_from_the_text():
+    stop = rule(Utf8PieceTokenizer(), limit=2)
+    assert first_done(stop, [2, 3, 3]) == 2
+    assert stop.text([2, 3]) == "東京"
+    assert cut_answer("東京\ufffd\nx") == "東京"
+    assert rule(Utf8PieceTokenizer(), newline=False).text([2, 3]) == "東京"
