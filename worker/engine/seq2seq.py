@@ -13,6 +13,7 @@ it.
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -93,13 +94,13 @@ class Seq2SeqSession(EngineSession):
         eos = frozenset({engine.eos})
         self.stop = StopRule(engine.codec.tokenizer, eos, max_new_tokens, newline)
 
+    @abstractmethod
     def key(self, units: Sequence[Unit], mask: np.ndarray) -> Key:
         """What identifies a coalition's input (equal keys give equal answers)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states (B, S, H) and cross-attention mask (B, S) for the coalitions."""
-        raise NotImplementedError
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
         keys = [self.key(units, row) for row in check_masks(units, masks)]

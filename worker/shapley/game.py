@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,7 +53,7 @@ def coalition_key(row: Masks) -> bytes:
     return np.packbits(row).tobytes()
 
 
-class _MemoGame:
+class _MemoGame(ABC):
     """Memo, batching, budget accounting and hooks shared by both game types."""
 
     def __init__(
@@ -118,8 +119,9 @@ class _MemoGame:
         self.evaluate(masks)
         return [self._index[coalition_key(row)] for row in masks]
 
+    @abstractmethod
     def _store(self, keys: list[bytes], masks: Masks) -> None:
-        raise NotImplementedError
+        """Evaluate the new coalitions ``masks`` (memo keys ``keys``) and record their values."""
 
 
 class CategoricalGame(_MemoGame):
