@@ -2,11 +2,12 @@
 switched on in turn, on NaturalQuestions questions, for the same random coalitions.
 
     .venv/bin/python bench/engine.py [--models smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5]
-        [--coalitions 12] [--docs 5] [--max-new-tokens 8] [--questions 1] [--threads 1]
+        [--coalitions 12] [--docs 10] [--max-new-tokens 8] [--questions 1] [--threads 1]
         [--no-newline-stop]
 
 Prints one table row per (model, mode): seconds, forward passes and tokens computed (both
-per coalition), the speed-up over the naive loop, the speculative acceptance rate and the
+per coalition), the speed-up over the naive loop, the speculative acceptance rate (answer
+tree), the share of look-up draft tokens accepted, and the
 share of coalitions whose answer equals the naive loop's. Answers end at the first newline
 after their text (``EngineOptions.stop_at_newline``; the naive loop uses a
 ``StoppingCriteria`` with the same rule); ``--no-newline-stop`` turns that off everywhere.
@@ -39,12 +40,15 @@ from worker.shapley import segment  # noqa: E402
 from worker.shapley.units import Document  # noqa: E402
 
 NQ = nq_file(10)
+OFF = EngineOptions(prefix_cache=False, prefix_tree=False, speculative=False, lookup_tokens=0)
 MODES: dict[str, EngineOptions] = {
-    "engine: batched": EngineOptions(prefix_cache=False, speculative=False),
-    "+ prefix cache": EngineOptions(prefix_cache=True, speculative=False),
-    "+ speculative": EngineOptions(prefix_cache=True, speculative=True),
+    "engine: batched": OFF,
+    "+ prefix cache": replace(OFF, prefix_cache=True),
+    "+ prefix tree": replace(OFF, prefix_cache=True, prefix_tree=True),
+    "+ speculative": replace(OFF, prefix_cache=True, prefix_tree=True, speculative=True),
+    "+ look-up drafts": EngineOptions(),
 }
-FAST = {"fast mode (approx.)": EngineOptions(prefix_cache=True, speculative=True, fast=True)}
+FAST = {"fast mode (approx.)": EngineOptions(fast=True)}
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Row:
     coalitions: int
     acceptance: float | None
     agreement: float
+    lookup: float | None = None
 
 
 def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
@@ -164,7 +169,7 @@ def engine_mode(
     got = session.answer_tokens(units, masks[:1])
     for i in range(1, len(masks), chunk):
         got += session.answer_tokens(units, masks[i : i + chunk])
-    return got, session.stats, time.perf_counter() - start
+    return got, session, time.perf_counter() - start
 
 
 def bench_model(name, args) -> list[Row]:
@@ -186,9 +191,11 @@ def bench_model(name, args) -> list[Row]:
         modes = {m: o for m, o in modes.items() if not wanted or any(w in m for w in wanted)}
         for mode, options in modes.items():
             options = replace(options, stop_at_newline=stop)
-            got, stats, secs = engine_mode(
+            got, session, secs = engine_mode(
                 engine, options, question, docs, masks, args.max_new_tokens, args.chunk
             )
+            stats, proposed = session.stats, getattr(session, "lookup_proposed", 0)
+            lookup = session.lookup_accepted / proposed if proposed else None
             agree = float(np.mean([list(g) == r for g, r in zip(got, ref, strict=True)]))
             rows.append(
                 Row(
@@ -200,6 +207,7 @@ def bench_model(name, args) -> list[Row]:
                     len(masks),
                     stats.acceptance_rate,
                     agree,
+                    lookup,
                 )
             )
         print_table(rows[-len(modes) - 1 :], header=qi == 0 and name == args.models.split(",")[0])
@@ -215,7 +223,8 @@ def shapley_gap(name: str, args: argparse.Namespace) -> None:
     masks = np.array([[(s >> i) & 1 for i in range(n)] for s in range(2**n)], dtype=bool)
     masks = np.concatenate([masks[-1:], masks[:-1]])  # the full context first
     values = {}
-    for mode, options in (("exact", MODES["+ speculative"]), ("fast", FAST["fast mode (approx.)"])):
+    exact, fast = MODES["+ look-up drafts"], FAST["fast mode (approx.)"]
+    for mode, options in (("exact", exact), ("fast", fast)):
         got, _, secs = engine_mode(engine, options, question, docs, masks, args.max_new_tokens, 8)
         values[mode] = (np.array([g == got[0] for g in got], dtype=float), got, secs)
     agree = np.mean([a == b for a, b in zip(values["exact"][1], values["fast"][1], strict=True)])
@@ -243,7 +252,7 @@ def _shapley(masks: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 COLUMNS = [("model", 14), ("mode", 20), ("s", 7), ("x naive", 7), ("passes/coal", 11),
-           ("tokens/coal", 11), ("accept", 6), ("agree", 5)]  # fmt: skip
+           ("tokens/coal", 11), ("accept", 6), ("look-up", 7), ("agree", 5)]  # fmt: skip
 
 
 def print_table(rows: list[Row], header: bool) -> None:
@@ -256,7 +265,8 @@ def print_table(rows: list[Row], header: bool) -> None:
         cells = [
             r.model, r.mode, f"{r.seconds:.2f}", f"{base / r.seconds:.2f}",
             f"{r.passes / r.coalitions:.2f}", f"{r.tokens / r.coalitions:.0f}",
-            "-" if r.acceptance is None else f"{r.acceptance:.2f}", f"{r.agreement:.2f}",
+            "-" if r.acceptance is None else f"{r.acceptance:.2f}",
+            "-" if r.lookup is None else f"{r.lookup:.2f}", f"{r.agreement:.2f}",
         ]  # fmt: skip
         line = " | ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
         print(f"| {line} |", flush=True)
@@ -266,7 +276,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5")
     parser.add_argument("--coalitions", type=int, default=12)
-    parser.add_argument("--docs", type=int, default=5)
+    parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--questions", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=8, help="coalitions per answers() call")

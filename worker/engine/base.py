@@ -25,7 +25,11 @@ class EngineOptions:
     ``batch_tokens``: token positions per batched forward pass (0 = choose from memory);
     ``max_batch``: coalitions per batch (1 disables batching); ``prefix_cache``: reuse
     the full-context KV cache (causal) / the cached passage encodings (FiD);
-    ``speculative``: verify the job's answer tree as a draft; ``fast`` (decoder-only,
+    ``prefix_tree`` (decoder-only): coalitions of a batch share the KV of the leading
+    tokens they have in common; ``speculative``: verify the job's answer tree as a draft;
+    ``lookup_tokens`` (decoder-only): where greedy decoding leaves that tree, each step
+    also verifies up to this many tokens that followed the last generated ones in the job's
+    answers or the coalition's prompt (0 = off); ``fast`` (decoder-only,
     opt-in, approximate): a coalition is the full-context KV cache with the removed units'
     slots masked out, and only the question tail is recomputed. ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
@@ -37,8 +41,10 @@ class EngineOptions:
     batch_tokens: int = 0
     max_batch: int = 32
     prefix_cache: bool = True
+    prefix_tree: bool = True
     speculative: bool = True
     draft_nodes: int = 64
+    lookup_tokens: int = 6
     fast: bool = False
     stop_at_newline: bool = True
 

@@ -1,9 +1,12 @@
 """Decoder-only engine (Llama, Gemma, SmolLM): exact greedy answers with shared work.
 
-Per batch of coalitions: rows reuse the full-context KV cache up to where their prompt
-first differs from it, compute only the rest of their prompt plus the job's draft tree in
-one forward pass (tree attention), and decode further only where greedy decoding leaves the
-tree. The vocabulary projection runs only where a next token is needed.
+A batch of coalitions is packed into one cache row as a tree (``packing.PackedTree``):
+each coalition reuses the full-context KV cache up to where its prompt first differs from
+it; the rest of the prompts form a prefix tree, so tokens coalitions share are computed
+once; a copy of the job's answer tree hangs below each prompt as the speculative draft,
+all in one forward pass. Decoding continues only where greedy decoding leaves the tree,
+with look-up drafts (``lookup.follow``) verified in each step. The vocabulary projection
+runs only where a next token is needed.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import numpy.typing as npt
 import torch
 from transformers import DynamicCache
 
-from worker.engine.attend import MaskSpec, Slots, build_mask
-from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks, chunks
+from worker.engine.attend import MaskSpec, build_mask
+from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
 from worker.engine.draft import DraftTree, Walk, greedy_walk
 from worker.engine.errors import ContextTooLong
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
+from worker.engine.lookup import corpus_of, follow
 from worker.engine.memory import split_on_oom, token_budget
+from worker.engine.packing import PackedTree, shared_prefix
 from worker.engine.prompts import Codec
 from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
@@ -97,19 +102,26 @@ class _Plan:
     def length(self) -> int:
         return self.start + len(self.new)
 
+    @property
+    def branch_key(self) -> Hashable:
+        """Plans with equal keys see the same full-context slots (and may share nodes)."""
+        return self.keep if isinstance(self.keep, int) else self.keep.tobytes()
+
     def extended(self, tokens: tuple[int, ...]) -> _Plan:
         return _Plan(self.key, self.keep, self.new + tokens, self.start)
 
 
 @dataclass
 class _Batch:
-    """A batch mid-decoding: cache, slot table, and per row its prompt length and output."""
+    """A packed batch mid-decoding: the node tree and its cache, and per coalition the last
+    computed node on its answer's path, its output so far and its look-up corpus."""
 
+    tree: PackedTree
     cache: DynamicCache
-    slots: Slots
-    lengths: list[int]
+    plans: list[_Plan]
+    last: list[int]
     outputs: list[list[int]]
-    rows: list[int]
+    corpora: list[np.ndarray]
 
 
 class CausalSession(EngineSession):
@@ -124,6 +136,8 @@ class CausalSession(EngineSession):
         self.tree = DraftTree(max_nodes=engine.options.draft_nodes)
         newline = engine.newline_ids if engine.options.stop_at_newline else frozenset()
         self.stop = StopRule(engine.tokenizer, frozenset(engine.eos), max_new_tokens, newline)
+        self.lookup_proposed = 0
+        self.lookup_accepted = 0
         self._memo: dict[Hashable, tuple[int, ...]] = {}
         self._answer_ids: dict[str, tuple[int, ...]] = {}
         self._full_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -185,20 +199,36 @@ class CausalSession(EngineSession):
         return len(self.tree) if self.engine.options.speculative else 0
 
     def _decode_batch(self, batch: list[tuple[int, _Plan]]) -> list[None]:
-        plans = [p for _, p in batch]
+        """Prompts, shared prefixes and one copy of the draft tree per coalition in one pass;
+        then cached steps (with look-up drafts) where greedy decoding left the tree."""
+        state = self._pack([p for _, p in batch])
+        self.stats.batch_sizes.append(len(batch))
         tree = self.tree if self.engine.options.speculative and len(self.tree) else None
-        state, hidden = self._prefill(plans, tree)
-        n = len(tree) if tree is not None else 0
-        argmax = self.engine.logits(hidden[:, hidden.shape[1] - n - 1 :]).argmax(-1).tolist()
-        walks = [self._walk(tree, a) for a in argmax]
-        if tree is not None:
-            state.slots.valid[:, -n:] = _on_path(tree, walks, state.slots.valid.device)
-        for row, walk in enumerate(walks):
+        drafts = [self._hang(state, row, tree) for row in range(len(state.plans))]
+        hidden, first = self._run(state, len(state.plans))
+        rows = [[state.last[row], *nodes] for row, nodes in enumerate(drafts)]
+        argmax = self._argmax(hidden, first, rows)
+        for row, (nodes, greedy) in enumerate(zip(drafts, argmax, strict=True)):
+            walk = self._walk(tree, greedy)
             state.outputs[row] = walk.tokens
+            if walk.last_node >= 0:
+                state.last[row] = nodes[walk.last_node]
         self._continue(state)
-        for plan, output in zip(plans, state.outputs, strict=True):
+        for plan, output in zip(state.plans, state.outputs, strict=True):
             self._remember(plan.key, output)
         return []
+
+    def _hang(self, state: _Batch, row: int, tree: DraftTree | None) -> list[int]:
+        """A copy of the draft tree below the coalition's last prompt token (never shared:
+        its states depend on that prompt)."""
+        if tree is None:
+            return []
+        packed, leaf, length = state.tree, state.last[row], state.plans[row].length
+        branch, nodes = packed.branches[leaf], []
+        for token, parent, depth in zip(tree.tokens, tree.parents, tree.depths, strict=True):
+            above = nodes[parent] if parent >= 0 else leaf
+            nodes.append(packed.add(branch, above, token, length - 1 + depth, share=False))
+        return nodes
 
     def _walk(self, tree: DraftTree | None, argmax: list[int]) -> Walk:
         walk = greedy_walk(tree or DraftTree(0), argmax, self.stop.done)
@@ -207,27 +237,53 @@ class CausalSession(EngineSession):
         return walk
 
     def _continue(self, state: _Batch) -> None:
-        """Plain cached greedy steps for the rows whose answer left the draft tree."""
+        """Cached greedy steps for the rows still going. Each step also proposes a look-up
+        draft per row (``lookup.follow``) and keeps the part greedy decoding agrees with."""
         while True:
             active = [r for r, out in enumerate(state.outputs) if not self.stop.done(out)]
             if not active:
                 return
-            self._select(state, active)
-            last = torch.tensor([[state.outputs[r][-1]] for r in state.rows])
-            pos = torch.tensor([[state.lengths[r] + len(state.outputs[r]) - 1] for r in state.rows])
-            hidden = self._forward(state, last, pos, torch.ones_like(pos, dtype=torch.bool))
-            for r, token in zip(
-                state.rows, self.engine.logits(hidden[:, -1]).argmax(-1).tolist(), strict=True
+            chains, guesses = [], []
+            for r in active:
+                out, plan, last = state.outputs[r], state.plans[r], state.last[r]
+                guess = self._guess(state.corpora[r], out)
+                branch = state.tree.branches[last]
+                start = plan.length + len(out) - 1
+                chains.append(state.tree.add_path(branch, last, [out[-1], *guess], start, False))
+                guesses.append(guess)
+            hidden, first = self._run(state, len(active))
+            for r, chain, guess, greedy in zip(
+                active, chains, guesses, self._argmax(hidden, first, chains), strict=True
             ):
-                state.outputs[r].append(int(token))
+                state.last[r] = chain[self._accept(state.outputs[r], guess, greedy)]
 
-    def _select(self, state: _Batch, active: list[int]) -> None:
-        keep = [state.rows.index(r) for r in active]
-        if len(keep) != len(state.rows):
-            index = torch.tensor(keep, device=state.slots.pos.device)
-            state.cache.batch_select_indices(index)
-            state.slots = state.slots.select(index)
-        state.rows = active
+    def _guess(self, corpus: np.ndarray, out: list[int]) -> list[int]:
+        room = self.max_new_tokens - len(out) - 1
+        guess = follow(corpus, out, min(self.engine.options.lookup_tokens, room))
+        self.lookup_proposed += len(guess)
+        return guess
+
+    def _accept(self, out: list[int], guess: list[int], greedy: list[int]) -> int:
+        """Append greedy tokens while they confirm the guess; returns how many guessed
+        tokens were accepted (the index of the last node on the answer's path)."""
+        taken = 0
+        while True:
+            token = greedy[taken]
+            out.append(token)
+            if self.stop.done(out) or taken >= len(guess) or token != guess[taken]:
+                self.lookup_accepted += taken
+                return taken
+            taken += 1
+
+    def _argmax(self, hidden: torch.Tensor, first: int, rows: list[list[int]]) -> list[list[int]]:
+        """Greedy next tokens after the given nodes (the output head runs on those only)."""
+        flat = [node - first for row in rows for node in row]
+        tokens = self.engine.logits(hidden[flat]).argmax(-1).tolist()
+        out, at = [], 0
+        for row in rows:
+            out.append(tokens[at : at + len(row)])
+            at += len(row)
+        return out
 
     def _remember(self, key: Hashable, output: list[int]) -> None:
         answer = tuple(output)
@@ -242,9 +298,13 @@ class CausalSession(EngineSession):
     # --- teacher forcing -----------------------------------------------------------------
 
     def _score_batch(self, batch: list[tuple[int, _Plan]], target: tuple[int, ...]) -> list[float]:
-        _, hidden = self._prefill([p.extended(target) for _, p in batch], None)
-        n, width = len(target), hidden.shape[1]
-        logits = self.engine.logits(hidden[:, width - n - 1 : width - 1])
+        state = self._pack([p.extended(target) for _, p in batch])
+        self.stats.batch_sizes.append(len(batch))
+        hidden, first = self._run(state, len(batch))
+        n = len(target)
+        rows = [list(state.tree.paths[leaf][-n - 1 : -1]) for leaf in state.last]
+        flat = [node - first for row in rows for node in row]
+        logits = self.engine.logits(hidden[flat]).view(len(rows), n, -1)
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(n), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
 
@@ -256,14 +316,29 @@ class CausalSession(EngineSession):
     # --- shared forward machinery --------------------------------------------------------
 
     def _batches(self, plans: Sequence[_Plan], extra: int) -> list[list[tuple[int, _Plan]]]:
-        """Batches of (index, plan), sorted by new length then reuse so that rows of a batch
-        pad little; sized by the memory budget."""
-        new = [len(p.new) + extra for p in plans]
-        order = sorted(range(len(plans)), key=lambda i: (new[i], plans[i].reach))
+        """Batches of (index, plan) in prefix order, so that coalitions sharing leading
+        tokens land together; a batch holds what fits the memory budget once shared
+        tokens are counted once (plus ``extra`` draft or target tokens per row)."""
+        order = sorted(range(len(plans)), key=lambda i: (plans[i].branch_key, plans[i].new))
         context = len(self.full) + self.max_new_tokens + extra
         budget = self.engine.options.batch_tokens or token_budget(self.engine, context)
-        groups = chunks(order, new, budget, self.engine.options.max_batch)
-        return [[(i, plans[i]) for i in group] for group in groups]
+        share = self.engine.options.prefix_tree
+        out: list[list[tuple[int, _Plan]]] = []
+        current: list[tuple[int, _Plan]] = []
+        used = 0
+        for i in order:
+            plan = plans[i]
+            cost = len(plan.new) + extra
+            if share and current and current[-1][1].branch_key == plan.branch_key:
+                cost -= shared_prefix(current[-1][1].new, plan.new)
+            if current and (used + cost > budget or len(current) >= self.engine.options.max_batch):
+                out.append(current)
+                current, used, cost = [], 0, len(plan.new) + extra
+            current.append((i, plan))
+            used += cost
+        if current:
+            out.append(current)
+        return out
 
     def _reuse(self, prompt: tuple[int, ...]) -> int:
         """How many leading tokens the full-context cache covers (at least one is left)."""
@@ -274,104 +349,55 @@ class CausalSession(EngineSession):
         diff = np.flatnonzero(a != b)
         return int(diff[0]) if diff.size else n
 
-    def _prefill(self, plans: list[_Plan], tree: DraftTree | None) -> tuple[_Batch, torch.Tensor]:
-        """One forward pass over every row's new tokens (+ the draft tree)."""
-        state = self._prefix_state(plans)
-        ids, pos, valid = _right_aligned(plans, self.engine.pad)
-        anc = None
-        if tree is not None:
-            depth = torch.tensor(tree.depths)
-            ids = torch.cat([ids, torch.tensor(tree.tokens).expand(len(plans), -1)], 1)
-            pos = torch.cat([pos, torch.tensor([p.length - 1 for p in plans])[:, None] + depth], 1)
-            valid = torch.cat([valid, torch.ones(len(plans), len(tree), dtype=torch.bool)], 1)
-            anc = torch.from_numpy(tree.ancestry())
-        self.stats.batch_sizes.append(len(plans))
-        return state, self._forward(state, ids, pos, valid, anc)
-
-    def _forward(
-        self,
-        state: _Batch,
-        ids: torch.Tensor,
-        pos: torch.Tensor,
-        valid: torch.Tensor,
-        anc: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Run the base model on new slots; returns their final hidden states."""
-        device = self.engine.torch_device
-        ids, pos, valid = ids.to(device), pos.to(device), valid.to(device)
-        state.slots = state.slots.extend(pos, valid)
-        mask = build_mask(
-            self.engine.mask_spec, state.slots, pos, None if anc is None else anc.to(device)
-        )
-        out = self.engine.base(
-            input_ids=ids, position_ids=pos.clamp(min=0), attention_mask=mask,
-            cache=state.cache, use_cache=True,
-        )  # fmt: skip
-        self.stats.forward_passes += ids.shape[0]
-        self.stats.tokens_computed += ids.numel()
-        return out.last_hidden_state
-
-    def _prefix_state(self, plans: list[_Plan]) -> _Batch:
-        """A batch cache holding the shared full-context slots, each row seeing what it keeps."""
-        device, rows, longest = self.engine.torch_device, len(plans), max(p.reach for p in plans)
+    def _pack(self, plans: list[_Plan]) -> _Batch:
+        """One cache row: the full-context slots the plans reuse, then their prompts' new
+        tokens as a prefix tree (shared leading tokens computed once when ``prefix_tree``)."""
+        reach = max(p.reach for p in plans)
         cache = DynamicCache()
-        if longest:
+        if reach:
             for layer, (k, v) in enumerate(self._full_cache()):
-                cache.update(_rows(k, longest, rows), _rows(v, longest, rows), layer)
-        pos = torch.arange(longest, device=device).expand(rows, -1)
-        valid = torch.zeros((rows, longest), dtype=torch.bool)
-        for r, plan in enumerate(plans):
-            if isinstance(plan.keep, int):
-                valid[r, : plan.keep] = True
-            else:
-                valid[r, : plan.reach] = torch.from_numpy(plan.keep)
-        lengths = [p.length for p in plans]
-        slots = Slots(pos, valid.to(device))
-        return _Batch(cache, slots, lengths, [[] for _ in plans], list(range(rows)))
+                cache.update(k[:, :, :reach], v[:, :, :reach], layer)
+        tree = PackedTree(reach)
+        share = self.engine.options.prefix_tree
+        leaves = []
+        for plan in plans:
+            branch = tree.branch(plan.keep, plan.branch_key if share else None)
+            leaves.append(tree.add_path(branch, -1, plan.new, plan.start, share)[-1])
+        answers = list(self._answer_ids.values())
+        corpora = [corpus_of([self._prompt(p), *answers]) for p in plans]
+        return _Batch(tree, cache, plans, leaves, [[] for _ in plans], corpora)
+
+    def _prompt(self, plan: _Plan) -> tuple[int, ...]:
+        if isinstance(plan.keep, int):
+            return self.full[: plan.start] + plan.new
+        return self.full
+
+    def _run(self, state: _Batch, coalitions: int) -> tuple[torch.Tensor, int]:
+        """Compute the pending nodes in one forward pass over ``coalitions`` coalitions;
+        returns their final hidden states and the index of the first one."""
+        device, tree = self.engine.torch_device, state.tree
+        queries = tree.pending()
+        ids = torch.tensor([tree.tokens[queries.start :]], device=device)
+        pos = torch.tensor([tree.positions[queries.start :]], device=device)
+        mask = build_mask(self.engine.mask_spec, tree, queries, device)
+        out = self.engine.base(
+            input_ids=ids, position_ids=pos, attention_mask=mask, cache=state.cache,
+            use_cache=True,
+        )  # fmt: skip
+        tree.computed = queries.stop
+        self.stats.forward_passes += coalitions
+        self.stats.tokens_computed += len(queries)
+        return out.last_hidden_state[0], queries.start
 
     def _full_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The full-context prompt's KV cache, computed once per job."""
         if self._full_kv is None:
-            device = self.engine.torch_device
-            empty = Slots(
-                torch.zeros(1, 0, dtype=torch.long, device=device),
-                torch.zeros(1, 0, dtype=torch.bool, device=device),
-            )
-            state = _Batch(DynamicCache(), empty, [len(self.full)], [[]], [0])
-            n = len(self.full)
-            self._forward(
-                state,
-                torch.tensor([self.full]),
-                torch.arange(n)[None],
-                torch.ones(1, n, dtype=torch.bool),
-            )
+            tree = PackedTree(0)
+            tree.add_path(tree.branch(0), -1, self.full, 0, share=False)
+            state = _Batch(tree, DynamicCache(), [], [], [], [])
+            self._run(state, 1)
             self._full_kv = [(layer.keys, layer.values) for layer in state.cache.layers]
         return self._full_kv
-
-
-def _rows(cached: torch.Tensor, length: int, rows: int) -> torch.Tensor:
-    return cached[:, :, :length].expand(rows, -1, -1, -1).contiguous()
-
-
-def _right_aligned(plans: list[_Plan], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's new tokens right-aligned in one width (left padding invalid)."""
-    rows, width = len(plans), max(len(p.new) for p in plans)
-    ids = torch.full((rows, width), pad, dtype=torch.long)
-    pos = torch.zeros((rows, width), dtype=torch.long)
-    valid = torch.zeros((rows, width), dtype=torch.bool)
-    for r, plan in enumerate(plans):
-        n = len(plan.new)
-        ids[r, width - n :] = torch.tensor(plan.new)
-        pos[r, width - n :] = torch.arange(plan.start, plan.length)
-        valid[r, width - n :] = True
-    return ids, pos, valid
-
-
-def _on_path(tree: DraftTree, walks: list[Walk], device: torch.device) -> torch.Tensor:
-    """Per row, which tree slots stay visible after verification: the accepted path."""
-    anc = torch.from_numpy(tree.ancestry())
-    none = torch.zeros(len(tree), dtype=torch.bool)
-    return torch.stack([anc[w.last_node] if w.last_node >= 0 else none for w in walks]).to(device)
 
 
 def _usable_backend(loaded: LoadedModel) -> str:

@@ -1,0 +1,63 @@
+"""The packed prefix tree: shared nodes, paths, and who sees what."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.engine.packing import PackedTree, shared_prefix
+
+
+def test_shared_leading_tokens_are_one_node_per_branch():
+    tree = PackedTree(reach=4)
+    branch = tree.branch(2, key=2)
+    a = tree.add_path(branch, -1, [7, 8, 9], start=2, share=True)
+    b = tree.add_path(tree.branch(2, key=2), -1, [7, 8, 5], start=2, share=True)
+    assert a[:2] == b[:2]
+    assert a[2] != b[2]
+    assert len(tree) == 4
+    other = tree.add_path(tree.branch(3, key=3), -1, [7], start=3, share=True)
+    assert other[0] not in a  # another reuse length is another branch: nothing shared
+    assert tree.positions[a[2]] == 4
+    assert tree.positions[other[0]] == 3
+
+
+def test_unshared_paths_duplicate_nodes():
+    tree = PackedTree(reach=0)
+    a = tree.add_path(tree.branch(0), -1, [1, 2], 0, share=False)
+    b = tree.add_path(tree.branch(0), -1, [1, 2], 0, share=False)
+    assert set(a).isdisjoint(b)
+    assert len(tree) == 4
+
+
+def test_a_node_sees_its_branch_slots_and_its_path_only():
+    tree = PackedTree(reach=3)
+    first = tree.add_path(tree.branch(2, key=2), -1, [10, 11], start=2, share=True)
+    draft = tree.add(tree.branches[first[-1]], first[-1], 12, 4, share=False)
+    sibling = tree.add(tree.branches[first[-1]], first[-1], 13, 4, share=False)
+    seen = tree.seen(range(len(tree)), window=None)
+    assert seen.shape == (4, 3 + 4)
+    # full-context slots: the branch reuses the first two of three
+    assert seen[:, :3].tolist() == [[True, True, False]] * 4
+    keys = seen[:, 3:]
+    assert keys[first[0]].tolist() == [True, False, False, False]
+    assert keys[draft].tolist() == [True, True, True, False]
+    assert keys[sibling].tolist() == [True, True, False, True]  # not the rejected draft
+
+
+def test_flagged_branches_and_the_sliding_window():
+    tree = PackedTree(reach=4)
+    branch = tree.branch(np.array([True, False, True, True]), key=b"x")
+    node = tree.add(branch, -1, 5, position=4, share=True)
+    assert tree.seen(range(1), None)[0].tolist() == [True, False, True, True, True]
+    # window 2: a query at position 4 sees positions 3 and 4 only
+    assert tree.seen(range(1), 2)[0].tolist() == [False, False, False, True, True]
+    assert tree.computed == 0
+    assert tree.pending() == range(0, 1)
+    assert node == 0
+
+
+def test_shared_prefix():
+    assert shared_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert shared_prefix([1, 2], [1, 2, 3]) == 2
+    assert shared_prefix([], [1]) == 0
+    assert shared_prefix([5], [1]) == 0

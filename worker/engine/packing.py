@@ -1,0 +1,114 @@
+"""A batch of coalitions packed into one cache row as a tree of token nodes.
+
+The coalitions of one job share most of their prompts: the full-context prefix (computed
+once per job) and, inside a batch, whatever leading tokens they have in common after it.
+Packing a batch as a prefix tree computes every shared token once and needs no padding.
+Draft tokens (the job's answer tree, look-up chains) hang off any node the same way. A
+node sees exactly its own ancestors (and the full-context slots its branch reuses), so a
+rejected draft never influences anything: it simply is nobody's ancestor.
+
+Everything here is plain data (numpy); ``causal.py`` turns it into model inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass
+class PackedTree:
+    """Nodes in computation order after ``reach`` full-context slots.
+
+    Node ``i`` holds ``tokens[i]`` at ``positions[i]``, belongs to branch ``branches[i]``
+    (which full-context slots it may see) and has the node path ``paths[i]`` (its
+    ancestors and itself, in order). Its key slot in the cache is ``reach + i``.
+    """
+
+    reach: int
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    branches: list[int] = field(default_factory=list)
+    paths: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    visible: list[Bools] = field(default_factory=list)
+    computed: int = 0
+    _children: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    _branch_keys: dict[object, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def branch(self, visible: int | Bools, key: object | None = None) -> int:
+        """A branch seeing the first ``visible`` full-context slots (or those flagged).
+        Equal ``key`` values return the same branch; ``None`` always makes a new one."""
+        if key is not None and key in self._branch_keys:
+            return self._branch_keys[key]
+        if isinstance(visible, int):
+            flags = np.arange(self.reach) < visible
+        else:
+            flags = np.zeros(self.reach, dtype=bool)
+            flags[: len(visible)] = visible
+        self.visible.append(flags)
+        number = len(self.visible) - 1
+        if key is not None:
+            self._branch_keys[key] = number
+        return number
+
+    def add(self, branch: int, parent: int, token: int, position: int, share: bool) -> int:
+        """Append a node under ``parent`` (-1: the branch's root); with ``share`` an equal
+        node already there (same branch, parent and token) is reused instead."""
+        key = (branch, parent, token)
+        if share and key in self._children:
+            return self._children[key]
+        node = len(self.tokens)
+        self.tokens.append(int(token))
+        self.positions.append(int(position))
+        self.branches.append(branch)
+        above = self.paths[parent] if parent >= 0 else np.zeros(0, dtype=np.int64)
+        self.paths.append(np.append(above, node))
+        if share:
+            self._children[key] = node
+        return node
+
+    def add_path(
+        self, branch: int, parent: int, tokens: Sequence[int], start: int, share: bool
+    ) -> list[int]:
+        """Append ``tokens`` as a chain below ``parent``, the first at ``start``."""
+        nodes = []
+        for offset, token in enumerate(tokens):
+            parent = self.add(branch, parent, token, start + offset, share)
+            nodes.append(parent)
+        return nodes
+
+    def pending(self) -> range:
+        """The nodes not yet computed (they are computed in index order)."""
+        return range(self.computed, len(self.tokens))
+
+    def seen(self, queries: range, window: int | None) -> Bools:
+        """(Q, K) visibility of the ``queries`` nodes over every key slot up to the last
+        query: their branch's full-context slots and their own path, at or before their
+        position and, for sliding-window layers, within ``window`` positions."""
+        keys = self.reach + queries.stop
+        out = np.zeros((len(queries), keys), dtype=bool)
+        for row, node in enumerate(queries):
+            out[row, : self.reach] = self.visible[self.branches[node]]
+            out[row, self.reach + self.paths[node]] = True
+        if window is not None:
+            key_pos = np.concatenate([np.arange(self.reach), self.positions[: queries.stop]])
+            query_pos = np.asarray(self.positions[queries.start : queries.stop])
+            out &= (query_pos[:, None] - key_pos[None, :]) < window
+        return out
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
