@@ -112,8 +112,13 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
     done = store.done_ids()
     todo = [e for e in examples if e.id not in done]
     engine = _load_engine(args) if todo else None
-    bar = tqdm(todo, desc=f"eval {args.data.name}", unit="q", initial=len(examples) - len(todo))
-    bar.total = len(examples)
+    bar = tqdm(
+        todo,
+        desc=f"eval {args.data.name}",
+        unit="q",
+        initial=len(examples) - len(todo),
+        total=len(examples),
+    )
     for example in bar:
         try:
             store.append(evaluate(engine, example, config))

@@ -39,13 +39,17 @@ def test_nq_run_writes_results_summary_and_table(tmp_path: Path) -> None:
     assert "| shapley | 1.000 | 1.000 | 1.000 |" in (out / "summary.md").read_text()
 
 
-def test_rerun_skips_done_questions_and_extends_the_limit(tmp_path: Path) -> None:
+def test_rerun_skips_done_questions_and_extends_the_limit(tmp_path: Path, capsys) -> None:
     out = tmp_path / "nq"
     assert _run("--data", str(NQ), "--limit", "2", "--model", GOLD, "--out", str(out)) == 0
     first = (out / "results.jsonl").read_text()
     assert _run("--data", str(NQ), "--limit", "2", "--model", GOLD, "--out", str(out)) == 0
     assert (out / "results.jsonl").read_text() == first  # nothing re-evaluated
+    capsys.readouterr()
     assert _run("--data", str(NQ), "--limit", "3", "--model", GOLD, "--out", str(out)) == 0
+    bar = capsys.readouterr().err
+    assert "2/3" in bar  # the progress bar counts the done questions against the whole run
+    assert "/1 " not in bar
     assert (out / "results.jsonl").read_text().startswith(first)
     assert len(_ids(out)) == 3
     assert len(set(_ids(out))) == 3
