@@ -3,30 +3,46 @@
 Joint mode: one prompt; each coalition's encoder input is its masked prompt (removed
 documents dropped, or removed tokens replaced by pad and masked out: positions kept), and
 the encoder runs once per coalition, batched. FiD mode: each passage is encoded once with
-the question when the session opens; a coalition is only a mask over those cached encoder
-states (plus a question-only passage shown when nothing else is), so the encoder never
-runs again in the job. Either way the decoder first verifies the job's most frequent
-answer as a draft in one teacher-forced pass and decodes further only where greedy leaves
-it.
+the question when the session opens, and its cross-attention keys and values are computed
+once; a coalition is only a mask over them (plus a question-only passage shown when
+nothing else is), so the encoder never runs again in the job.
+
+Decoding is greedy with speculation: every decoder call feeds each row its last token plus
+a proposed continuation, the rest of the most frequent answer already generated in the job
+that extends the row's answer so far (a prefix tree of answers), or where the tree has
+none a look-up draft (``lookup.follow``: what followed the last generated tokens in the
+job's answers or the coalition's passages; its length adapts to how often it is
+accepted), and keeps the proposed tokens that equal greedy's. Rows sit at their own
+positions in one lockstep batch, so rows that leave the draft at different points never
+split the batch; finished rows drop out. In FiD the rows of a batch share one set of
+cross-attention keys and values (each with its own mask), read once per call for all.
+
+For T5 (``T5ForConditionalGeneration``, fp32/bf16) the forward pass is ``T5Kernel``: the
+model's own modules called directly, the same operations as its SDPA forward minus what
+the generic forward redoes on every call. Other encoder-decoder models use
+``GenericKernel`` (plain ``model(...)`` calls without a decoder cache).
 """
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
+from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
 from worker.engine.errors import ContextTooLong
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
+from worker.engine.lookup import corpus_of, follow
 from worker.engine.memory import CPU_TOKENS, split_on_oom
 from worker.engine.prompts import Codec, Encoded, fid_passage
 from worker.engine.stopping import StopRule, newline_ids
@@ -35,6 +51,8 @@ from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
 
 Key = tuple[int, ...]
+Answer = tuple[int, ...]
+BIAS_BYTES = 256 * 2**20  # T5Kernel keeps the encoder's position bias up to this size
 
 
 class Seq2SeqEngine(Engine):
@@ -53,6 +71,9 @@ class Seq2SeqEngine(Engine):
         self.pad = int(config.pad_token_id)
         self.start = int(config.decoder_start_token_id)
         self.newline_ids = newline_ids(loaded.tokenizer)
+        self.kernel: Kernel = (
+            T5Kernel(self.model) if T5Kernel.supports(self.model) else GenericKernel(self.model)
+        )
         self._warm_up()
 
     def open_session(
@@ -80,40 +101,336 @@ class Seq2SeqEngine(Engine):
         self.open_session("Warm up?", docs, max_new_tokens=2).answers(units, np.ones((1, 1), bool))
 
 
+# --- forward passes ---------------------------------------------------------------------
+
+
+@dataclass
+class Memory:
+    """Encoder output as the decoder reads it, for a batch of rows: ``parts`` (for
+    ``T5Kernel`` every decoder layer's cross-attention keys and values (B, H, S, d), for
+    ``GenericKernel`` the encoder states), with B = 1 when every row shares them (FiD),
+    and ``mask`` (rows, S), True where a row attends."""
+
+    parts: list[torch.Tensor]
+    mask: torch.Tensor
+
+    @property
+    def shared(self) -> bool:
+        return self.parts[0].shape[0] == 1
+
+    def rows(self, index: torch.Tensor) -> Memory:
+        parts = self.parts if self.shared else [p[index] for p in self.parts]
+        return Memory(parts, self.mask[index])
+
+
+class Decoding(Protocol):
+    """A batch being decoded: ``step`` feeds ``ids`` (B, q) at positions ``pos[r]`` ..
+    ``pos[r] + q - 1`` of row r (earlier positions were fed by earlier steps) and returns
+    the logits (B, q, V) in fp32 and the token positions computed; ``keep`` drops rows."""
+
+    def step(self, ids: torch.Tensor, pos: list[int]) -> tuple[torch.Tensor, int]: ...
+
+    def keep(self, rows: list[int]) -> None: ...
+
+
+class Kernel(Protocol):
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Encoder states (B, S, H) of ``ids`` (B, S); ``mask`` (B, S) bool or None."""
+        ...
+
+    def memory(self, states: torch.Tensor, mask: torch.Tensor) -> Memory: ...
+
+    def decoding(self, memory: Memory, length: int) -> Decoding:
+        """A decoder for ``memory``'s rows, positions 0 .. length - 1."""
+        ...
+
+
+class T5Kernel:
+    """T5's forward pass by direct calls of its modules (layer norms, projections,
+    feed-forward blocks, embeddings, LM head) and SDPA: the operations of Hugging Face's
+    T5 forward with SDPA, in the same order, without what that forward redoes on every
+    call: the relative position bias (here built from the distinct offsets, not by
+    bucketing every query-key pair, and once per batch, not per layer), the attention
+    masks (once per batch), the cross-attention keys and values (once per set of encoder
+    states, not per decoder call) and the cache bookkeeping. The decoder's self-attention
+    cache holds every row at its own position, so rows of one batch may be at different
+    lengths."""
+
+    def __init__(self, model: Any) -> None:
+        self.model: Any = model
+        self.encoder: Any = model.encoder
+        self.decoder: Any = model.decoder
+        first = self.encoder.block[0].layer[0].SelfAttention
+        self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
+        weight = model.lm_head.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.min = torch.finfo(self.dtype).min
+        config = model.config
+        scale = getattr(config, "scale_decoder_outputs", config.tie_word_embeddings)
+        self.out_scale = model.model_dim**-0.5 if scale else None
+        self._decoder_bias: dict[int, torch.Tensor] = {}
+        self._encoder_bias = torch.zeros((1, self.heads, 0, 0), dtype=self.dtype)
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """T5 with its first layer holding the relative bias, not fp16 (whose forward clamps
+        activations) and not training (no dropout here)."""
+        if not isinstance(model, T5ForConditionalGeneration) or model.training:
+            return False
+        if model.lm_head.weight.dtype == torch.float16:
+            return False
+        stacks: tuple[Any, Any] = (model.encoder, model.decoder)
+        return all(
+            block.layer[0].SelfAttention.has_relative_attention_bias == (i == 0)
+            for stack in stacks
+            for i, block in enumerate(stack.block)
+        )
+
+    def bias(self, attention: Any, query: int, key: int) -> torch.Tensor:
+        """``attention.compute_bias(query, key)`` (1, H, query, key): the same buckets and
+        embedding rows, bucketing the query + key - 1 distinct offsets only."""
+        offsets = torch.arange(1 - query, key, device=self.device)  # key - query position
+        buckets = attention._relative_position_bucket(
+            offsets,
+            bidirectional=not attention.is_decoder,
+            num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance,
+        )
+        table = attention.relative_attention_bias(buckets).T.contiguous()  # (H, offsets)
+        # bias[h, i, j] = table[h, j - i + query - 1]: windows of the reversed table
+        bias: torch.Tensor = table.flip(1).unfold(1, key, 1).flip(2).contiguous()[None]
+        return bias
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        width = ids.shape[1]
+        bias = self.encoder_bias(width)
+        if mask is not None and not bool(mask.all()):
+            bias = torch.where(mask[:, None, None, :], bias, self.min)
+        hidden = self.encoder.embed_tokens(ids)
+        for block in self.encoder.block:
+            layer = block.layer[0]
+            attention = layer.SelfAttention
+            normed = layer.layer_norm(hidden)
+            q, k, v = (self._split(p(normed)) for p in (attention.q, attention.k, attention.v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+            hidden = hidden + attention.o(_merge(out))
+            hidden = block.layer[-1](hidden)
+        states: torch.Tensor = self.encoder.final_layer_norm(hidden)
+        return states
+
+    def encoder_bias(self, width: int) -> torch.Tensor:
+        """The encoder's bias (1, H, width, width). The bias depends on the offset j - i
+        only, so one of the longest width seen (kept while it fits ``BIAS_BYTES``) serves
+        every shorter input as its top-left block (a view: SDPA reads it in place)."""
+        if self._encoder_bias.shape[-1] >= width:
+            return self._encoder_bias[:, :, :width, :width]
+        bias = self.bias(self.encoder.block[0].layer[0].SelfAttention, width, width)
+        if bias.numel() * bias.element_size() <= BIAS_BYTES:
+            self._encoder_bias = bias
+        return bias
+
+    def memory(self, states: torch.Tensor, mask: torch.Tensor) -> Memory:
+        parts = []
+        for block in self.decoder.block:
+            attention = block.layer[1].EncDecAttention
+            parts += [self._split(attention.k(states)), self._split(attention.v(states))]
+        return Memory(parts, mask)
+
+    def decoding(self, memory: Memory, length: int) -> T5Decoding:
+        return T5Decoding(self, memory, length)
+
+    def decoder_bias(self, length: int) -> torch.Tensor:
+        """The decoder's self-attention bias (H, length, length), dtype min above the
+        diagonal (what the causal mask makes of it)."""
+        if length not in self._decoder_bias:
+            bias = self.bias(self.decoder.block[0].layer[0].SelfAttention, length, length)[0]
+            pos = torch.arange(length, device=self.device)
+            causal = pos[:, None] >= pos[None, :]
+            self._decoder_bias[length] = torch.where(causal, bias, self.min)
+        return self._decoder_bias[length]
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, H*d) -> (B, H, S, d)."""
+        return x.view(*x.shape[:2], self.heads, self.head_dim).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, S, d) -> (B, S, H*d)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+class T5Decoding:
+    """One batch in ``T5Kernel``'s decoder: a self-attention cache (rows, length, H, d)
+    per layer written at each row's own positions."""
+
+    def __init__(self, kernel: T5Kernel, memory: Memory, length: int) -> None:
+        self.k, self.memory = kernel, memory
+        rows, layers = memory.mask.shape[0], len(kernel.decoder.block)
+        shape = (rows, length, kernel.heads, kernel.head_dim)
+        self.cache = [
+            torch.zeros(shape, dtype=kernel.dtype, device=kernel.device) for _ in range(2 * layers)
+        ]
+        self.bias = kernel.decoder_bias(length)
+        self.cross: torch.Tensor | None = None
+        self._cross_rows: dict[int, torch.Tensor] = {}
+        if not bool(memory.mask.all()):
+            self.cross = torch.where(memory.mask, 0.0, kernel.min).to(kernel.dtype)
+
+    def keep(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, dtype=torch.long, device=self.k.device)
+        self.cache = [c[index] for c in self.cache]
+        self.memory = self.memory.rows(index)
+        if self.cross is not None:
+            self.cross = self.cross[index]
+        self._cross_rows.clear()
+
+    def step(self, ids: torch.Tensor, pos: list[int]) -> tuple[torch.Tensor, int]:
+        kernel, decoder = self.k, self.k.decoder
+        rows, width = ids.shape
+        if all(p == pos[0] for p in pos):
+            end = pos[0] + width
+            bias = self.bias[None, :, pos[0] : end, :end]
+            where: tuple[Any, ...] = (slice(None), slice(pos[0], end))
+        else:
+            end = max(pos) + width
+            qpos = torch.tensor(pos, device=kernel.device)[:, None]
+            qpos = qpos + torch.arange(width, device=kernel.device)
+            bias = self.bias[:, qpos, :end].transpose(0, 1)
+            where = (torch.arange(rows, device=kernel.device)[:, None], qpos)
+        hidden = decoder.embed_tokens(ids.to(kernel.device))
+        for i, block in enumerate(decoder.block):
+            layer = block.layer[0]
+            attention = layer.SelfAttention
+            normed = layer.layer_norm(hidden)
+            shape = (rows, width, kernel.heads, kernel.head_dim)
+            keys, values = self.cache[2 * i], self.cache[2 * i + 1]
+            keys[where] = attention.k(normed).view(shape)
+            values[where] = attention.v(normed).view(shape)
+            out = F.scaled_dot_product_attention(
+                kernel._split(attention.q(normed)),
+                keys[:, :end].transpose(1, 2),
+                values[:, :end].transpose(1, 2),
+                attn_mask=bias,
+                scale=1.0,
+            )
+            hidden = hidden + attention.o(_merge(out))
+            hidden = self._cross_attention(block.layer[1], hidden, i)
+            hidden = block.layer[-1](hidden)
+        hidden = decoder.final_layer_norm(hidden)
+        if kernel.out_scale is not None:
+            hidden = hidden * kernel.out_scale
+        return kernel.model.lm_head(hidden).float(), ids.numel()
+
+    def _cross_attention(self, layer: Any, hidden: torch.Tensor, i: int) -> torch.Tensor:
+        attention, kernel = layer.EncDecAttention, self.k
+        rows, width = hidden.shape[:2]
+        q = kernel._split(attention.q(layer.layer_norm(hidden)))
+        keys, values = self.memory.parts[2 * i], self.memory.parts[2 * i + 1]
+        if self.memory.shared and rows > 1:  # every row's queries against the one memory
+            q = q.transpose(0, 1).reshape(1, kernel.heads, rows * width, kernel.head_dim)
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=self._shared_mask(width), scale=1.0
+            )
+            out = out.view(kernel.heads, rows, width, kernel.head_dim).transpose(0, 1)
+        else:
+            mask = None if self.cross is None else self.cross[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
+        result: torch.Tensor = hidden + attention.o(_merge(out))
+        return result
+
+    def _shared_mask(self, width: int) -> torch.Tensor | None:
+        if self.cross is None:
+            return None
+        if width not in self._cross_rows:
+            self._cross_rows[width] = self.cross.repeat_interleave(width, 0)[None, None]
+        return self._cross_rows[width]
+
+
+class GenericKernel:
+    """Any encoder-decoder model through its own forward; no decoder cache: every step runs
+    the decoder over each row's whole prefix (slower, for models other than T5)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        mask = torch.ones_like(ids) if mask is None else mask.long()
+        encoder = self.model.get_encoder()
+        states: torch.Tensor = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return states
+
+    def memory(self, states: torch.Tensor, mask: torch.Tensor) -> Memory:
+        return Memory([states], mask)
+
+    def decoding(self, memory: Memory, length: int) -> GenericDecoding:
+        return GenericDecoding(self, memory, length)
+
+
+class GenericDecoding:
+    def __init__(self, kernel: GenericKernel, memory: Memory, length: int) -> None:
+        self.k, self.memory = kernel, memory
+        self.ids = torch.zeros((memory.mask.shape[0], length), dtype=torch.long)
+
+    def keep(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, dtype=torch.long)
+        self.ids, self.memory = self.ids[index], self.memory.rows(index.to(self.k.device))
+
+    def step(self, ids: torch.Tensor, pos: list[int]) -> tuple[torch.Tensor, int]:
+        rows, width = ids.shape
+        qpos = torch.tensor(pos)[:, None] + torch.arange(width)
+        index = torch.arange(rows)[:, None]
+        self.ids[index, qpos] = ids
+        end = max(pos) + width
+        states = self.memory.parts[0].expand(rows, -1, -1)
+        device = self.k.device
+        out = self.k.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=self.memory.mask.long(), decoder_input_ids=self.ids[:, :end].to(device),
+            use_cache=False,
+        )  # fmt: skip
+        return out.logits.float()[index, qpos], rows * end
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
 class Seq2SeqSession(EngineSession):
     """Greedy decoding and teacher forcing over encoder states; subclasses say how a
-    coalition becomes encoder states and a cross-attention mask."""
+    coalition becomes the decoder's memory."""
 
     def __init__(self, engine: Seq2SeqEngine, max_new_tokens: int) -> None:
         self.engine, self.max_new_tokens = engine, max_new_tokens
         self.stats = OracleStats(attention_backend=engine.attention_backend)
-        self._memo: dict[Key, tuple[int, ...]] = {}
-        self._answer_ids: dict[str, tuple[int, ...]] = {}
-        self._counts: Counter[tuple[int, ...]] = Counter()
+        self._memo: dict[Key, Answer] = {}
+        self._answer_ids: dict[str, Answer] = {}
+        self._counts: Counter[Answer] = Counter()
         newline = engine.newline_ids if engine.options.stop_at_newline else frozenset()
         eos = frozenset({engine.eos})
         self.stop = StopRule(engine.codec.tokenizer, eos, max_new_tokens, newline)
+        self.lookup_proposed = 0
+        self.lookup_accepted = 0
+        self._lookup_tokens = engine.options.lookup_tokens
 
     @abstractmethod
     def key(self, units: Sequence[Unit], mask: np.ndarray) -> Key:
         """What identifies a coalition's input (equal keys give equal answers)."""
 
     @abstractmethod
-    def encode(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder states (B, S, H) and cross-attention mask (B, S) for the coalitions."""
+    def memory(self, keys: list[Key]) -> Memory:
+        """The decoder's memory for the coalitions ``keys``."""
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
+        return [self._text(a) for a in self.answer_tokens(units, masks)]
+
+    def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[Answer]:
+        """The generated token ids per coalition, with the EOS or newline token that ended it."""
         keys = [self.key(units, row) for row in check_masks(units, masks)]
         # sorted by length so that a batch's rows pad little (joint mode: encoder inputs)
         todo = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=len)
         for batch in self._batches(todo):
             split_on_oom(self._decode_batch, batch)
-        return [self._text(self._memo[k]) for k in keys]
-
-    def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[tuple[int, ...]]:
-        """The generated token ids per coalition, with the EOS or newline token that ended it."""
-        self.answers(units, masks)
-        return [self._memo[self.key(units, row)] for row in check_masks(units, masks)]
+        return [self._memo[k] for k in keys]
 
     def log_probs(
         self, units: Sequence[Unit], masks: Masks, answer: str
@@ -129,7 +446,7 @@ class Seq2SeqSession(EngineSession):
             out[batch] = scored
         return out
 
-    def _batches(self, items: list) -> list[list]:
+    def _batches(self, items: list[Any]) -> list[list[Any]]:
         size = self.engine.options.max_batch
         budget = self.engine.options.batch_tokens or CPU_TOKENS
         rows = max(1, min(size, budget // max(1, self._width())))
@@ -138,103 +455,124 @@ class Seq2SeqSession(EngineSession):
     def _width(self) -> int:
         return 512
 
-    def _score(self, batch: list[int], keys: list[Key], target: tuple[int, ...]) -> list[float]:
-        states, mask = self.encode([keys[i] for i in batch])
+    def _score(self, batch: list[int], keys: list[Key], target: Answer) -> list[float]:
+        memory = self.memory([keys[i] for i in batch])
+        decoding = self.engine.kernel.decoding(memory, len(target))
         forced = torch.tensor([(self.engine.start, *target[:-1])] * len(batch))
-        logits = self._decoder(states, mask, forced)
+        logits = self._run(decoding, forced, [0] * len(batch))
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(len(target)), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
 
     def _decode_batch(self, keys: list[Key]) -> list[None]:
-        states, mask = self.encode(keys)
+        memory = self.memory(keys)
         self.stats.batch_sizes.append(len(keys))
-        outputs, cache, computed = self._verify(states, mask)
-        groups: dict[int, list[int]] = {}
-        for r, out in enumerate(outputs):  # grouped before decoding: decoding changes lengths
-            if not self._done(out):
-                groups.setdefault(len(out), []).append(r)
-        for length, rows in groups.items():
-            part = cache if len(groups) == 1 else copy.deepcopy(cache)
-            part.batch_select_indices(torch.tensor(rows, device=states.device))
-            if computed > length:  # drop the draft positions past this group's accepted prefix
-                part.crop(length - computed)
-            self._greedy(states[rows], mask[rows], [outputs[r] for r in rows], part)
-        for key, out in zip(keys, outputs, strict=True):
+        for key, out in zip(keys, self._generate(memory, keys), strict=True):
             self._remember(key, tuple(out))
         return []
 
-    def _verify(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[list[list[int]], Any, int]:
-        """One decoder pass teacher-forcing the draft: greedy tokens while they match it.
-        Returns the outputs, the decoder cache of that pass and how many positions it holds."""
-        draft = self._draft()
-        forced = torch.tensor([(self.engine.start, *draft)] * states.shape[0])
-        logits, cache = self._decoder(states, mask, forced, cache=True)
-        outputs = [self._accept(draft, row) for row in logits.argmax(-1).tolist()]
-        return outputs, cache, forced.shape[1]
-
-    def _accept(self, draft: tuple[int, ...], argmax: list[int]) -> list[int]:
-        out: list[int] = []
-        for i, token in enumerate(argmax):
-            out.append(int(token))
-            if draft:
-                self.stats.draft_tokens_proposed += i < len(draft)
-                self.stats.draft_tokens_accepted += i < len(draft) and token == draft[i]
-            if self._done(out) or i >= len(draft) or token != draft[i]:
-                return out
-        return out
-
-    def _draft(self) -> tuple[int, ...]:
-        if not self.engine.options.speculative or not self._counts:
-            return ()
-        return self._counts.most_common(1)[0][0][: self.max_new_tokens]
-
-    def _greedy(
-        self, states: torch.Tensor, mask: torch.Tensor, outputs: list[list[int]], cache: Any
-    ) -> None:
-        """Cached greedy steps for rows of equal length; the cache holds all but the last token."""
-        next_ids = torch.tensor([[out[-1]] for out in outputs])
-        active = list(range(len(outputs)))
+    def _generate(self, memory: Memory, keys: list[Key]) -> list[list[int]]:
+        """Greedy answers for the rows of ``memory``. Each decoder call feeds every
+        unfinished row its last token (the start token at first) and a draft: the
+        continuation of the row's answer so far in the job's answer tree, or where there is
+        none a look-up draft (``lookup.follow``); greedy tokens are appended while the fed
+        ones equal them. Each row keeps its own position in the cache."""
+        rows = memory.mask.shape[0]
+        tree = self._draft_tree()
+        decoding = self.engine.kernel.decoding(memory, 2 * self.max_new_tokens + 1)
+        corpora: dict[int, np.ndarray] = {}
+        answers = list(self._answer_ids.values())
+        outputs: list[list[int]] = [[] for _ in range(rows)]
+        active = list(range(rows))
         while active:
-            logits, cache = self._decoder(states, mask, next_ids, cache=cache)
-            tokens = logits[:, -1].argmax(-1).tolist()
-            for r, token in zip(active, tokens, strict=True):
-                outputs[r].append(int(token))
+            drafts = []
+            for r in active:
+                out, room = outputs[r], self.max_new_tokens - len(outputs[r]) - 1
+                guess: Sequence[int] = tree.get(tuple(out), ())[:room]
+                lookup = not guess and bool(out) and self._lookup_tokens > 0
+                if lookup:
+                    if r not in corpora:
+                        corpora[r] = corpus_of([self.prompt_tokens(keys[r]), *answers])
+                    guess = follow(corpora[r], out, min(self._lookup_tokens, room))
+                    self.lookup_proposed += len(guess)
+                drafts.append((guess, lookup))
+            width = 1 + max(len(g) for g, _ in drafts)
+            fed = [
+                [outputs[r][-1] if outputs[r] else self.engine.start, *g]
+                + [self.engine.pad] * (width - 1 - len(g))
+                for r, (g, _) in zip(active, drafts, strict=True)
+            ]
+            logits = self._run(decoding, torch.tensor(fed), [len(outputs[r]) for r in active])
+            for r, (g, lookup), greedy in zip(
+                active, drafts, logits.argmax(-1).tolist(), strict=True
+            ):
+                taken = self._accept(outputs[r], g, greedy)
+                if lookup:
+                    self.lookup_accepted += taken
+                    self._adapt_lookup(len(g), taken)
+                else:
+                    self.stats.draft_tokens_proposed += min(len(g), taken + 1)
+                    self.stats.draft_tokens_accepted += taken
             keep = [i for i, r in enumerate(active) if not self._done(outputs[r])]
-            if len(keep) < len(active):
-                index = torch.tensor(keep, dtype=torch.long, device=states.device)
-                states, mask = states[index], mask[index.to(mask.device)]
-                cache = _select(cache, index)
+            if len(keep) < len(active) and keep:
+                decoding.keep(keep)
             active = [active[i] for i in keep]
-            next_ids = torch.tensor([[outputs[r][-1]] for r in active])
+        return outputs
 
-    def _decoder(self, states, mask, ids, cache=None):  # type: ignore[no-untyped-def]
-        """The decoder over ``ids`` (B, T) given encoder states; logits (B, T, V) in fp32."""
-        device = self.engine.torch_device
-        out = self.engine.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states),
-            attention_mask=mask.to(device), decoder_input_ids=ids.to(device),
-            cache=None if cache is True else cache, use_cache=cache is not None,
-        )  # fmt: skip
+    def _adapt_lookup(self, proposed: int, taken: int) -> None:
+        """Look-up draft length, as Hugging Face's assisted generation schedules it: two
+        more after a draft accepted in full, one fewer after a rejection; at 0 the session
+        stops drafting by look-up. Every drafted position costs cross-attention over the
+        whole memory, and the batch is padded to its longest draft."""
+        if proposed and taken == proposed:
+            self._lookup_tokens = min(self._lookup_tokens + 2, self.engine.options.lookup_tokens)
+        elif proposed:
+            self._lookup_tokens -= 1
+
+    def _accept(self, out: list[int], draft: Sequence[int], greedy: list[int]) -> int:
+        """Append greedy tokens while they confirm the draft; returns how many draft tokens
+        were accepted."""
+        taken = 0
+        while True:
+            token = greedy[taken]
+            out.append(token)
+            if self._done(out) or taken >= len(draft) or token != draft[taken]:
+                return taken
+            taken += 1
+
+    def _draft_tree(self) -> dict[Answer, Answer]:
+        """The job's answer tree: every prefix of its answers -> the continuation of the
+        most frequent answer with that prefix (answers most frequent first while the tree
+        has fewer than ``draft_nodes`` nodes)."""
+        if not self.engine.options.speculative:
+            return {}
+        tree: dict[Answer, Answer] = {}
+        for answer, _ in self._counts.most_common():
+            if len(tree) >= self.engine.options.draft_nodes:
+                break
+            for i in range(len(answer)):
+                tree.setdefault(answer[:i], answer[i:])
+        return tree
+
+    @abstractmethod
+    def prompt_tokens(self, key: Key) -> Sequence[int]:
+        """The token ids the coalition ``key`` shows the model (for look-up drafts)."""
+
+    def _run(self, decoding: Decoding, ids: torch.Tensor, pos: list[int]) -> torch.Tensor:
+        logits, computed = decoding.step(ids, pos)
         self.stats.forward_passes += ids.shape[0]
-        self.stats.tokens_computed += ids.numel()
-        logits = out.logits.float()
-        return logits if cache is None else (logits, out.past_key_values)
+        self.stats.tokens_computed += computed
+        return logits
 
     def _done(self, output: list[int]) -> bool:
         return self.stop.done(output)
 
-    def _remember(self, key: Key, answer: tuple[int, ...]) -> None:
+    def _remember(self, key: Key, answer: Answer) -> None:
         self._memo[key] = answer
         self._answer_ids.setdefault(self._text(answer), answer)
         self._counts[answer] += 1
 
-    def _text(self, answer: tuple[int, ...]) -> str:
+    def _text(self, answer: Answer) -> str:
         return self.stop.text(answer)
-
-
-def _select(cache, index: torch.Tensor):  # type: ignore[no-untyped-def]
-    cache.batch_select_indices(index)
-    return cache
 
 
 class JointSession(Seq2SeqSession):
@@ -264,18 +602,19 @@ class JointSession(Seq2SeqSession):
     def _width(self) -> int:
         return len(self.full)
 
-    def encode(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_tokens(self, key: Key) -> Sequence[int]:
+        return [t for t in key if t != self.engine.pad]
+
+    def memory(self, keys: list[Key]) -> Memory:
         width = max(len(k) for k in keys)
         ids = torch.full((len(keys), width), self.engine.pad, dtype=torch.long)
         for r, k in enumerate(keys):
             ids[r, : len(k)] = torch.tensor(k)
-        mask = (ids != self.engine.pad).long()
-        device = self.engine.torch_device
-        states = self.engine.model.get_encoder()(
-            input_ids=ids.to(device), attention_mask=mask.to(device)
-        )
+        mask = (ids != self.engine.pad).to(self.engine.torch_device)
+        kernel = self.engine.kernel
+        states = kernel.encode(ids.to(self.engine.torch_device), mask)
         self.stats.tokens_computed += ids.numel()
-        return states.last_hidden_state, mask
+        return kernel.memory(states, mask)
 
 
 class FidSession(Seq2SeqSession):
@@ -293,40 +632,40 @@ class FidSession(Seq2SeqSession):
         if longest > engine.max_context_tokens:
             raise ContextTooLong(longest, engine.max_context_tokens)
         self.states, self.slots = self._encode_passages()
+        self.slot_ids = np.array([t for e in self.encoded for t in (*e.ids, engine.eos)])
+        self.shared = engine.kernel.memory(self.states, torch.ones(1, 1, dtype=torch.bool))
+        self._keep_cache: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[int, ...]] = {}
 
     def _encode_passages(self) -> tuple[torch.Tensor, list[range]]:
-        """Every passage through the encoder once (batched), concatenated as FiD does."""
-        ids = [(*e.ids, self.engine.eos) for e in self.encoded]
-        width = max(len(i) for i in ids)
-        batch = torch.full((len(ids), width), self.engine.pad, dtype=torch.long)
-        for r, row in enumerate(ids):
-            batch[r, : len(row)] = torch.tensor(row)
-        mask = (batch != self.engine.pad).long()
-        device = self.engine.torch_device
-        out = self.engine.model.get_encoder()(
-            input_ids=batch.to(device), attention_mask=mask.to(device)
-        )
-        self.stats.forward_passes += 1
-        self.stats.tokens_computed += batch.numel()
+        """Every passage through the encoder once, each on its own (no padding), then
+        concatenated as FiD does."""
         parts, slots, start = [], [], 0
-        for r, row in enumerate(ids):
-            parts.append(out.last_hidden_state[r, : len(row)])
-            slots.append(range(start, start + len(row)))
-            start += len(row)
+        for e in self.encoded:
+            ids = torch.tensor([(*e.ids, self.engine.eos)], device=self.engine.torch_device)
+            parts.append(self.engine.kernel.encode(ids, None)[0])
+            slots.append(range(start, start + ids.shape[1]))
+            start += ids.shape[1]
+            self.stats.tokens_computed += ids.shape[1]
+        self.stats.forward_passes += 1
         return torch.cat(parts)[None], slots
 
     def key(self, units: Sequence[Unit], mask: np.ndarray) -> Key:
-        shown = set(segment.shown_documents(units, mask))
+        shown = segment.shown_documents(units, mask)
         spans = segment.removed_spans(units, mask, self.docs)
         keep: list[int] = []
-        for i, slots in enumerate(self.slots[:-1]):
-            if i in shown:
-                keep.extend(
-                    s
-                    for s, t in zip(slots, self._token_keep(i, spans.get(i, [])), strict=True)
-                    if t
-                )
+        for i in shown:
+            keep.extend(self._kept_slots(i, tuple(spans.get(i, ()))))
         return tuple(keep) if keep else tuple(self.slots[-1])
+
+    def _kept_slots(self, i: int, spans: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+        if (i, spans) not in self._keep_cache:
+            if not spans:
+                kept = tuple(self.slots[i])
+            else:
+                flags = self._token_keep(i, list(spans))
+                kept = tuple(s for s, t in zip(self.slots[i], flags, strict=True) if t)
+            self._keep_cache[(i, spans)] = kept
+        return self._keep_cache[(i, spans)]
 
     def _token_keep(self, i: int, spans: list[tuple[int, int]]) -> list[bool]:
         encoded: Encoded = self.encoded[i]
@@ -334,11 +673,14 @@ class FidSession(Seq2SeqSession):
         flags = [not any(a - off < e and s < b - off for s, e in spans) for a, b in encoded.spans]
         return [*flags, True]  # the passage's EOS
 
-    def encode(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = torch.zeros((len(keys), self.states.shape[1]), dtype=torch.long)
+    def memory(self, keys: list[Key]) -> Memory:
+        mask = torch.zeros((len(keys), self.states.shape[1]), dtype=torch.bool)
         for r, k in enumerate(keys):
-            mask[r, list(k)] = 1
-        return self.states.expand(len(keys), -1, -1), mask
+            mask[r, torch.tensor(k)] = True
+        return Memory(self.shared.parts, mask.to(self.engine.torch_device))
 
     def _width(self) -> int:
-        return self.states.shape[1]
+        return self.max_new_tokens + 1
+
+    def prompt_tokens(self, key: Key) -> Sequence[int]:
+        return self.slot_ids[np.asarray(key)].tolist()  # type: ignore[no-any-return]
