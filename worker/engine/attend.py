@@ -36,17 +36,19 @@ class MaskSpec:
         return cls(additive, model.dtype, window)
 
 
-def build_mask(spec: MaskSpec, tree: PackedTree, queries: range, device: torch.device) -> Any:
-    """The model's ``attention_mask`` for the ``queries`` nodes over all slots before them."""
-    masks = {"full_attention": tree.seen(queries, None)}
+def build_mask(spec: MaskSpec, rows: list[PackedTree], queries: range, device: torch.device) -> Any:
+    """The model's ``attention_mask`` for the ``queries`` nodes of every row (rows hold
+    equally many nodes) over all slots up to the last query."""
+    masks = {"full_attention": np.stack([tree.seen(queries, None) for tree in rows])}
     if spec.sliding_window is not None:
-        masks["sliding_attention"] = tree.seen(queries, spec.sliding_window)
+        window = spec.sliding_window
+        masks["sliding_attention"] = np.stack([tree.seen(queries, window) for tree in rows])
     out = {name: _format(seen, spec, device) for name, seen in masks.items()}
     return out if spec.sliding_window is not None else out["full_attention"]
 
 
 def _format(seen: np.ndarray, spec: MaskSpec, device: torch.device) -> torch.Tensor:
-    mask = torch.from_numpy(seen)[None, None].to(device)
+    mask = torch.from_numpy(seen)[:, None].to(device)
     if not spec.additive:
         return mask
     zero = torch.zeros((), dtype=spec.dtype, device=device)

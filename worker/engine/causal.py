@@ -27,7 +27,7 @@ from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
 from worker.engine.memory import split_on_oom, token_budget
-from worker.engine.packing import PackedTree, shared_prefix
+from worker.engine.packing import PackedTree, shared_prefix, split_rows
 from worker.engine.prompts import Codec
 from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
@@ -55,6 +55,7 @@ class CausalEngine(Engine):
         self.base = getattr(self.model, self.model.base_model_prefix)
         self.softcap = getattr(config, "final_logit_softcapping", None)
         self.kv_bytes = _kv_bytes_per_token(config, self.model.dtype)
+        self.key_cost = _key_cost(config, self.base)
         self._warm_up()
 
     def open_session(
@@ -113,15 +114,23 @@ class _Plan:
 
 @dataclass
 class _Batch:
-    """A packed batch mid-decoding: the node tree and its cache, and per coalition the last
-    computed node on its answer's path, its output so far and its look-up corpus."""
+    """A packed batch mid-decoding: its cache rows (one node tree each), and per coalition
+    its row, the last computed node on its answer's path, its output so far and its
+    look-up corpus."""
 
-    tree: PackedTree
+    rows: list[PackedTree]
     cache: DynamicCache
     plans: list[_Plan]
+    row_of: list[int]
     last: list[int]
     outputs: list[list[int]]
     corpora: list[np.ndarray]
+
+    def tree(self, coalition: int) -> PackedTree:
+        return self.rows[self.row_of[coalition]]
+
+    def at(self, coalition: int, nodes: Sequence[int]) -> list[tuple[int, int]]:
+        return [(self.row_of[coalition], node) for node in nodes]
 
 
 class CausalSession(EngineSession):
@@ -201,29 +210,30 @@ class CausalSession(EngineSession):
     def _decode_batch(self, batch: list[tuple[int, _Plan]]) -> list[None]:
         """Prompts, shared prefixes and one copy of the draft tree per coalition in one pass;
         then cached steps (with look-up drafts) where greedy decoding left the tree."""
-        state = self._pack([p for _, p in batch])
-        self.stats.batch_sizes.append(len(batch))
         tree = self.tree if self.engine.options.speculative and len(self.tree) else None
-        drafts = [self._hang(state, row, tree) for row in range(len(state.plans))]
+        state = self._pack([p for _, p in batch], extra=len(tree) if tree is not None else 0)
+        self.stats.batch_sizes.append(len(batch))
+        drafts = [self._hang(state, c, tree) for c in range(len(state.plans))]
         hidden, first = self._run(state, len(state.plans))
-        rows = [[state.last[row], *nodes] for row, nodes in enumerate(drafts)]
-        argmax = self._argmax(hidden, first, rows)
-        for row, (nodes, greedy) in enumerate(zip(drafts, argmax, strict=True)):
+        asked = [state.at(c, [state.last[c], *nodes]) for c, nodes in enumerate(drafts)]
+        argmax = self._argmax(hidden, first, asked)
+        for c, (nodes, greedy) in enumerate(zip(drafts, argmax, strict=True)):
             walk = self._walk(tree, greedy)
-            state.outputs[row] = walk.tokens
+            state.outputs[c] = walk.tokens
             if walk.last_node >= 0:
-                state.last[row] = nodes[walk.last_node]
+                state.last[c] = nodes[walk.last_node]
         self._continue(state)
         for plan, output in zip(state.plans, state.outputs, strict=True):
             self._remember(plan.key, output)
         return []
 
-    def _hang(self, state: _Batch, row: int, tree: DraftTree | None) -> list[int]:
+    def _hang(self, state: _Batch, coalition: int, tree: DraftTree | None) -> list[int]:
         """A copy of the draft tree below the coalition's last prompt token (never shared:
         its states depend on that prompt)."""
         if tree is None:
             return []
-        packed, leaf, length = state.tree, state.last[row], state.plans[row].length
+        packed, leaf = state.tree(coalition), state.last[coalition]
+        length = state.plans[coalition].length
         branch, nodes = packed.branches[leaf], []
         for token, parent, depth in zip(tree.tokens, tree.parents, tree.depths, strict=True):
             above = nodes[parent] if parent >= 0 else leaf
@@ -244,18 +254,19 @@ class CausalSession(EngineSession):
             if not active:
                 return
             chains, guesses = [], []
-            for r in active:
-                out, plan, last = state.outputs[r], state.plans[r], state.last[r]
-                guess = self._guess(state.corpora[r], out)
-                branch = state.tree.branches[last]
-                start = plan.length + len(out) - 1
-                chains.append(state.tree.add_path(branch, last, [out[-1], *guess], start, False))
+            for c in active:
+                out, last, packed = state.outputs[c], state.last[c], state.tree(c)
+                guess = self._guess(state.corpora[c], out)
+                start = state.plans[c].length + len(out) - 1
+                chain = [out[-1], *guess]
+                chains.append(packed.add_path(packed.branches[last], last, chain, start, False))
                 guesses.append(guess)
             hidden, first = self._run(state, len(active))
-            for r, chain, guess, greedy in zip(
-                active, chains, guesses, self._argmax(hidden, first, chains), strict=True
+            asked = [state.at(c, chain) for c, chain in zip(active, chains, strict=True)]
+            for c, chain, guess, greedy in zip(
+                active, chains, guesses, self._argmax(hidden, first, asked), strict=True
             ):
-                state.last[r] = chain[self._accept(state.outputs[r], guess, greedy)]
+                state.last[c] = chain[self._accept(state.outputs[c], guess, greedy)]
 
     def _guess(self, corpus: np.ndarray, out: list[int]) -> list[int]:
         room = self.max_new_tokens - len(out) - 1
@@ -275,14 +286,15 @@ class CausalSession(EngineSession):
                 return taken
             taken += 1
 
-    def _argmax(self, hidden: torch.Tensor, first: int, rows: list[list[int]]) -> list[list[int]]:
-        """Greedy next tokens after the given nodes (the output head runs on those only)."""
-        flat = [node - first for row in rows for node in row]
-        tokens = self.engine.logits(hidden[flat]).argmax(-1).tolist()
+    def _argmax(
+        self, hidden: torch.Tensor, first: int, asked: list[list[tuple[int, int]]]
+    ) -> list[list[int]]:
+        """Greedy next tokens after the given (row, node)s; the output head runs on those only."""
+        tokens = self.engine.logits(_gather(hidden, first, asked)).argmax(-1).tolist()
         out, at = [], 0
-        for row in rows:
-            out.append(tokens[at : at + len(row)])
-            at += len(row)
+        for nodes in asked:
+            out.append(tokens[at : at + len(nodes)])
+            at += len(nodes)
         return out
 
     def _remember(self, key: Hashable, output: list[int]) -> None:
@@ -302,9 +314,10 @@ class CausalSession(EngineSession):
         self.stats.batch_sizes.append(len(batch))
         hidden, first = self._run(state, len(batch))
         n = len(target)
-        rows = [list(state.tree.paths[leaf][-n - 1 : -1]) for leaf in state.last]
-        flat = [node - first for row in rows for node in row]
-        logits = self.engine.logits(hidden[flat]).view(len(rows), n, -1)
+        asked = [
+            state.at(c, state.tree(c).paths[leaf][-n - 1 : -1]) for c, leaf in enumerate(state.last)
+        ]
+        logits = self.engine.logits(_gather(hidden, first, asked)).view(len(asked), n, -1)
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(n), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
 
@@ -349,23 +362,29 @@ class CausalSession(EngineSession):
         diff = np.flatnonzero(a != b)
         return int(diff[0]) if diff.size else n
 
-    def _pack(self, plans: list[_Plan]) -> _Batch:
-        """One cache row: the full-context slots the plans reuse, then their prompts' new
-        tokens as a prefix tree (shared leading tokens computed once when ``prefix_tree``)."""
+    def _pack(self, plans: list[_Plan], extra: int = 0) -> _Batch:
+        """Cache rows holding the full-context slots the plans reuse, then their prompts'
+        new tokens as prefix trees (shared leading tokens computed once when
+        ``prefix_tree``); coalitions are spread over rows by ``packing.split_rows``."""
         reach = max(p.reach for p in plans)
+        share = self.engine.options.prefix_tree
+        branches = [p.branch_key if share else i for i, p in enumerate(plans)]
+        groups = split_rows(branches, [p.new for p in plans], extra, reach, self.engine.key_cost)
         cache = DynamicCache()
         if reach:
             for layer, (k, v) in enumerate(self._full_cache()):
-                cache.update(k[:, :, :reach], v[:, :, :reach], layer)
-        tree = PackedTree(reach)
-        share = self.engine.options.prefix_tree
-        leaves = []
-        for plan in plans:
-            branch = tree.branch(plan.keep, plan.branch_key if share else None)
-            leaves.append(tree.add_path(branch, -1, plan.new, plan.start, share)[-1])
+                cache.update(_rows(k, reach, len(groups)), _rows(v, reach, len(groups)), layer)
+        rows = [PackedTree(reach) for _ in groups]
+        row_of, leaves = [0] * len(plans), [0] * len(plans)
+        for r, group in enumerate(groups):
+            for c in group:
+                plan, tree = plans[c], rows[r]
+                branch = tree.branch(plan.keep, plan.branch_key if share else None)
+                leaves[c] = tree.add_path(branch, -1, plan.new, plan.start, share)[-1]
+                row_of[c] = r
         answers = list(self._answer_ids.values())
         corpora = [corpus_of([self._prompt(p), *answers]) for p in plans]
-        return _Batch(tree, cache, plans, leaves, [[] for _ in plans], corpora)
+        return _Batch(rows, cache, plans, row_of, leaves, [[] for _ in plans], corpora)
 
     def _prompt(self, plan: _Plan) -> tuple[int, ...]:
         if isinstance(plan.keep, int):
@@ -373,31 +392,48 @@ class CausalSession(EngineSession):
         return self.full
 
     def _run(self, state: _Batch, coalitions: int) -> tuple[torch.Tensor, int]:
-        """Compute the pending nodes in one forward pass over ``coalitions`` coalitions;
-        returns their final hidden states and the index of the first one."""
-        device, tree = self.engine.torch_device, state.tree
-        queries = tree.pending()
-        ids = torch.tensor([tree.tokens[queries.start :]], device=device)
-        pos = torch.tensor([tree.positions[queries.start :]], device=device)
-        mask = build_mask(self.engine.mask_spec, tree, queries, device)
+        """Compute every row's pending nodes (rows padded to one width) in one forward pass
+        over ``coalitions`` coalitions; returns their final hidden states (rows, width,
+        hidden) and the node index of the first column."""
+        device, rows = self.engine.torch_device, state.rows
+        first = rows[0].computed
+        width = max(len(tree) for tree in rows)
+        for tree in rows:
+            tree.pad_to(width, self.engine.pad)
+        queries = range(first, width)
+        ids = torch.tensor([tree.tokens[first:] for tree in rows], device=device)
+        pos = torch.tensor([tree.positions[first:] for tree in rows], device=device)
+        mask = build_mask(self.engine.mask_spec, rows, queries, device)
         out = self.engine.base(
             input_ids=ids, position_ids=pos, attention_mask=mask, cache=state.cache,
             use_cache=True,
         )  # fmt: skip
-        tree.computed = queries.stop
+        for tree in rows:
+            tree.computed = width
         self.stats.forward_passes += coalitions
-        self.stats.tokens_computed += len(queries)
-        return out.last_hidden_state[0], queries.start
+        self.stats.tokens_computed += ids.numel()
+        return out.last_hidden_state, first
 
     def _full_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The full-context prompt's KV cache, computed once per job."""
         if self._full_kv is None:
             tree = PackedTree(0)
             tree.add_path(tree.branch(0), -1, self.full, 0, share=False)
-            state = _Batch(tree, DynamicCache(), [], [], [], [])
+            state = _Batch([tree], DynamicCache(), [], [], [], [], [])
             self._run(state, 1)
             self._full_kv = [(layer.keys, layer.values) for layer in state.cache.layers]
         return self._full_kv
+
+
+def _rows(cached: torch.Tensor, length: int, rows: int) -> torch.Tensor:
+    return cached[:, :, :length].expand(rows, -1, -1, -1).contiguous()
+
+
+def _gather(hidden: torch.Tensor, first: int, asked: list[list[tuple[int, int]]]) -> torch.Tensor:
+    """The hidden states of the asked (row, node)s, in order."""
+    rows = [row for nodes in asked for row, _ in nodes]
+    columns = [node - first for nodes in asked for _, node in nodes]
+    return hidden[rows, columns]
 
 
 def _usable_backend(loaded: LoadedModel) -> str:
@@ -422,6 +458,19 @@ def _pad_id(tokenizer: object, eos: set[int]) -> int:
         if value is not None:
             return int(value)
     return min(eos)
+
+
+def _key_cost(config: object, base: torch.nn.Module) -> float:
+    """Attending to one key, relative to computing one token: attention multiply-adds per
+    key (scores and values, every head and layer) over the weight multiply-adds per token."""
+    layers = int(getattr(config, "num_hidden_layers", 12))
+    heads = int(getattr(config, "num_attention_heads", 8))
+    hidden = int(getattr(config, "hidden_size", 512))
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    weights = sum(
+        p.numel() for name, p in base.named_parameters() if p.dim() == 2 and "embed" not in name
+    )
+    return 2 * layers * heads * head_dim / max(weights, 1)
 
 
 def _kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:

@@ -89,6 +89,15 @@ class PackedTree:
         """The nodes not yet computed (they are computed in index order)."""
         return range(self.computed, len(self.tokens))
 
+    def pad_to(self, length: int, token: int) -> None:
+        """Append padding nodes until the tree has ``length`` nodes: each sees only itself
+        and is nobody's ancestor (rows of a batch must hold equally many slots)."""
+        if len(self.tokens) >= length:
+            return
+        blind = self.branch(0, key=("padding",))
+        while len(self.tokens) < length:
+            self.add(blind, -1, token, 0, share=False)
+
     def seen(self, queries: range, window: int | None) -> Bools:
         """(Q, K) visibility of the ``queries`` nodes over every key slot up to the last
         query: their branch's full-context slots and their own path, at or before their
@@ -112,3 +121,49 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
         return 0
     diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(diff[0]) if diff.size else n
+
+
+def split_rows(
+    branches: Sequence[object],
+    prompts: Sequence[Sequence[int]],
+    extra: int,
+    reach: int,
+    key_cost: float,
+) -> list[list[int]]:
+    """Group a batch's coalitions (given in prefix order) into cache rows.
+
+    One row for everything shares the most but makes every query attend over every other
+    coalition's slots (masked, yet computed); one row per coalition shares nothing and pads
+    to the longest. Coalitions that share leading tokens (a family) stay in one row; the
+    families are spread over ``R`` rows, longest first onto the emptiest row, and ``R`` is
+    the one with the least estimated cost: ``R * W * (1 + key_cost * (reach + W))`` token
+    positions' worth of work for rows ``W`` nodes wide (``key_cost``: the cost of attending
+    to one key relative to computing one token).
+    """
+    families: list[list[int]] = []
+    sizes: list[int] = []
+    for i, prompt in enumerate(prompts):
+        shared = 0
+        if families and branches[families[-1][-1]] == branches[i]:
+            shared = shared_prefix(prompts[families[-1][-1]], prompt)
+        if shared == 0:
+            families.append([])
+            sizes.append(0)
+        families[-1].append(i)
+        sizes[-1] += len(prompt) - shared + extra
+    best: tuple[float, list[list[int]]] | None = None
+    order = sorted(range(len(families)), key=lambda f: -sizes[f])
+    for count in range(1, len(families) + 1):
+        rows: list[list[int]] = [[] for _ in range(count)]
+        widths = [0] * count
+        for f in order:
+            r = widths.index(min(widths))
+            rows[r].append(f)
+            widths[r] += sizes[f]
+        width = max(widths)
+        cost = count * width * (1 + key_cost * (reach + width))
+        if best is None or cost < best[0]:
+            members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]
+            best = (cost, members)
+    assert best is not None
+    return best[1]

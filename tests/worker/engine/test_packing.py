@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.engine.packing import PackedTree, shared_prefix
+from worker.engine.packing import PackedTree, shared_prefix, split_rows
 
 
 def test_shared_leading_tokens_are_one_node_per_branch():
@@ -61,3 +61,31 @@ def test_shared_prefix():
     assert shared_prefix([1, 2], [1, 2, 3]) == 2
     assert shared_prefix([], [1]) == 0
     assert shared_prefix([5], [1]) == 0
+
+
+def test_rows_keep_families_together_and_balance_widths():
+    # two families (sharing leading tokens) of 2 and one loner, on one branch
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 5], [6, 7, 8, 9], [6, 7, 8, 0], [4, 4]]
+    branches = [0, 0, 0, 0, 0]
+    cheap = split_rows(branches, prompts, extra=0, reach=100, key_cost=0.0)
+    assert cheap == [[0, 1, 2, 3, 4]]  # attention free: one row shares the most, pads nothing
+    dear = split_rows(branches, prompts, extra=0, reach=0, key_cost=1.0)
+    assert sorted(map(sorted, dear)) == [[0, 1], [2, 3], [4]]  # one family per row
+    middle = split_rows(branches, prompts, extra=0, reach=100, key_cost=0.01)
+    assert all({0, 1} <= set(r) or not {0, 1} & set(r) for r in middle)
+
+
+def test_rows_never_share_across_branches():
+    rows = split_rows([0, 1], [[1, 2], [1, 2]], extra=3, reach=10, key_cost=1.0)
+    assert sorted(map(sorted, rows)) == [[0], [1]]
+
+
+def test_padding_nodes_see_only_themselves():
+    tree = PackedTree(reach=2)
+    tree.add_path(tree.branch(2, key=2), -1, [5, 6], start=2, share=True)
+    tree.pad_to(4, token=0)
+    assert len(tree) == 4
+    seen = tree.seen(range(4), None)
+    assert seen[2].tolist() == [False, False, False, False, True, False]
+    assert seen[3].tolist() == [False, False, False, False, False, True]
+    assert seen[1].tolist() == [True, True, True, True, False, False]
