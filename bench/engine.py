@@ -172,10 +172,22 @@ def engine_mode(
     return got, session, time.perf_counter() - start
 
 
+def _fitting(engine, question: str, docs: list[Document]) -> list[Document]:
+    """The leading documents whose prompt fits the model's context (the tiny byte-level T5
+    holds 4096 tokens: about five NQ passages), said on stdout when some are dropped."""
+    kept = list(docs)
+    while len(kept) > 1 and engine.count_tokens(question, kept) + 64 > engine.max_context_tokens:
+        kept.pop()
+    if len(kept) < len(docs):
+        print(f"# {engine.name}: {len(docs)} documents exceed its context; using {len(kept)}")
+    return kept
+
+
 def bench_model(name, args) -> list[Row]:
     engine = load_engine(name, device="cpu")
     rows = []
     for qi, (question, docs) in enumerate(questions(args.questions, args.docs)):
+        docs = _fitting(engine, question, docs)
         rng = np.random.default_rng(qi)
         masks = rng.random((args.coalitions, len(docs))) < 0.5
         masks[0] = True

@@ -234,7 +234,7 @@ class CausalSession(EngineSession):
             return []
         packed, leaf = state.tree(coalition), state.last[coalition]
         length = state.plans[coalition].length
-        branch, nodes = packed.branches[leaf], []
+        branch, nodes = packed.branches[leaf], list[int]()
         for token, parent, depth in zip(tree.tokens, tree.parents, tree.depths, strict=True):
             above = nodes[parent] if parent >= 0 else leaf
             nodes.append(packed.add(branch, above, token, length - 1 + depth, share=False))
@@ -315,7 +315,8 @@ class CausalSession(EngineSession):
         hidden, first = self._run(state, len(batch))
         n = len(target)
         asked = [
-            state.at(c, state.tree(c).paths[leaf][-n - 1 : -1]) for c, leaf in enumerate(state.last)
+            state.at(c, state.tree(c).paths[leaf][-n - 1 : -1].tolist())
+            for c, leaf in enumerate(state.last)
         ]
         logits = self.engine.logits(_gather(hidden, first, asked)).view(len(asked), n, -1)
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(n), torch.tensor(target)]
