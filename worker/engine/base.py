@@ -107,22 +107,3 @@ def check_masks(units: Sequence[Unit], masks: Masks) -> npt.NDArray[np.bool_]:
     if array.ndim != 2 or array.shape[1] != len(units):
         raise ValueError(f"masks must have shape (m, {len(units)}), got {array.shape}")
     return array
-
-
-def chunks(
-    order: Sequence[int], sizes: Sequence[int], budget: int, max_rows: int
-) -> list[list[int]]:
-    """Split ``order`` into batches whose padded size (rows x longest row) fits ``budget``."""
-    out: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        grown = max(longest, sizes[i])
-        if current and (grown * (len(current) + 1) > budget or len(current) >= max_rows):
-            out.append(current)
-            current, grown = [], sizes[i]
-        current.append(i)
-        longest = grown
-    if current:
-        out.append(current)
-    return out

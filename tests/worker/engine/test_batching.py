@@ -1,23 +1,12 @@
-"""Batch splitting by a token budget, and halving a batch on out-of-memory."""
+"""Halving a batch on out-of-memory."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from worker.engine.base import chunks
 from worker.engine.errors import EngineError
 from worker.engine.memory import split_on_oom
-
-
-def test_chunks_respect_the_padded_budget_and_row_cap():
-    sizes = [10, 10, 30, 30, 30, 5]
-    assert chunks([5, 0, 1, 2, 3, 4], sizes, budget=60, max_rows=8) == [[5, 0, 1], [2, 3], [4]]
-    assert chunks([0, 1, 5], sizes, budget=1000, max_rows=2) == [[0, 1], [5]]
-
-
-def test_a_row_larger_than_the_budget_still_runs_alone():
-    assert chunks([0, 1], [500, 10], budget=100, max_rows=8) == [[0], [1]]
 
 
 def test_out_of_memory_halves_the_batch_until_it_fits():

@@ -64,3 +64,18 @@ def test_the_tree_and_look_up_drafts_keep_every_answer(engines):
         assert got[True, 6] == got[False, 0]
         assert tokens[True, 0] < 0.85 * tokens[False, 0]  # measured: -29% tiny-llama, -31% gemma
         assert proposed > 0  # look-up drafts were verified (random models rarely confirm them)
+
+
+def test_batches_respect_the_token_budget_and_the_row_cap(engines):
+    engine = engines["tiny-llama"]
+    units = mixed_units()
+    masks = random_masks(len(units), 12, seed=6)
+    sizes = {}
+    for budget, rows in ((1, 32), (100_000, 3)):
+        with options(engine, batch_tokens=budget, max_batch=rows, speculative=False):
+            session = engine.open_session(QUESTION, DOCS, max_new_tokens=2)
+            session.answers(units, masks)
+            sizes[budget] = session.stats.batch_sizes
+    assert set(sizes[1]) == {1}  # nothing fits: one coalition per batch, still decoded
+    assert max(sizes[100_000]) == 3
+    assert sum(sizes[1]) == sum(sizes[100_000])
