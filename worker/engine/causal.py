@@ -116,7 +116,7 @@ class _Plan:
 class _Batch:
     """A packed batch mid-decoding: its cache rows (one node tree each), and per coalition
     its row, the last computed node on its answer's path, its output so far and its
-    look-up corpus."""
+    look-up corpus (only decoding needs one; teacher forcing leaves it empty)."""
 
     rows: list[PackedTree]
     cache: DynamicCache
@@ -222,6 +222,8 @@ class CausalSession(EngineSession):
             state.outputs[c] = walk.tokens
             if walk.last_node >= 0:
                 state.last[c] = nodes[walk.last_node]
+        answers = list(self._answer_ids.values())
+        state.corpora = [corpus_of([self._prompt(p), *answers]) for p in state.plans]
         self._continue(state)
         for plan, output in zip(state.plans, state.outputs, strict=True):
             self._remember(plan.key, output)
@@ -383,9 +385,7 @@ class CausalSession(EngineSession):
                 branch = tree.branch(plan.keep, plan.branch_key if share else None)
                 leaves[c] = tree.add_path(branch, -1, plan.new, plan.start, share)[-1]
                 row_of[c] = r
-        answers = list(self._answer_ids.values())
-        corpora = [corpus_of([self._prompt(p), *answers]) for p in plans]
-        return _Batch(rows, cache, plans, row_of, leaves, [[] for _ in plans], corpora)
+        return _Batch(rows, cache, plans, row_of, leaves, [[] for _ in plans], [])
 
     def _prompt(self, plan: _Plan) -> tuple[int, ...]:
         if isinstance(plan.keep, int):
