@@ -47,7 +47,7 @@ test-fast: $(STAMP) system
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check service worker tests bench
-	$(BIN)/mypy worker/shapley
+	$(BIN)/mypy worker/shapley worker/engine
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +27,7 @@ from worker.engine.errors import ContextTooLong
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
-from worker.engine.memory import split_on_oom, token_budget
+from worker.engine.memory import kv_bytes_per_token, split_on_oom, token_budget
 from worker.engine.packing import PackedTree, shared_prefix, split_rows
 from worker.engine.prompts import Codec
 from worker.engine.stopping import StopRule, newline_ids
@@ -54,7 +55,7 @@ class CausalEngine(Engine):
         self.mask_spec = MaskSpec.for_model(self.model)
         self.base = getattr(self.model, self.model.base_model_prefix)
         self.softcap = getattr(config, "final_logit_softcapping", None)
-        self.kv_bytes = _kv_bytes_per_token(config, self.model.dtype)
+        self.kv_bytes = kv_bytes_per_token(config, self.model.dtype)
         self.key_cost = _key_cost(config, self.base)
         self._warm_up()
 
@@ -74,7 +75,8 @@ class CausalEngine(Engine):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output head (with Gemma's soft-capping) on the given hidden states only."""
-        logits = self.model.get_output_embeddings()(hidden).float()
+        head: Any = self.model.get_output_embeddings()  # type: ignore[no-untyped-call]
+        logits: torch.Tensor = head(hidden).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -422,7 +424,8 @@ class CausalSession(EngineSession):
             tree.add_path(tree.branch(0), -1, self.full, 0, share=False)
             state = _Batch([tree], DynamicCache(), [], [], [], [], [])
             self._run(state, 1)
-            self._full_kv = [(layer.keys, layer.values) for layer in state.cache.layers]
+            layers: list[Any] = list(state.cache.layers)  # attention layers: keys and values set
+            self._full_kv = [(layer.keys, layer.values) for layer in layers]
         return self._full_kv
 
 
@@ -472,16 +475,3 @@ def _key_cost(config: object, base: torch.nn.Module) -> float:
         p.numel() for name, p in base.named_parameters() if p.dim() == 2 and "embed" not in name
     )
     return 2 * layers * heads * head_dim / max(weights, 1)
-
-
-def _kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:
-    layers = int(getattr(config, "num_hidden_layers", 12))
-    heads = int(
-        getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 8)
-    )
-    hidden = int(getattr(config, "hidden_size", 512))
-    head_dim = int(
-        getattr(config, "head_dim", None)
-        or hidden // int(getattr(config, "num_attention_heads", 8))
-    )
-    return 2 * layers * heads * head_dim * torch.finfo(dtype).bits // 8

@@ -83,7 +83,7 @@ def model_class(family: Family) -> Any:
 
 def finish(model: PreTrainedModel, tokenizer: Any, device: torch.device) -> LoadedModel:
     """Move to the device in eval mode and record the attention backend actually set."""
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to oddly
     model.requires_grad_(False)
     backend = str(getattr(model.config, "_attn_implementation", None) or "eager")
     return LoadedModel(model, tokenizer, family_of(model.config), device, backend)

@@ -23,6 +23,27 @@ def free_bytes(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
+def kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token position adds to the cache: the self-attention
+    cache of a decoder-only model, the decoder's cross-attention cache of an encoder-decoder
+    (T5 names: ``num_decoder_layers``, ``num_heads``, ``d_kv``)."""
+    layers = _setting(config, ("num_decoder_layers", "num_hidden_layers", "num_layers"), 12)
+    query_heads = _setting(config, ("num_attention_heads", "num_heads"), 8)
+    heads = _setting(config, ("num_key_value_heads",), query_heads)
+    hidden = _setting(config, ("hidden_size", "d_model"), 512)
+    head_dim = _setting(config, ("head_dim", "d_kv"), hidden // query_heads)
+    return 2 * layers * heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def _setting(config: object, names: tuple[str, ...], default: int) -> int:
+    """The first of ``names`` the config sets (configs name the same thing differently)."""
+    for name in names:
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    return default
+
+
 def token_budget(engine: Any, context: int) -> int:
     """Token positions per batched pass: KV for ``context`` slots per row plus activations
     must fit in a quarter of free memory; on CPU also capped at ``CPU_TOKENS``."""

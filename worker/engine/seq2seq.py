@@ -43,7 +43,7 @@ from worker.engine.errors import ContextTooLong
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
-from worker.engine.memory import CPU_TOKENS, split_on_oom
+from worker.engine.memory import kv_bytes_per_token, split_on_oom, token_budget
 from worker.engine.prompts import Codec, Encoded, fid_passage
 from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
@@ -67,6 +67,7 @@ class Seq2SeqEngine(Engine):
         self.codec = Codec(loaded.tokenizer)
         config = self.model.config
         self.max_context_tokens = int(getattr(config, "n_positions", 0) or 4096)
+        self.kv_bytes = kv_bytes_per_token(config, self.model.dtype)
         self.eos = int(config.eos_token_id)
         self.pad = int(config.pad_token_id)
         self.start = int(config.decoder_start_token_id)
@@ -448,8 +449,9 @@ class Seq2SeqSession(EngineSession):
 
     def _batches(self, items: list[Any]) -> list[list[Any]]:
         size = self.engine.options.max_batch
-        budget = self.engine.options.batch_tokens or CPU_TOKENS
-        rows = max(1, min(size, budget // max(1, self._width())))
+        width = max(1, self._width())
+        budget = self.engine.options.batch_tokens or token_budget(self.engine, width)
+        rows = max(1, min(size, budget // width))
         return [items[i : i + rows] for i in range(0, len(items), rows)]
 
     def _width(self) -> int:

@@ -30,7 +30,7 @@ EOS_BOOST = 2.5
 
 
 def _llama(attn: str) -> PreTrainedModel:
-    config = LlamaConfig(
+    config = LlamaConfig(  # type: ignore[call-arg]  # config kwargs are typed per model
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
         pad_token_id=0, bos_token_id=None, eos_token_id=1, initializer_range=0.3,
@@ -40,7 +40,7 @@ def _llama(attn: str) -> PreTrainedModel:
 
 
 def _gemma(attn: str) -> PreTrainedModel:
-    config = Gemma3TextConfig(
+    config = Gemma3TextConfig(  # type: ignore[call-arg]
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=48,
         layer_types=["sliding_attention", "full_attention"], max_position_embeddings=8192,
@@ -51,7 +51,7 @@ def _gemma(attn: str) -> PreTrainedModel:
 
 
 def _t5(attn: str) -> PreTrainedModel:
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, initializer_factor=1.5,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
@@ -71,7 +71,8 @@ def build_tiny(kind: str, device: torch.device) -> LoadedModel:
     torch.manual_seed(SEED)
     model = BUILDERS[kind]("sdpa")
     with torch.no_grad():  # make EOS a common greedy choice so answers of varied length occur
-        model.get_output_embeddings().weight[1] *= EOS_BOOST
+        head: Any = model.get_output_embeddings()  # type: ignore[no-untyped-call]
+        head.weight[1] *= EOS_BOOST
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 1
     return finish(model, byte_tokenizer(), device)
