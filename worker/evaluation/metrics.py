@@ -34,6 +34,12 @@ ABSTENTION_PHRASES: tuple[str, ...] = (
     "no information",
     "not enough information",
     "none of the documents",
+    # "No, the document does not contain …": how SmolLM2 declines (articles are normalised away)
+    "document does not contain",
+    "documents do not contain",
+    "document doesnt contain",
+    "documents dont contain",
+    "no relevant information",
     "no se",
     "no lo se",
     "weiss nicht",

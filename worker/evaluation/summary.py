@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from worker.evaluation import metrics
+
 Record = dict[str, Any]
 
 
@@ -44,11 +46,19 @@ def _concentration(record: Record, key: str) -> float | None:
     return None if conc is None else conc[key]
 
 
+def _abstained(record: Record) -> bool:
+    """Judged from the stored answer with today's phrase list, so that runs made before a
+    phrase was added are summarised by the same rule as new ones."""
+    if "full_answer" in record:
+        return metrics.is_abstention(record["full_answer"])
+    return bool(record["abstained"])
+
+
 def _group(records: Sequence[Record]) -> dict[str, Any]:
     """Abstention and concentration for one group of questions."""
     return {
         "n": len(records),
-        "abstention": mean(r["abstained"] for r in records),
+        "abstention": mean(_abstained(r) for r in records),
         "entropy": mean(_concentration(r, "entropy") for r in records),
         "top1_share": mean(_concentration(r, "top1_share") for r in records),
     }

@@ -92,3 +92,15 @@ def test_markdown_has_one_row_per_method_and_group() -> None:
     assert "| given | 0.000 | 1.000 | 0.00 | 10.0 | 20.0 |" in md
     assert "| en | not_relevant | 1 | 1.000 | 0.800 | 0.300 |" in md
     assert "| ja | not_relevant | 1 | 1.000 | – | – |" in md
+
+
+def test_abstention_is_judged_from_the_stored_answer_with_the_current_phrases() -> None:
+    # a run made before "document does not contain" was a phrase stored abstained=False
+    old = _record("e", lang="sw", relevant=False, abstained=False, conc=None, shap_r1=None,
+                  correct=None)  # fmt: skip
+    old["full_answer"] = "No, the document does not contain a sentence that refers to Kibera"
+    answered = _record("f", lang="sw", relevant=False, abstained=True, conc=None, shap_r1=None,
+                       correct=None)  # fmt: skip
+    answered["full_answer"] = "Mto Po ni mto mrefu"
+    ctx = summarize([old, answered], ks=(1,))["context"]
+    assert ctx["not_relevant"]["abstention"] == {"mean": 0.5, "n": 2}
