@@ -31,7 +31,11 @@ class EngineOptions:
     also verifies up to this many tokens that followed the last generated ones in the job's
     answers or the coalition's prompt (0 = off); ``fast`` (decoder-only,
     opt-in, approximate): a coalition is the full-context KV cache with the removed units'
-    slots masked out, and only the question tail is recomputed. ``stop_at_newline``: an
+    slots masked out, and only the question tail is recomputed. ``layout`` (decoder-only):
+    how a batch sits in memory, ``"tree"`` (prefix trees under explicit masks, SDPA),
+    ``"linear"`` (a row per coalition with one draft chain, the FlashAttention 2 kernel on
+    CUDA) or ``"auto"`` (linear where FlashAttention 2 runs, tree elsewhere; fast mode is
+    always tree). ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
     on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
@@ -46,6 +50,7 @@ class EngineOptions:
     draft_nodes: int = 64
     lookup_tokens: int = 6
     fast: bool = False
+    layout: str = "auto"
     stop_at_newline: bool = True
 
 

@@ -91,3 +91,61 @@ def greedy_walk(tree: DraftTree, argmax: Sequence[int], done: Callable[[list[int
             break
         node = nxt
     return Walk(tokens, node, proposed, accepted)
+
+
+@dataclass
+class AnswerBook:
+    """The job's answers, and which coalitions gave them, to draft for each coalition.
+
+    One shared tree of every answer grows with the job and is copied below every prompt,
+    so its cost per coalition grows too (64 nodes at most: a sixth of a ten-document
+    exact coalition, more than half of a fast-mode one). Coalitions that differ in few
+    units mostly give the same answer, so the answers of the nearest coalitions already
+    decoded (votes weighted ``2 ** -distance``, distance in units of the same game) make a
+    small tree that holds the answer about as often as the whole one.
+    """
+
+    answers: list[tuple[int, ...]] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    _index: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _games: dict[object, tuple[list[npt.NDArray[np.bool_]], list[int]]] = field(
+        default_factory=dict
+    )
+
+    def record(
+        self, game: object, mask: npt.NDArray[np.bool_] | None, answer: tuple[int, ...]
+    ) -> None:
+        """A coalition of ``game`` (its unit list; ``None`` mask: no coalition to vote
+        with) gave ``answer`` (ids with the token that ended it)."""
+        index = self._index.setdefault(answer, len(self.answers))
+        if index == len(self.answers):
+            self.answers.append(answer)
+            self.counts.append(0)
+        self.counts[index] += 1
+        if mask is not None:
+            masks, picks = self._games.setdefault(game, ([], []))
+            masks.append(np.asarray(mask, dtype=bool))
+            picks.append(index)
+
+    def ranked(self, game: object, mask: npt.NDArray[np.bool_] | None) -> list[tuple[int, ...]]:
+        """Every answer, the likeliest for this coalition first (then the most frequent)."""
+        score = np.asarray(self.counts, dtype=np.float64) * 1e-6
+        if mask is not None and game in self._games:
+            masks, picks = self._games[game]
+            distance = (np.stack(masks) != np.asarray(mask, dtype=bool)).sum(axis=1)
+            score += np.bincount(picks, weights=0.5**distance, minlength=len(self.answers))
+        order = sorted(range(len(self.answers)), key=lambda i: (-score[i], i))
+        return [self.answers[i] for i in order]
+
+    def draft(self, game: object, mask: npt.NDArray[np.bool_] | None, max_nodes: int) -> DraftTree:
+        """A tree of the likeliest answers for this coalition, at most ``max_nodes`` nodes."""
+        tree = DraftTree(max_nodes=max_nodes)
+        for answer in self.ranked(game, mask):
+            if len(tree) >= max_nodes:
+                break
+            tree.add(answer)
+        return tree
+
+    def nodes(self, max_nodes: int) -> int:
+        """Nodes a draft can have (what a batch must leave room for per coalition)."""
+        return min(max_nodes, sum(len(a) for a in self.answers))

@@ -13,6 +13,9 @@ from worker.engine.errors import EngineError
 T = TypeVar("T")
 
 CPU_TOKENS = 2048  # on a CPU a bigger batch buys no throughput; smaller ones let the draft grow
+# Rough machine balance: multiply-adds a device does in the time it moves one byte.
+FLOPS_PER_BYTE = {"cpu": 20.0, "cuda": 100.0}
+PASSES_PER_BATCH = 3  # a batch reads its slots in the prompt pass and a few decoding steps
 
 
 def free_bytes(device: torch.device) -> int:
@@ -33,6 +36,31 @@ def kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:
     hidden = _setting(config, ("hidden_size", "d_model"), 512)
     head_dim = _setting(config, ("head_dim", "d_kv"), hidden // query_heads)
     return 2 * layers * heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def attention_costs(
+    config: object, base: torch.nn.Module, dtype: torch.dtype, device: torch.device
+) -> tuple[float, float]:
+    """``(key_cost, slot_cost)`` for ``packing.split_rows``, in units of computing one token
+    (the multiply-adds of the weight matrices): attending one query to one key (scores and
+    values, every head and layer), and moving one cached slot's keys and values over a
+    batch's passes (bytes times the device's multiply-adds per byte)."""
+    layers = _setting(config, ("num_hidden_layers", "num_layers"), 12)
+    heads = _setting(config, ("num_attention_heads", "num_heads"), 8)
+    hidden = _setting(config, ("hidden_size", "d_model"), 512)
+    head_dim = _setting(config, ("head_dim", "d_kv"), hidden // heads)
+    weights = sum(
+        p.numel() for name, p in base.named_parameters() if p.dim() == 2 and "embed" not in name
+    )
+    weights = max(weights, 1)
+    balance = FLOPS_PER_BYTE.get(device.type, FLOPS_PER_BYTE["cuda"])
+    moved = kv_bytes_per_token(config, dtype) * balance * PASSES_PER_BATCH
+    return 2 * layers * heads * head_dim / weights, moved / weights
+
+
+def store_slots(engine: Any) -> int:
+    """Slots a job's prefix store may hold: an eighth of free memory (batches get a quarter)."""
+    return max(0, free_bytes(engine.torch_device) // 8 // max(1, int(engine.kv_bytes)))
 
 
 def _setting(config: object, names: tuple[str, ...], default: int) -> int:

@@ -23,14 +23,16 @@ Bools = npt.NDArray[np.bool_]
 
 @dataclass
 class PackedTree:
-    """Nodes in computation order after ``reach`` full-context slots.
+    """Nodes in computation order after ``reach`` reused slots (the row's region: stored
+    prefix slots at ``reach_positions``, by default 0, 1, ...).
 
     Node ``i`` holds ``tokens[i]`` at ``positions[i]``, belongs to branch ``branches[i]``
-    (which full-context slots it may see) and has the node path ``paths[i]`` (its
+    (which reused slots it may see) and has the node path ``paths[i]`` (its
     ancestors and itself, in order). Its key slot in the cache is ``reach + i``.
     """
 
     reach: int
+    reach_positions: npt.NDArray[np.int64] | None = None
     tokens: list[int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     branches: list[int] = field(default_factory=list)
@@ -44,7 +46,7 @@ class PackedTree:
         return len(self.tokens)
 
     def branch(self, visible: int | Bools, key: object | None = None) -> int:
-        """A branch seeing the first ``visible`` full-context slots (or those flagged).
+        """A branch seeing the first ``visible`` reused slots (or those flagged).
         Equal ``key`` values return the same branch; ``None`` always makes a new one."""
         if key is not None and key in self._branch_keys:
             return self._branch_keys[key]
@@ -100,7 +102,7 @@ class PackedTree:
 
     def seen(self, queries: range, window: int | None) -> Bools:
         """(Q, K) visibility of the ``queries`` nodes over every key slot up to the last
-        query: their branch's full-context slots and their own path, at or before their
+        query: their branch's reused slots and their own path, at or before their
         position and, for sliding-window layers, within ``window`` positions."""
         keys = self.reach + queries.stop
         out = np.zeros((len(queries), keys), dtype=bool)
@@ -108,7 +110,8 @@ class PackedTree:
             out[row, : self.reach] = self.visible[self.branches[node]]
             out[row, self.reach + self.paths[node]] = True
         if window is not None:
-            key_pos = np.concatenate([np.arange(self.reach), self.positions[: queries.stop]])
+            reused = np.arange(self.reach) if self.reach_positions is None else self.reach_positions
+            key_pos = np.concatenate([reused, self.positions[: queries.stop]])
             query_pos = np.asarray(self.positions[queries.start : queries.stop])
             out &= (query_pos[:, None] - key_pos[None, :]) < window
         return out
@@ -129,6 +132,7 @@ def split_rows(
     extra: int,
     reach: int,
     key_cost: float,
+    slot_cost: float = 0.0,
 ) -> list[list[int]]:
     """Group a batch's coalitions (given in prefix order) into cache rows.
 
@@ -136,9 +140,12 @@ def split_rows(
     coalition's slots (masked, yet computed); one row per coalition shares nothing and pads
     to the longest. Coalitions that share leading tokens (a family) stay in one row; the
     families are spread over ``R`` rows, longest first onto the emptiest row, and ``R`` is
-    the one with the least estimated cost: ``R * W * (1 + key_cost * (reach + W))`` token
-    positions' worth of work for rows ``W`` nodes wide (``key_cost``: the cost of attending
-    to one key relative to computing one token).
+    the one with the least estimated cost, in token positions' worth of work for rows ``W``
+    nodes wide: ``R * W * (1 + key_cost * (reach + W))`` to compute them (``key_cost``:
+    attending to one key relative to computing one token) plus
+    ``R * (reach + W) * slot_cost`` to copy and read every row's slots over the batch's
+    passes (``slot_cost``: moving one slot's keys and values relative to computing one
+    token; it is what makes a row per coalition expensive when they all reuse a long prefix).
     """
     families: list[list[int]] = []
     sizes: list[int] = []
@@ -161,7 +168,9 @@ def split_rows(
             rows[r].append(f)
             widths[r] += sizes[f]
         width = max(widths)
-        cost = count * width * (1 + key_cost * (reach + width))
+        cost = (
+            count * width * (1 + key_cost * (reach + width)) + count * (reach + width) * slot_cost
+        )
         if best is None or cost < best[0]:
             members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]
             best = (cost, members)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.engine.draft import DraftTree, greedy_walk
+from worker.engine.draft import AnswerBook, DraftTree, greedy_walk
 
 EOS = {1}
 
@@ -72,3 +72,30 @@ def test_walk_stops_where_the_stop_rule_says_the_answer_ended():
     walk = greedy_walk(tree, [5, 13, 0, 0, 0], lambda tokens: tokens[-1] in (1, 13))
     assert walk.tokens == [5, 13]
     assert (walk.proposed, walk.accepted, walk.last_node) == (2, 2, 0)
+
+
+def test_the_nearest_coalitions_answers_are_drafted_first():
+    book = AnswerBook()
+    game = ("doc", 0, 1)
+    book.record(game, np.array([1, 1, 1, 1], bool), (5, 1))
+    book.record(game, np.array([0, 0, 0, 1], bool), (6, 1))
+    book.record(game, np.array([0, 0, 1, 1], bool), (6, 1))
+    # two votes for (6, 1), but (5, 1) came from a coalition one unit away
+    assert book.ranked(game, np.array([1, 1, 1, 0], bool)) == [(5, 1), (6, 1)]
+    assert book.ranked(game, np.array([0, 0, 0, 0], bool)) == [(6, 1), (5, 1)]
+    # another unit list (or none): by frequency
+    assert book.ranked(("other",), np.array([1], bool)) == [(6, 1), (5, 1)]
+    assert book.ranked(game, None) == [(6, 1), (5, 1)]
+
+
+def test_a_coalitions_draft_holds_its_likeliest_answers_within_the_cap():
+    book = AnswerBook()
+    game = ("g",)
+    for mask, answer in (([1, 0], (2, 3, 4, 1)), ([0, 1], (7, 8, 1)), ([1, 1], (2, 9, 1))):
+        book.record(game, np.array(mask, bool), answer)
+    draft = book.draft(game, np.array([0, 1], bool), max_nodes=5)
+    assert draft.tokens[:3] == [7, 8, 1]  # the nearest coalition's answer first
+    assert len(draft) == 5  # then as much of the next as fits
+    assert book.nodes(5) == 5
+    assert book.nodes(100) == 4 + 3 + 3
+    assert len(book.draft(game, None, max_nodes=100)) == 9  # (2, 3, 4, 1) and (2, 9, 1) share 2

@@ -89,3 +89,24 @@ def test_padding_nodes_see_only_themselves():
     assert seen[2].tolist() == [False, False, False, False, True, False]
     assert seen[3].tolist() == [False, False, False, False, False, True]
     assert seen[1].tolist() == [True, True, True, True, False, False]
+
+
+def test_moving_slots_favours_fewer_rows_when_all_reuse_a_long_prefix():
+    """Fast mode: every coalition reuses the same 1,400 full-context slots and computes a
+    short tail; one row per coalition would copy and read them eight times."""
+    prompts = [[i, 1, 2, 3] for i in range(8)]
+    branches = list(range(8))
+    spread = split_rows(branches, prompts, extra=2, reach=1400, key_cost=3e-4)
+    assert len(spread) == 8  # attention and padding alone favour a row each
+    packed = split_rows(branches, prompts, extra=2, reach=1400, key_cost=3e-4, slot_cost=0.03)
+    assert len(packed) == 1
+
+
+def test_reused_slots_sit_at_their_stored_positions():
+    """A row's reused region holds stored slots in any order; the sliding window counts
+    by their positions, not their index in the row."""
+    tree = PackedTree(reach=3, reach_positions=np.array([0, 5, 6]))
+    branch = tree.branch(np.array([True, True, True]))
+    tree.add_path(branch, -1, [9], start=7, share=False)
+    assert tree.seen(range(1), window=2)[0].tolist() == [False, False, True, True]
+    assert tree.seen(range(1), window=None)[0].tolist() == [True, True, True, True]

@@ -36,10 +36,10 @@ def test_common_leading_tokens_are_computed_once(engines):
         with options(engine, prefix_tree=tree, speculative=False, lookup_tokens=0):
             session = engine.open_session(QUESTION, DOCS, max_new_tokens=1)
             session.answers(units, masks[:1] | True)  # the full context (cache) first
+            plans = session.plans(units, masks)
             before = session.stats.tokens_computed
             answers[tree] = session.answer_tokens(units, masks)
             cost[tree] = session.stats.tokens_computed - before
-            plans = session.plans(units, masks)
     assert answers[True] == answers[False]
     assert plans[0].start == plans[1].start
     shared = shared_prefix(plans[0].new, plans[1].new)
