@@ -162,13 +162,14 @@ def flash_kvcache_attention(
 
 
 def pick_kernel(device: torch.device) -> tuple[str, KvKernel]:
-    """FlashAttention 2 when ``device`` is CUDA and flash-attn imports, the reference else.
+    """FlashAttention 2 when ``device`` is a CUDA GPU it supports (Ampere or newer: compute
+    capability 8.0) and flash-attn imports; the reference otherwise.
 
     The import is attempted rather than merely located: a flash-attn wheel built against
     another torch is found but fails to load (an ``ImportError`` on an undefined symbol),
     and then the reference is the only kernel that works.
     """
-    if device.type == "cuda":
+    if device.type == "cuda" and _capability(device) >= (8, 0):
         try:
             import flash_attn  # noqa: F401
         except ImportError:
@@ -176,6 +177,11 @@ def pick_kernel(device: torch.device) -> tuple[str, KvKernel]:
         else:
             return FLASH, flash_kvcache_attention
     return SDPA, reference_kvcache_attention
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    major, minor = torch.cuda.get_device_capability(device)
+    return int(major), int(minor)
 
 
 def _softcapped(

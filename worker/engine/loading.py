@@ -10,7 +10,6 @@ network.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from transformers import (
 )
 
 from worker.engine.errors import ModelNotFound
+from worker.engine.flash import pick_kernel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -66,10 +66,9 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 
 
 def pick_attention(device: torch.device) -> str:
-    """FlashAttention 2 when CUDA and the flash-attn package are present, SDPA otherwise."""
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    """FlashAttention 2 where its kernel runs (``flash.pick_kernel``: an Ampere or newer GPU
+    and flash-attn importable), SDPA otherwise."""
+    return pick_kernel(device)[0]
 
 
 def family_of(config: Any) -> Family:

@@ -341,10 +341,16 @@ def test_flash_path_passes_the_documented_arguments(
 
 
 def test_pick_kernel_on_cuda_follows_flash_attn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CUDA call happens: choosing only imports flash_attn (faked or blocked here)."""
+    """No CUDA call happens: the GPU's compute capability is faked, and choosing only
+    imports flash_attn (faked or blocked here)."""
     cuda = torch.device("cuda")
+    capability = [(8, 0)]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability[0])
     monkeypatch.setitem(sys.modules, "flash_attn", _fake_flash_attn([]))
     assert pick_kernel(cuda) == ("flash_attention_2", flash_kvcache_attention)
     assert pick_kernel(torch.device("cpu")) == ("sdpa", reference_kvcache_attention)
+    capability[0] = (7, 5)  # a Turing GPU: FlashAttention 2 needs Ampere or newer
+    assert pick_kernel(cuda) == ("sdpa", reference_kvcache_attention)
+    capability[0] = (9, 0)
     monkeypatch.setitem(sys.modules, "flash_attn", None)  # makes ``import flash_attn`` fail
     assert pick_kernel(cuda) == ("sdpa", reference_kvcache_attention)
