@@ -52,6 +52,8 @@ from worker.shapley import segment
 from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
 
+MIN_BATCH = 4  # the smallest batch a growing job starts with
+
 
 class RowBatch(Protocol):
     """What the session needs from a batch layout (``TreeBatch``, ``LinearBatch``)."""
@@ -228,11 +230,15 @@ class CausalSession(EngineSession):
         if not len(self.store):
             self.store.add(-1, self.full, full_context(self.engine, self.full, self.stats), 0)
 
-    def _batches(self, plans: Sequence[Plan], extra: int) -> list[list[tuple[int, Plan]]]:
+    def _batches(
+        self, plans: Sequence[Plan], extra: int, grow: bool = False
+    ) -> list[list[tuple[int, Plan]]]:
         """Batches of (index, plan) in prompt order, so that coalitions sharing leading
         tokens land together (and later batches find earlier ones' prompts in the store); a
         batch holds what fits the memory budget once shared tokens are counted once (plus
-        ``extra`` draft or target tokens per row)."""
+        ``extra`` draft or target tokens per row). ``grow``: early in a job a batch holds at
+        most twice as many coalitions as were decoded before it, so that the answers the
+        drafts are made of accumulate before the big batches run."""
         order = sorted(range(len(plans)), key=lambda i: (plans[i].prompt, plans[i].branch_key))
         context = len(self.full) + self.max_new_tokens + extra
         options = self.engine.options
@@ -240,14 +246,16 @@ class CausalSession(EngineSession):
         share = options.prefix_tree and not self.engine.linear
         out: list[list[tuple[int, Plan]]] = []
         current: list[tuple[int, Plan]] = []
-        used = 0
+        used, known = 0, len(self._memo)
         for i in order:
             plan = plans[i]
             cost = len(plan.new) + extra
             if share and current and current[-1][1].branch_key == plan.branch_key:
                 cost -= shared_prefix(current[-1][1].new, plan.new)
-            if current and (used + cost > budget or len(current) >= options.max_batch):
+            cap = min(options.max_batch, max(MIN_BATCH, 2 * known)) if grow else options.max_batch
+            if current and (used + cost > budget or len(current) >= cap):
                 out.append(current)
+                known += len(current)
                 current, used, cost = [], 0, len(plan.new) + extra
             current.append((i, plan))
             used += cost
@@ -258,7 +266,7 @@ class CausalSession(EngineSession):
     # --- greedy answers ------------------------------------------------------------------
 
     def _decode(self, plans: list[Plan]) -> None:
-        for batch in self._batches(plans, extra=self._draft_size()):
+        for batch in self._batches(plans, extra=self._draft_size(), grow=True):
             batch = [(i, self._replan(p)) for i, p in batch]
             split_on_oom(self._decode_batch, batch)
 

@@ -93,6 +93,9 @@ def greedy_walk(tree: DraftTree, argmax: Sequence[int], done: Callable[[list[int
     return Walk(tokens, node, proposed, accepted)
 
 
+DRAFT_MASS = 0.95  # a coalition's draft holds the answers with this share of its votes
+
+
 @dataclass
 class AnswerBook:
     """The job's answers, and which coalitions gave them, to draft for each coalition.
@@ -129,22 +132,40 @@ class AnswerBook:
 
     def ranked(self, game: object, mask: npt.NDArray[np.bool_] | None) -> list[tuple[int, ...]]:
         """Every answer, the likeliest for this coalition first (then the most frequent)."""
+        return [self.answers[i] for i, _ in self._scored(game, mask)]
+
+    def draft(
+        self,
+        game: object,
+        mask: npt.NDArray[np.bool_] | None,
+        max_nodes: int,
+        mass: float = DRAFT_MASS,
+    ) -> DraftTree:
+        """A tree of the likeliest answers for this coalition: in order of their votes until
+        they hold ``mass`` of the votes (at least one answer), at most ``max_nodes`` nodes.
+        Where the nearest coalitions agree the draft is one answer; where they do not, the
+        tree covers the alternatives."""
+        tree = DraftTree(max_nodes=max_nodes)
+        scored = self._scored(game, mask)
+        total, held = sum(score for _, score in scored), 0.0
+        for i, score in scored:
+            if len(tree) >= max_nodes or (len(tree) and held >= mass * total):
+                break
+            tree.add(self.answers[i])
+            held += score
+        return tree
+
+    def _scored(self, game: object, mask: npt.NDArray[np.bool_] | None) -> list[tuple[int, float]]:
+        """(answer index, votes), most votes first: each coalition of the same unit list
+        votes ``2 ** -distance`` for its answer; every answer seen gets a sliver by frequency
+        (which alone orders answers for a coalition of another unit list)."""
         score = np.asarray(self.counts, dtype=np.float64) * 1e-6
         if mask is not None and game in self._games:
             masks, picks = self._games[game]
             distance = (np.stack(masks) != np.asarray(mask, dtype=bool)).sum(axis=1)
             score += np.bincount(picks, weights=0.5**distance, minlength=len(self.answers))
         order = sorted(range(len(self.answers)), key=lambda i: (-score[i], i))
-        return [self.answers[i] for i in order]
-
-    def draft(self, game: object, mask: npt.NDArray[np.bool_] | None, max_nodes: int) -> DraftTree:
-        """A tree of the likeliest answers for this coalition, at most ``max_nodes`` nodes."""
-        tree = DraftTree(max_nodes=max_nodes)
-        for answer in self.ranked(game, mask):
-            if len(tree) >= max_nodes:
-                break
-            tree.add(answer)
-        return tree
+        return [(i, float(score[i])) for i in order]
 
     def nodes(self, max_nodes: int) -> int:
         """Nodes a draft can have (what a batch must leave room for per coalition)."""

@@ -141,8 +141,9 @@ def split_rows(
     to the longest. Coalitions that share leading tokens (a family) stay in one row; the
     families are spread over ``R`` rows, longest first onto the emptiest row, and ``R`` is
     the one with the least estimated cost, in token positions' worth of work for rows ``W``
-    nodes wide: ``R * W * (1 + key_cost * (reach + W))`` to compute them (``key_cost``:
-    attending to one key relative to computing one token) plus
+    nodes wide: ``R * W * (1 + key_cost * (reach + W / 2))`` to compute them
+    (``key_cost``: attending to one key relative to computing one token; a query attends
+    to the reused slots and, on average, half the row's nodes) plus
     ``R * (reach + W) * slot_cost`` to copy and read every row's slots over the batch's
     passes (``slot_cost``: moving one slot's keys and values relative to computing one
     token; it is what makes a row per coalition expensive when they all reuse a long prefix).
@@ -168,9 +169,8 @@ def split_rows(
             rows[r].append(f)
             widths[r] += sizes[f]
         width = max(widths)
-        cost = (
-            count * width * (1 + key_cost * (reach + width)) + count * (reach + width) * slot_cost
-        )
+        attended = reach + width / 2  # queries skip keys after their own slot (``attention``)
+        cost = count * width * (1 + key_cost * attended) + count * (reach + width) * slot_cost
         if best is None or cost < best[0]:
             members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]
             best = (cost, members)

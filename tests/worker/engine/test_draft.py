@@ -99,3 +99,16 @@ def test_a_coalitions_draft_holds_its_likeliest_answers_within_the_cap():
     assert book.nodes(5) == 5
     assert book.nodes(100) == 4 + 3 + 3
     assert len(book.draft(game, None, max_nodes=100)) == 9  # (2, 3, 4, 1) and (2, 9, 1) share 2
+
+
+def test_a_draft_stops_once_its_answers_hold_most_of_the_votes():
+    book = AnswerBook()
+    game = ("g",)
+    for _ in range(30):
+        book.record(game, np.array([1, 1, 0], bool), (5, 6, 1))
+    book.record(game, np.array([0, 0, 1], bool), (7, 1))
+    near = book.draft(game, np.array([1, 1, 0], bool), max_nodes=64)
+    assert near.tokens == [5, 6, 1]  # 30 votes against 1/8: the one answer is the draft
+    far = book.draft(game, np.array([0, 0, 1], bool), max_nodes=64)
+    assert far.tokens == [5, 6, 1, 7, 1]  # 3.75 against 1: both
+    assert book.draft(game, np.array([1, 1, 0], bool), 64, mass=1.0).tokens == far.tokens

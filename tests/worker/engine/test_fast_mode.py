@@ -33,8 +33,9 @@ def test_a_coalition_computes_only_the_tail(fast_llama):
     session.answers(units, masks)
     tail = len(session.layout.tail)
     distinct = len({m.tobytes() for m in masks})
-    # the shared full-context pass, then the tail (plus a 1-token draft tree after batch 1)
-    assert session.stats.tokens_computed - len(session.full) <= distinct * (tail + 1)
+    # the shared full-context pass, then the tail (plus a 1-token draft after batch 1, and
+    # a little padding where the batch spreads over two cache rows)
+    assert session.stats.tokens_computed - len(session.full) <= distinct * (tail + 2)
     assert session.stats.forward_passes == 1 + distinct
 
 
