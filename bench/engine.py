@@ -2,13 +2,16 @@
 switched on in turn, on NaturalQuestions questions, for the same random coalitions.
 
     .venv/bin/python bench/engine.py [--models smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5]
-        [--coalitions 12] [--docs 10] [--max-new-tokens 8] [--questions 1] [--threads 1]
-        [--no-newline-stop]
+        [--coalitions 12,128] [--docs 10] [--max-new-tokens 8] [--questions 1] [--threads 1]
+        [--modes WORDS] [--no-newline-stop]
 
-Prints one table row per (model, mode): seconds, forward passes and tokens computed (both
-per coalition), the speed-up over the naive loop, the speculative acceptance rate (answer
-tree), the share of look-up draft tokens accepted, and the
-share of coalitions whose answer equals the naive loop's. Answers end at the first newline
+Prints one table row per (model, number of coalitions, mode): seconds, the speed-up over
+the naive loop, seconds per coalition after the full context (the marginal cost: the full
+context is the job's answer stage, computed once whatever the mode) and that speed-up,
+forward passes and tokens computed per coalition, the speculative acceptance rate (draft
+answers), the share of look-up draft tokens accepted, and the share of coalitions whose
+answer equals the naive loop's. ``x exact`` compares fast mode's marginal seconds with
+the exact engine's (all options on) in the same run. Answers end at the first newline
 after their text (``EngineOptions.stop_at_newline``; the naive loop uses a
 ``StoppingCriteria`` with the same rule); ``--no-newline-stop`` turns that off everywhere.
 Figures go to docs/performance.md.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import math
 import sys
@@ -46,9 +50,13 @@ MODES: dict[str, EngineOptions] = {
     "+ prefix cache": replace(OFF, prefix_cache=True),
     "+ prefix tree": replace(OFF, prefix_cache=True, prefix_tree=True),
     "+ speculative": replace(OFF, prefix_cache=True, prefix_tree=True, speculative=True),
-    "+ look-up drafts": EngineOptions(),
+    "+ look-up drafts": EngineOptions(layout="tree"),
 }
-FAST = {"fast mode (approx.)": EngineOptions(fast=True)}
+EXACT = "+ look-up drafts"
+CAUSAL_ONLY = {
+    "linear layout (FA2's)": EngineOptions(layout="linear"),
+    "fast mode (approx.)": EngineOptions(fast=True),
+}
 
 
 @dataclass
@@ -62,6 +70,7 @@ class Row:
     acceptance: float | None
     agreement: float
     lookup: float | None = None
+    marginal: float = 0.0  # seconds after the full context, per later coalition
 
 
 def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
@@ -97,7 +106,7 @@ def naive(
     units = segment.document_units(docs)
     session = engine.open_session(question, docs, max_new_tokens=max_new)
     answers, passes, tokens = [], 0, 0
-    start = time.perf_counter()
+    start = after_full = time.perf_counter()
     for row in masks:
         kwargs, prompt_tokens = _naive_inputs(engine, session, question, docs, units, row)
         offset = kwargs["input_ids"].shape[1] if engine.family == "causal" else 1
@@ -118,7 +127,10 @@ def naive(
         answers.append(_until_eos(new, _eos(engine)))
         passes += len(answers[-1])
         tokens += prompt_tokens + len(answers[-1]) - 1
-    return answers, passes, tokens, time.perf_counter() - start
+        if len(answers) == 1:
+            after_full = time.perf_counter()
+    end = time.perf_counter()
+    return answers, passes, tokens, end - start, (end - after_full) / max(1, len(masks) - 1)
 
 
 def _naive_inputs(engine, session, question, docs, units, row):
@@ -160,16 +172,19 @@ def _until_eos(tokens: list[int], eos: list[int]) -> list[int]:
 
 def engine_mode(
     engine, options, question, docs, masks, max_new, chunk
-) -> tuple[list, object, float]:
-    """The pipeline's call pattern: the full context first, then batches of ``chunk``."""
+) -> tuple[list, object, float, float]:
+    """The pipeline's call pattern: the full context first, then batches of ``chunk``.
+    Returns the answers, the session, the seconds in all and per coalition after the first."""
     engine.options = options
     units = segment.document_units(docs)
     start = time.perf_counter()
     session = engine.open_session(question, docs, max_new_tokens=max_new)
     got = session.answer_tokens(units, masks[:1])
+    after_full = time.perf_counter()
     for i in range(1, len(masks), chunk):
         got += session.answer_tokens(units, masks[i : i + chunk])
-    return got, session, time.perf_counter() - start
+    end = time.perf_counter()
+    return got, session, end - start, (end - after_full) / max(1, len(masks) - 1)
 
 
 def _fitting(engine, question: str, docs: list[Document]) -> list[Document]:
@@ -186,24 +201,28 @@ def _fitting(engine, question: str, docs: list[Document]) -> list[Document]:
 def bench_model(name, args) -> list[Row]:
     engine = load_engine(name, device="cpu")
     rows = []
-    for qi, (question, docs) in enumerate(questions(args.questions, args.docs)):
+    sizes = [int(n) for n in str(args.coalitions).split(",")]
+    for (qi, (question, docs)), count in itertools.product(
+        enumerate(questions(args.questions, args.docs)), sizes
+    ):
         docs = _fitting(engine, question, docs)
         rng = np.random.default_rng(qi)
-        masks = rng.random((args.coalitions, len(docs))) < 0.5
+        masks = rng.random((count, len(docs))) < 0.5
         masks[0] = True
         stop = not args.no_newline_stop
-        ref, passes, tokens, seconds = naive(
+        ref, passes, tokens, seconds, marginal = naive(
             engine, question, docs, masks, args.max_new_tokens, stop
         )
         rows.append(
-            Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0)
-        )
-        modes = {**MODES, **(FAST if engine.family == "causal" else {})}
+            Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0,
+                marginal=marginal)
+        )  # fmt: skip
+        modes = {**MODES, **(CAUSAL_ONLY if engine.family == "causal" else {})}
         wanted = [w for w in args.modes.split(",") if w]
         modes = {m: o for m, o in modes.items() if not wanted or any(w in m for w in wanted)}
         for mode, options in modes.items():
             options = replace(options, stop_at_newline=stop)
-            got, session, secs = engine_mode(
+            got, session, secs, marginal = engine_mode(
                 engine, options, question, docs, masks, args.max_new_tokens, args.chunk
             )
             stats, proposed = session.stats, getattr(session, "lookup_proposed", 0)
@@ -220,9 +239,11 @@ def bench_model(name, args) -> list[Row]:
                     stats.acceptance_rate,
                     agree,
                     lookup,
+                    marginal,
                 )
             )
-        print_table(rows[-len(modes) - 1 :], header=qi == 0 and name == args.models.split(",")[0])
+        first = qi == 0 and count == sizes[0] and name == args.models.split(",")[0]
+        print_table(rows[-len(modes) - 1 :], header=first)
     return rows
 
 
@@ -235,9 +256,11 @@ def shapley_gap(name: str, args: argparse.Namespace) -> None:
     masks = np.array([[(s >> i) & 1 for i in range(n)] for s in range(2**n)], dtype=bool)
     masks = np.concatenate([masks[-1:], masks[:-1]])  # the full context first
     values = {}
-    exact, fast = MODES["+ look-up drafts"], FAST["fast mode (approx.)"]
+    exact, fast = MODES[EXACT], CAUSAL_ONLY["fast mode (approx.)"]
     for mode, options in (("exact", exact), ("fast", fast)):
-        got, _, secs = engine_mode(engine, options, question, docs, masks, args.max_new_tokens, 8)
+        got, _, secs, _ = engine_mode(
+            engine, options, question, docs, masks, args.max_new_tokens, 8
+        )
         values[mode] = (np.array([g == got[0] for g in got], dtype=float), got, secs)
     agree = np.mean([a == b for a, b in zip(values["exact"][1], values["fast"][1], strict=True)])
     phi = {mode: _shapley(masks, v[0]) for mode, v in values.items()}
@@ -263,19 +286,27 @@ def _shapley(masks: np.ndarray, value: np.ndarray) -> np.ndarray:
     return out
 
 
-COLUMNS = [("model", 14), ("mode", 20), ("s", 7), ("x naive", 7), ("passes/coal", 11),
+COLUMNS = [("model", 12), ("N", 3), ("mode", 21), ("s", 7), ("x naive", 7),
+           ("s/coal after", 12), ("x naive", 7), ("x exact", 7), ("passes/coal", 11),
            ("tokens/coal", 11), ("accept", 6), ("look-up", 7), ("agree", 5)]  # fmt: skip
 
 
 def print_table(rows: list[Row], header: bool) -> None:
-    """Markdown rows; ``x naive`` and ``agree`` compare with the first row (the naive loop)."""
+    """Markdown rows; ``x naive`` and ``agree`` compare with the first row (the naive loop),
+    ``x exact`` (fast mode only) with the exact engine's row."""
     if header:
         print("| " + " | ".join(f"{name:>{width}}" for name, width in COLUMNS) + " |")
         print("|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|")
-    base = rows[0].seconds
+    base = rows[0]
+    exact = next((r for r in rows if r.mode == EXACT), None)
     for r in rows:
+        versus = "-"
+        if "fast" in r.mode and exact is not None:
+            versus = f"{exact.marginal / r.marginal:.2f}"
         cells = [
-            r.model, r.mode, f"{r.seconds:.2f}", f"{base / r.seconds:.2f}",
+            r.model, str(r.coalitions), r.mode, f"{r.seconds:.2f}",
+            f"{base.seconds / r.seconds:.2f}", f"{r.marginal:.3f}",
+            f"{base.marginal / r.marginal:.2f}", versus,
             f"{r.passes / r.coalitions:.2f}", f"{r.tokens / r.coalitions:.0f}",
             "-" if r.acceptance is None else f"{r.acceptance:.2f}",
             "-" if r.lookup is None else f"{r.lookup:.2f}", f"{r.agreement:.2f}",
@@ -287,11 +318,13 @@ def print_table(rows: list[Row], header: bool) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5")
-    parser.add_argument("--coalitions", type=int, default=12)
+    parser.add_argument(
+        "--coalitions", default="12,128", help="numbers of random coalitions, comma-separated"
+    )
     parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--questions", type=int, default=1)
-    parser.add_argument("--chunk", type=int, default=8, help="coalitions per answers() call")
+    parser.add_argument("--chunk", type=int, default=32, help="coalitions per answers() call")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="", help="only modes containing these words")
     parser.add_argument("--shapley", action="store_true", help="fast vs exact Shapley values")
