@@ -27,7 +27,7 @@ import torch
 from worker.engine import attention
 from worker.engine.attend import MaskSpec
 from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
-from worker.engine.draft import AnswerBook, DraftTree, Walk, greedy_walk
+from worker.engine.draft import AnswerBook, DraftTree, Walk, step
 from worker.engine.errors import ContextTooLong
 from worker.engine.flash import FLASH, pick_kernel
 from worker.engine.kvcache import KV
@@ -53,6 +53,7 @@ from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
 
 MIN_BATCH = 4  # the smallest batch a growing job starts with
+_NO_DRAFT = DraftTree(0)
 
 
 class RowBatch(Protocol):
@@ -281,11 +282,10 @@ class CausalSession(EngineSession):
         drafts = [self._draft(p) for p in plans]
         rows = self._layout(plans, drafts)
         self.stats.batch_sizes.append(len(batch))
-        greedy = self._argmax(rows.prompt_pass())
+        hidden = rows.prompt_pass()
         self._store_prompts(rows, plans)
         outputs: list[list[int]] = []
-        for c, (tokens, draft) in enumerate(zip(greedy, drafts, strict=True)):
-            walk = self._walk(draft, tokens)
+        for c, walk in enumerate(self._walks(drafts, hidden)):
             outputs.append(walk.tokens)
             rows.settle(c, walk.last_node)
         answers = list(self._answer_ids.values())
@@ -321,11 +321,24 @@ class CausalSession(EngineSession):
                 parent = int(plan.keep[-1]) if plan.reach else -1
                 self.store.add(parent, plan.new[: plan.stored], rows.prompt_kv(c), plan.start)
 
-    def _walk(self, tree: DraftTree | None, argmax: list[int]) -> Walk:
-        walk = greedy_walk(tree or DraftTree(0), argmax, self.stop.done)
-        self.stats.draft_tokens_proposed += walk.proposed
-        self.stats.draft_tokens_accepted += walk.accepted
-        return walk
+    def _walks(self, drafts: list[DraftTree | None], hidden: list[torch.Tensor]) -> list[Walk]:
+        """Greedy walks through every coalition's draft (``hidden[c]``: states after its
+        prompt and after each draft node). The output head runs one level of all walks at a
+        time, on the states the walks reach only: projecting every draft node would cost
+        Gemma's 262k-word head more than its whole body for the nodes no walk takes."""
+        walks = [Walk([], -1, 0, 0) for _ in drafts]
+        going = list(range(len(drafts)))
+        while going:
+            states = [hidden[c][walks[c].last_node + 1 : walks[c].last_node + 2] for c in going]
+            greedy = self._argmax(states)
+            going = [
+                c for c, [token] in zip(going, greedy, strict=True)
+                if step(walks[c], drafts[c] or _NO_DRAFT, token, self.stop.done)
+            ]  # fmt: skip
+        for walk in walks:
+            self.stats.draft_tokens_proposed += walk.proposed
+            self.stats.draft_tokens_accepted += walk.accepted
+        return walks
 
     def _continue(self, rows: RowBatch, outputs: list[list[int]], corpora: list[Any]) -> None:
         """Cached greedy steps for the coalitions still going. Each step also proposes a
@@ -336,9 +349,8 @@ class CausalSession(EngineSession):
                 return
             guesses = {c: self._guess(corpora[c], outputs[c]) for c in active}
             hidden = rows.step({c: [outputs[c][-1], *guesses[c]] for c in active})
-            greedy = self._argmax([hidden[c] for c in active])
-            for c, tokens in zip(active, greedy, strict=True):
-                rows.advance(c, self._accept(outputs[c], guesses[c], tokens))
+            for c, taken in self._accepts(outputs, guesses, hidden).items():
+                rows.advance(c, taken)
 
     def _guess(self, corpus: np.ndarray, out: list[int]) -> list[int]:
         room = self.max_new_tokens - len(out) - 1
@@ -346,17 +358,30 @@ class CausalSession(EngineSession):
         self.lookup_proposed += len(guess)
         return guess
 
-    def _accept(self, out: list[int], guess: list[int], greedy: list[int]) -> int:
-        """Append greedy tokens while they confirm the guess; returns how many guessed
-        tokens were accepted (the index of the last node on the answer's path)."""
-        taken = 0
-        while True:
-            token = greedy[taken]
-            out.append(token)
-            if self.stop.done(out) or taken >= len(guess) or token != guess[taken]:
-                self.lookup_accepted += taken
-                return taken
-            taken += 1
+    def _accepts(
+        self,
+        outputs: list[list[int]],
+        guesses: dict[int, list[int]],
+        hidden: dict[int, torch.Tensor],
+    ) -> dict[int, int]:
+        """Append greedy tokens while they confirm each coalition's guess; per coalition how
+        many guessed tokens were accepted (the index of the last chain node on its answer's
+        path). Like ``_walks``, the output head runs only where a walk has got to."""
+        taken = dict.fromkeys(guesses, 0)
+        going = list(guesses)
+        while going:
+            greedy = self._argmax([hidden[c][taken[c] : taken[c] + 1] for c in going])
+            still = []
+            for c, [token] in zip(going, greedy, strict=True):
+                out, guess = outputs[c], guesses[c]
+                out.append(token)
+                if self.stop.done(out) or taken[c] >= len(guess) or token != guess[taken[c]]:
+                    self.lookup_accepted += taken[c]
+                    continue
+                taken[c] += 1
+                still.append(c)
+            going = still
+        return taken
 
     def _argmax(self, hidden: list[torch.Tensor]) -> list[list[int]]:
         """Greedy next tokens after the given hidden states; the output head runs on those only."""

@@ -78,19 +78,26 @@ def greedy_walk(tree: DraftTree, argmax: Sequence[int], done: Callable[[list[int
     is complete (EOS, the token limit, the newline stop: the tree holds answers ended the
     same way) or where greedy leaves the tree; a step counts as proposed when the current
     node has children and as accepted when greedy takes one of them."""
-    tokens: list[int] = []
-    node, proposed, accepted = -1, 0, 0
-    while True:
-        token = int(argmax[node + 1])
-        tokens.append(token)
-        nxt = tree.child(node, token)
-        if tree.has_children(node):
-            proposed += 1
-            accepted += nxt is not None
-        if nxt is None or done(tokens):
-            break
-        node = nxt
-    return Walk(tokens, node, proposed, accepted)
+    walk = Walk([], -1, 0, 0)
+    while step(walk, tree, int(argmax[walk.last_node + 1]), done):
+        pass
+    return walk
+
+
+def step(walk: Walk, tree: DraftTree, token: int, done: Callable[[list[int]], bool]) -> bool:
+    """One step of a greedy walk: ``token`` is greedy after ``walk.last_node`` (-1: the
+    prompt). Returns whether the walk goes on (then from the child it moved to), so that a
+    caller can compute the next greedy token only for walks that need one."""
+    walk.tokens.append(token)
+    node = walk.last_node
+    child = tree.child(node, token)
+    if tree.has_children(node):
+        walk.proposed += 1
+        walk.accepted += child is not None
+    if child is None or done(walk.tokens):
+        return False
+    walk.last_node = child
+    return True
 
 
 DRAFT_MASS = 0.95  # a coalition's draft holds the answers with this share of its votes
