@@ -43,7 +43,6 @@ from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 from worker.shapley.units import Document  # noqa: E402
 
-NQ = nq_file(10)
 OFF = EngineOptions(prefix_cache=False, prefix_tree=False, speculative=False, lookup_tokens=0)
 MODES: dict[str, EngineOptions] = {
     "engine: batched": OFF,
@@ -75,7 +74,7 @@ class Row:
 
 def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
     out = []
-    with gzip.open(NQ, "rt") as lines:
+    with gzip.open(nq_file(20 if docs > 10 else 10), "rt") as lines:
         for line, _ in zip(lines, range(count), strict=False):
             record = json.loads(line)
             out.append(
