@@ -46,9 +46,11 @@ class Faulty:
 
 
 class BigAttentionFails:
-    """``scaled_dot_product_attention`` that runs out of memory when a call attends from
-    more than ``limit`` query positions (rows x queries): what a device does when a batch
-    is too big. Every engine path (HF's SDPA layers, the T5 kernel) goes through it."""
+    """``scaled_dot_product_attention`` that runs out of memory when a call attends over
+    more than ``limit`` cached positions (rows x keys): what a device does when a batch is
+    too big, since the keys and values of every row grow with it (T5 batches coalitions as
+    rows; the causal engine packs them as a tree into one row's keys). Every engine path
+    (HF's SDPA layers, the causal engine's blocks, the T5 kernel) goes through it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -56,7 +58,8 @@ class BigAttentionFails:
         self.inner = torch.nn.functional.scaled_dot_product_attention
 
     def __call__(self, query: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        size = int(query.shape[0] * query.shape[-2])
+        key = args[0] if args else kwargs["key"]
+        size = int(key.shape[0] * key.shape[-2])
         if size > self.limit:
             self.refused.append(size)
             raise OOM
@@ -127,3 +130,16 @@ def test_what_counts_as_out_of_memory() -> None:
     assert is_oom(RuntimeError("XPU out of memory. Tried to allocate"))
     assert not is_oom(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_oom(ValueError("out of memory"))  # not a device error
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5-fid"])
+def test_out_of_memory_on_the_shared_context_fails_the_job(name: str, monkeypatch) -> None:
+    """The full-context prompt (causal) and the passages (FiD) are computed once per job and
+    cannot be split: out of memory there is an EngineError, not a raw device error."""
+    engine = load_engine(name, device="cpu")
+    faulty = BigAttentionFails(1)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", faulty)
+    units, masks = coalitions()
+    with pytest.raises(EngineError, match="single coalition"):
+        engine.open_session(QUESTION, DOCS, max_new_tokens=4).answers(units, masks)
+    assert faulty.refused

@@ -32,11 +32,16 @@ class NqFakeEngine(FakeEngine):
         masking: Masking = "remove",
         max_new_tokens: int = 16,
     ) -> FakeOracle:
-        session = FakeOracle(question, documents, masking=masking, rules=NQ_RULES)
+        session = FakeOracle(question, documents, masking=masking, rules=NQ_RULES, delay=self.delay)
         self.sessions.append(session)
         return session
 
 
+BATCH_SECONDS = 0.004  # a model's pace: a big job (4096 coalitions) runs for seconds, so a
+# cancel sent while it runs lands before it ends even on a loaded machine (without it,
+# such a job ended in under a second and a cancel could arrive after its last checkpoint)
+
+
 def make_nq_fake_engine() -> NqFakeEngine:
     """Factory for ``--model py:tests.viewer.nq_fake:make_nq_fake_engine`` (served as fake-nq)."""
-    return NqFakeEngine("fake-nq")
+    return NqFakeEngine("fake-nq", delay=BATCH_SECONDS)

@@ -38,6 +38,7 @@ from worker.engine.lookup import corpus_of, follow
 from worker.engine.memory import (
     attention_costs,
     kv_bytes_per_token,
+    single_coalition,
     split_on_oom,
     store_slots,
     token_budget,
@@ -229,7 +230,8 @@ class CausalSession(EngineSession):
     def _compute_full(self) -> None:
         """The full-context prompt, computed once per job as the store's first chain."""
         if not len(self.store):
-            self.store.add(-1, self.full, full_context(self.engine, self.full, self.stats), 0)
+            states = single_coalition(lambda: full_context(self.engine, self.full, self.stats))
+            self.store.add(-1, self.full, states, 0)
 
     def _batches(
         self, plans: Sequence[Plan], extra: int, grow: bool = False

@@ -11,6 +11,7 @@ import torch
 from worker.engine.errors import EngineError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 CPU_TOKENS = 2048  # on a CPU a bigger batch buys no throughput; smaller ones let the draft grow
 # Rough machine balance: multiply-adds a device does in the time it moves one byte.
@@ -91,16 +92,28 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+def single_coalition(run: Callable[[], R]) -> R:
+    """``run()``, work that no smaller batch can replace (one coalition's pass, the job's
+    full-context prompt): out of memory there is an :class:`EngineError` the job fails
+    with, not a device error the worker would retry on the same device."""
+    try:
+        return run()
+    except RuntimeError as error:
+        if is_oom(error):
+            raise EngineError("out of memory on a single coalition") from error
+        raise
+
+
 def split_on_oom(run: Callable[[list[T]], Sequence[Any]], batch: list[T]) -> list[Any]:
     """``run(batch)``; on out-of-memory, free the cache and run the two halves instead.
     Other errors propagate unchanged (the worker fails or retries the job)."""
+    if len(batch) == 1:
+        return list(single_coalition(lambda: run(batch)))
     try:
         return list(run(batch))
     except RuntimeError as error:
         if not is_oom(error):
             raise
-        if len(batch) == 1:
-            raise EngineError("out of memory on a single coalition") from error
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         half = len(batch) // 2

@@ -43,7 +43,12 @@ from worker.engine.errors import ContextTooLong
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
-from worker.engine.memory import kv_bytes_per_token, split_on_oom, token_budget
+from worker.engine.memory import (
+    kv_bytes_per_token,
+    single_coalition,
+    split_on_oom,
+    token_budget,
+)
 from worker.engine.prompts import Codec, Encoded, fid_passage
 from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
@@ -633,7 +638,7 @@ class FidSession(Seq2SeqSession):
         longest = max(len(e.ids) + 1 for e in self.encoded)
         if longest > engine.max_context_tokens:
             raise ContextTooLong(longest, engine.max_context_tokens)
-        self.states, self.slots = self._encode_passages()
+        self.states, self.slots = single_coalition(self._encode_passages)
         self.slot_ids = np.array([t for e in self.encoded for t in (*e.ids, engine.eos)])
         self.shared = engine.kernel.memory(self.states, torch.ones(1, 1, dtype=torch.bool))
         self._keep_cache: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[int, ...]] = {}
