@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worker.engine.key_blocks import KeyBlocks
 from worker.engine.packing import PackedTree
 
 
@@ -36,14 +37,24 @@ class MaskSpec:
         return cls(additive, model.dtype, window)
 
 
-def build_mask(spec: MaskSpec, rows: list[PackedTree], queries: range, device: torch.device) -> Any:
+def build_mask(
+    spec: MaskSpec,
+    rows: list[PackedTree],
+    queries: range,
+    device: torch.device,
+    blocks: KeyBlocks | None = None,
+) -> Any:
     """The model's ``attention_mask`` for the ``queries`` nodes of every row (rows hold
-    equally many nodes) over all slots up to the last query."""
+    equally many nodes) over all slots up to the last query; each mask is also planned
+    into ``blocks`` when given (SDPA's boolean masks only)."""
     masks = {"full_attention": np.stack([tree.seen(queries, None) for tree in rows])}
     if spec.sliding_window is not None:
         window = spec.sliding_window
         masks["sliding_attention"] = np.stack([tree.seen(queries, window) for tree in rows])
     out = {name: _format(seen, spec, device) for name, seen in masks.items()}
+    if blocks is not None and not spec.additive:
+        for name, seen in masks.items():
+            blocks.add(out[name], seen)
     return out if spec.sliding_window is not None else out["full_attention"]
 
 

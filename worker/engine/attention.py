@@ -5,8 +5,11 @@ a mask is given (SmolLM2: 3 kv heads -> 9, over every cached slot, in every laye
 pass); on a CPU that copy costs about a sixth of a fast-mode job. PyTorch's SDPA computes
 grouped-query attention itself (``enable_gqa``), so on a CPU, with the engine's explicit
 boolean masks, the copy is skipped (CUDA's fused kernels take a mask only without it). The
-engine's masks are causal by slot, so long passes also run in blocks of queries that skip
-the keys after them. Calls without an explicit mask (plain ``generate`` on the same model)
+engine's masks say exactly which keys each query sees: with ``EngineOptions.key_blocks``
+the tree layout's passes also hand their block plans (``key_blocks``) through the same
+keyword route, and each block of queries attends to its own keys only; otherwise long
+passes run in blocks of queries that skip the keys after them (the masks are causal by
+slot). Calls without an explicit mask (plain ``generate`` on the same model)
 go to transformers' own SDPA function unchanged, so the model computes exactly what it did.
 The linear layout (``linear_batch``) passes its row buffers as a keyword argument, which
 transformers hands through to this function; then its kernel (FlashAttention 2 on CUDA)
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from worker.engine.key_blocks import KeyBlocks
 
 NAME = "textgenshap_sdpa"
 BLOCK_QUERIES = 128  # the smallest block of queries worth a call of its own
@@ -54,7 +59,15 @@ def engine_attention(
     if not gqa:  # CUDA's fused kernels take a mask only without enable_gqa
         groups = query.shape[1] // key.shape[1]
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    out = _causal_blocks(query, key, value, attention_mask, scaling, gqa)
+    blocks: KeyBlocks | None = kwargs.get("key_blocks")
+    sparse = None
+    if blocks is not None:
+        sparse = blocks.attend(query, key, value, attention_mask, scaling, gqa)
+    out = (
+        sparse
+        if sparse is not None
+        else _causal_blocks(query, key, value, attention_mask, scaling, gqa)
+    )
     return out.transpose(1, 2), None
 
 

@@ -35,7 +35,9 @@ class EngineOptions:
     how a batch sits in memory, ``"tree"`` (prefix trees under explicit masks, SDPA),
     ``"linear"`` (a row per coalition with one draft chain, the FlashAttention 2 kernel on
     CUDA) or ``"auto"`` (linear where FlashAttention 2 runs, tree elsewhere; fast mode is
-    always tree). ``stop_at_newline``: an
+    always tree). ``key_blocks`` (tree layout): attention runs in blocks of queries over
+    only the keys they can see (``worker.engine.key_blocks``) instead of one dense masked
+    call per layer. ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
     on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
@@ -51,6 +53,7 @@ class EngineOptions:
     lookup_tokens: int = 6
     fast: bool = False
     layout: str = "auto"
+    key_blocks: bool = True
     stop_at_newline: bool = True
 
 

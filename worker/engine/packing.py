@@ -133,6 +133,7 @@ def split_rows(
     reach: int,
     key_cost: float,
     slot_cost: float = 0.0,
+    blocks: bool = False,
 ) -> list[list[int]]:
     """Group a batch's coalitions (given in prefix order) into cache rows.
 
@@ -147,6 +148,9 @@ def split_rows(
     ``R * (reach + W) * slot_cost`` to copy and read every row's slots over the batch's
     passes (``slot_cost``: moving one slot's keys and values relative to computing one
     token; it is what makes a row per coalition expensive when they all reuse a long prefix).
+    With ``blocks`` (``key_blocks``: queries attend only to keys they can see) a query
+    attends to the reused slots and half its own family, whatever shares its row, so
+    more rows only add padding and one row wins.
     """
     families: list[list[int]] = []
     sizes: list[int] = []
@@ -169,7 +173,8 @@ def split_rows(
             rows[r].append(f)
             widths[r] += sizes[f]
         width = max(widths)
-        attended = reach + width / 2  # queries skip keys after their own slot (``attention``)
+        # queries skip keys after their own slot (``attention``), or other families' keys
+        attended = reach + (max(sizes) if blocks else width) / 2
         cost = count * width * (1 + key_cost * attended) + count * (reach + width) * slot_cost
         if best is None or cost < best[0]:
             members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]

@@ -19,6 +19,7 @@ import torch
 
 from worker.engine.attend import build_mask
 from worker.engine.draft import DraftTree
+from worker.engine.key_blocks import KeyBlocks
 from worker.engine.kvcache import KV, GrowingCache
 from worker.engine.packing import PackedTree, split_rows
 from worker.engine.plan import Plan
@@ -120,7 +121,13 @@ class TreeBatch:
         branches = [p.branch_key if share else i for i, p in enumerate(plans)]
         reach = max(p.reach for p in plans)
         groups = split_rows(
-            branches, [p.new for p in plans], extra, reach, engine.key_cost, engine.slot_cost
+            branches,
+            [p.new for p in plans],
+            extra,
+            reach,
+            engine.key_cost,
+            engine.slot_cost,
+            blocks=engine.options.key_blocks,
         )
         regions = [np.unique(np.concatenate([plans[c].keep for c in group])) for group in groups]
         width = max(len(region) for region in regions)
@@ -189,9 +196,16 @@ def run_rows(
     queries = range(first, width)
     ids = torch.tensor([tree.tokens[first:] for tree in rows], device=device)
     pos = torch.tensor([tree.positions[first:] for tree in rows], device=device)
-    mask = None if causal else build_mask(engine.mask_spec, rows, queries, device)
+    blocks = KeyBlocks() if engine.options.key_blocks and not causal else None
+    mask = None if causal else build_mask(engine.mask_spec, rows, queries, device, blocks)
+    extra = {"key_blocks": blocks} if blocks is not None else {}
     out = engine.base(
-        input_ids=ids, position_ids=pos, attention_mask=mask, cache=cache, use_cache=True
+        input_ids=ids,
+        position_ids=pos,
+        attention_mask=mask,
+        cache=cache,
+        use_cache=True,
+        **extra,
     )
     for tree in rows:
         tree.computed = width

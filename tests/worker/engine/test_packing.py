@@ -75,6 +75,14 @@ def test_rows_keep_families_together_and_balance_widths():
     assert all({0, 1} <= set(r) or not {0, 1} & set(r) for r in middle)
 
 
+def test_with_key_blocks_one_row_holds_every_family_of_a_branch():
+    """Block-sparse attention reads only a query's own keys, so rows do not need to keep
+    families apart: more rows would only pad."""
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 5], [6, 7, 8, 9], [6, 7, 8, 0], [4, 4]]
+    rows = split_rows([0] * 5, prompts, extra=0, reach=0, key_cost=1.0, blocks=True)
+    assert rows == [[0, 1, 2, 3, 4]]
+
+
 def test_rows_never_share_across_branches():
     rows = split_rows([0, 1], [[1, 2], [1, 2]], extra=3, reach=10, key_cost=1.0)
     assert sorted(map(sorted, rows)) == [[0], [1]]
