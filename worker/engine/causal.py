@@ -37,6 +37,7 @@ from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
 from worker.engine.memory import (
     attention_costs,
+    head_read_rows,
     kv_bytes_per_token,
     single_coalition,
     split_on_oom,
@@ -95,6 +96,7 @@ class CausalEngine(Engine):
         self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         costs = attention_costs(config, self.base, self.model.dtype, self.torch_device)
         self.key_cost, self.slot_cost = costs
+        self.head_read_rows = head_read_rows(self.model.dtype, self.torch_device)
         self._warm_up()
 
     @property
@@ -326,14 +328,21 @@ class CausalSession(EngineSession):
 
     def _walks(self, drafts: list[DraftTree | None], hidden: list[torch.Tensor]) -> list[Walk]:
         """Greedy walks through every coalition's draft (``hidden[c]``: states after its
-        prompt and after each draft node). The output head runs one level of all walks at a
-        time, on the states the walks reach only: projecting every draft node would cost
+        prompt and after each draft node). The output head runs on every state at once when
+        drafts are mostly paths (``_all_at_once``), else one level of all walks at a time,
+        on the states the walks reach only: projecting every node of bushy drafts would cost
         Gemma's 262k-word head more than its whole body for the nodes no walk takes."""
         walks = [Walk([], -1, 0, 0) for _ in drafts]
         going = list(range(len(drafts)))
+        levels = 1 + max((max(d.depths, default=-1) + 1 for d in drafts if d), default=0)
+        ahead = self._argmax(hidden) if self._all_at_once(hidden, levels) else None
         while going:
-            states = [hidden[c][walks[c].last_node + 1 : walks[c].last_node + 2] for c in going]
-            greedy = self._argmax(states)
+            if ahead is not None:
+                greedy = [[ahead[c][walks[c].last_node + 1]] for c in going]
+            else:
+                nodes = [walks[c].last_node + 1 for c in going]
+                states = [hidden[c][n : n + 1] for c, n in zip(going, nodes, strict=True)]
+                greedy = self._argmax(states)
             going = [
                 c for c, [token] in zip(going, greedy, strict=True)
                 if step(walks[c], drafts[c] or _NO_DRAFT, token, self.stop.done)
@@ -372,8 +381,18 @@ class CausalSession(EngineSession):
         path). Like ``_walks``, the output head runs only where a walk has got to."""
         taken = dict.fromkeys(guesses, 0)
         going = list(guesses)
+        levels = 1 + max((len(g) for g in guesses.values()), default=0)
+        states = [hidden[c] for c in going]
+        ahead = (
+            dict(zip(going, self._argmax(states), strict=True))
+            if self._all_at_once(states, levels)
+            else None
+        )
         while going:
-            greedy = self._argmax([hidden[c][taken[c] : taken[c] + 1] for c in going])
+            if ahead is not None:
+                greedy = [[ahead[c][taken[c]]] for c in going]
+            else:
+                greedy = self._argmax([hidden[c][taken[c] : taken[c] + 1] for c in going])
             still = []
             for c, [token] in zip(going, greedy, strict=True):
                 out, guess = outputs[c], guesses[c]
@@ -385,6 +404,15 @@ class CausalSession(EngineSession):
                 still.append(c)
             going = still
         return taken
+
+    def _all_at_once(self, hidden: list[torch.Tensor], levels: int) -> bool:
+        """Whether to project every candidate state in one call rather than a level of the
+        walks at a time: a call reads the whole output head (Gemma's is 671 MB in fp32),
+        which costs as much as ``engine.head_read_rows`` rows of products, so the states no
+        walk reaches are worth computing when there are fewer of them than the reads saved
+        (per-coalition drafts and look-up chains are mostly single paths)."""
+        rows = sum(int(h.shape[0]) for h in hidden)
+        return rows - len(hidden) <= self.engine.head_read_rows * (levels - 1)
 
     def _argmax(self, hidden: list[torch.Tensor]) -> list[list[int]]:
         """Greedy next tokens after the given hidden states; the output head runs on those only."""
