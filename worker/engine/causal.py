@@ -16,7 +16,7 @@ default the linear layout where FlashAttention 2 is available, the tree layout e
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -329,22 +329,17 @@ class CausalSession(EngineSession):
     def _walks(self, drafts: list[DraftTree | None], hidden: list[torch.Tensor]) -> list[Walk]:
         """Greedy walks through every coalition's draft (``hidden[c]``: states after its
         prompt and after each draft node). The output head runs on every state at once when
-        drafts are mostly paths (``_all_at_once``), else one level of all walks at a time,
+        drafts are mostly paths (``_greedy``), else one level of all walks at a time,
         on the states the walks reach only: projecting every node of bushy drafts would cost
         Gemma's 262k-word head more than its whole body for the nodes no walk takes."""
         walks = [Walk([], -1, 0, 0) for _ in drafts]
         going = list(range(len(drafts)))
         levels = 1 + max((max(d.depths, default=-1) + 1 for d in drafts if d), default=0)
-        ahead = self._argmax(hidden) if self._all_at_once(hidden, levels) else None
+        greedy = self._greedy(dict(enumerate(hidden)), levels)
         while going:
-            if ahead is not None:
-                greedy = [[ahead[c][walks[c].last_node + 1]] for c in going]
-            else:
-                nodes = [walks[c].last_node + 1 for c in going]
-                states = [hidden[c][n : n + 1] for c, n in zip(going, nodes, strict=True)]
-                greedy = self._argmax(states)
+            tokens = greedy(going, [walks[c].last_node + 1 for c in going])
             going = [
-                c for c, [token] in zip(going, greedy, strict=True)
+                c for c, token in zip(going, tokens, strict=True)
                 if step(walks[c], drafts[c] or _NO_DRAFT, token, self.stop.done)
             ]  # fmt: skip
         for walk in walks:
@@ -382,19 +377,10 @@ class CausalSession(EngineSession):
         taken = dict.fromkeys(guesses, 0)
         going = list(guesses)
         levels = 1 + max((len(g) for g in guesses.values()), default=0)
-        states = [hidden[c] for c in going]
-        ahead = (
-            dict(zip(going, self._argmax(states), strict=True))
-            if self._all_at_once(states, levels)
-            else None
-        )
+        greedy = self._greedy(hidden, levels)
         while going:
-            if ahead is not None:
-                greedy = [[ahead[c][taken[c]]] for c in going]
-            else:
-                greedy = self._argmax([hidden[c][taken[c] : taken[c] + 1] for c in going])
             still = []
-            for c, [token] in zip(going, greedy, strict=True):
+            for c, token in zip(going, greedy(going, [taken[c] for c in going]), strict=True):
                 out, guess = outputs[c], guesses[c]
                 out.append(token)
                 if self.stop.done(out) or taken[c] >= len(guess) or token != guess[taken[c]]:
@@ -405,14 +391,29 @@ class CausalSession(EngineSession):
             going = still
         return taken
 
-    def _all_at_once(self, hidden: list[torch.Tensor], levels: int) -> bool:
-        """Whether to project every candidate state in one call rather than a level of the
-        walks at a time: a call reads the whole output head (Gemma's is 671 MB in fp32),
-        which costs as much as ``engine.head_read_rows`` rows of products, so the states no
-        walk reaches are worth computing when there are fewer of them than the reads saved
-        (per-coalition drafts and look-up chains are mostly single paths)."""
-        rows = sum(int(h.shape[0]) for h in hidden)
-        return rows - len(hidden) <= self.engine.head_read_rows * (levels - 1)
+    def _greedy(
+        self, hidden: dict[int, torch.Tensor], levels: int
+    ) -> Callable[[list[int], list[int]], list[int]]:
+        """The greedy token after state ``at[i]`` of coalition ``going[i]``, for walks over
+        ``hidden`` (per coalition its candidate states) at most ``levels`` deep.
+
+        Every candidate state is projected in one call when that is cheaper than a call
+        per level of the walks on the states they reach: a call reads the whole output head
+        (Gemma's is 671 MB in fp32), which costs as much as ``engine.head_read_rows`` rows
+        of products, so the states no walk reaches are worth computing when there are fewer
+        of them than the reads saved (per-coalition drafts and look-up chains are mostly
+        single paths)."""
+        states = list(hidden.values())
+        spare = sum(int(h.shape[0]) for h in states) - len(states)
+        if spare <= self.engine.head_read_rows * (levels - 1):
+            ahead = dict(zip(hidden, self._argmax(states), strict=True))
+            return lambda going, at: [ahead[c][i] for c, i in zip(going, at, strict=True)]
+
+        def level(going: list[int], at: list[int]) -> list[int]:
+            picked = [hidden[c][i : i + 1] for c, i in zip(going, at, strict=True)]
+            return [token for [token] in self._argmax(picked)]
+
+        return level
 
     def _argmax(self, hidden: list[torch.Tensor]) -> list[list[int]]:
         """Greedy next tokens after the given hidden states; the output head runs on those only."""

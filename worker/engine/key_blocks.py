@@ -104,9 +104,7 @@ class KeyBlocks:
 
     def find(self, mask: torch.Tensor) -> list[list[_Gathered]] | None:
         for planned, rows in self._plans:
-            if planned is mask or (
-                planned.data_ptr() == mask.data_ptr() and planned.shape == mask.shape
-            ):
+            if planned.data_ptr() == mask.data_ptr() and planned.shape == mask.shape:
                 return rows
         return None
 

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from transformers.integrations.sdpa_attention import repeat_kv
 
+from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
 from worker.engine.base import EngineOptions
 from worker.engine.key_blocks import KeyBlocks, computed_pairs, plan_row
 from worker.engine.registry import load_engine
-from worker.shapley import segment
-from worker.shapley.units import Document
 
 
 def packed_row(prompts: list[int], region: int, seed: int) -> np.ndarray:
@@ -77,22 +76,11 @@ def test_block_by_block_equals_the_dense_call(gqa: bool) -> None:
     assert blocks.attend(q, k, v, mask.clone(), scale=None, gqa=gqa) is None
 
 
-QUESTION = "Who wrote the report?"
-DOCS = [
-    Document("The report was written by Ada. It was long and had many parts.", "Report"),
-    Document("Bob reviewed it twice. He liked it a lot.", "Review"),
-    Document("Paris is in France. The weather was fine that day.", "Paris"),
-    Document("The author is Ada Lovelace. She was a mathematician.", "Author"),
-    Document("Rome is in Italy. It has many old buildings.", "Rome"),
-]
-
-
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_the_engine_gives_the_same_results_with_and_without_blocks(name: str) -> None:
     engine = load_engine(name, device="cpu")
-    units = [u for i in range(len(DOCS)) for u in segment.sentence_units(DOCS, i)]
-    rng = np.random.default_rng(7)
-    masks = rng.random((40, len(units))) < 0.6
+    units = mixed_units()
+    masks = random_masks(len(units), 40, seed=7)
     results = []
     for on in (False, True):
         engine.options = EngineOptions(layout="tree", key_blocks=on)  # type: ignore[attr-defined]

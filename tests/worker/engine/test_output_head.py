@@ -3,27 +3,17 @@ the same greedy answers and draft statistics, with fewer head calls at once."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
 from worker.engine.registry import load_engine
-from worker.shapley import segment
-from worker.shapley.units import Document
-
-QUESTION = "Who wrote the report?"
-DOCS = [
-    Document("The report was written by Ada. It was long and had many parts.", "Report"),
-    Document("Bob reviewed it twice. He liked it a lot.", "Review"),
-    Document("Paris is in France. The weather was fine that day.", "Paris"),
-    Document("The author is Ada Lovelace. She was a mathematician.", "Author"),
-]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
 def test_all_at_once_and_level_by_level_agree(name: str) -> None:
     engine = load_engine(name, device="cpu")
-    units = [u for i in range(len(DOCS)) for u in segment.sentence_units(DOCS, i)]
-    masks = np.random.default_rng(5).random((48, len(units))) < 0.6
+    units = mixed_units()
+    masks = random_masks(len(units), 48, seed=5)
     calls, results = [], []
     logits = engine.logits  # type: ignore[attr-defined]
     saved = engine.head_read_rows  # type: ignore[attr-defined]
