@@ -43,16 +43,19 @@ from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 from worker.shapley.units import Document  # noqa: E402
 
-OFF = EngineOptions(prefix_cache=False, prefix_tree=False, speculative=False, lookup_tokens=0)
+OFF = EngineOptions(
+    prefix_cache=False, prefix_tree=False, speculative=False, lookup_tokens=0, screened_head="off"
+)
 MODES: dict[str, EngineOptions] = {
     "engine: batched": OFF,
     "+ prefix cache": replace(OFF, prefix_cache=True),
     "+ prefix tree": replace(OFF, prefix_cache=True, prefix_tree=True),
     "+ speculative": replace(OFF, prefix_cache=True, prefix_tree=True, speculative=True),
-    "+ look-up drafts": EngineOptions(layout="tree", key_blocks=False),
+    "+ look-up drafts": EngineOptions(layout="tree", key_blocks=False, screened_head="off"),
 }
-EXACT = "+ key blocks"  # every exact option on (causal); T5's is the last of MODES
+EXACT = "+ screened head"  # every exact option on (causal); T5's is the last of MODES
 CAUSAL_ONLY = {
+    "+ key blocks": EngineOptions(layout="tree", screened_head="off"),
     EXACT: EngineOptions(layout="tree"),
     "linear layout (FA2's)": EngineOptions(layout="linear"),
     "fast mode (approx.)": EngineOptions(fast=True),

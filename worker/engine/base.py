@@ -37,7 +37,10 @@ class EngineOptions:
     CUDA) or ``"auto"`` (linear where FlashAttention 2 runs, tree elsewhere; fast mode is
     always tree). ``key_blocks`` (tree layout): attention runs in blocks of queries over
     only the keys they can see (``worker.engine.key_blocks``) instead of one dense masked
-    call per layer. ``stop_at_newline``: an
+    call per layer. ``screened_head`` (decoder-only, fp32 on a CPU): greedy tokens from a
+    bf16 copy of the output head, each candidate within the bf16 error bound of the best
+    recomputed in fp32 (``worker.engine.screened_head``; the same tokens): ``"auto"``
+    where it measured faster at load, ``"on"``, ``"off"``. ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
     on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
@@ -54,6 +57,7 @@ class EngineOptions:
     fast: bool = False
     layout: str = "auto"
     key_blocks: bool = True
+    screened_head: str = "auto"
     stop_at_newline: bool = True
 
 

@@ -5,7 +5,8 @@ the full context first, then what each batch adds. A coalition reuses the longes
 prefix of its prompt and computes the rest, together with a draft of its likeliest
 answers (``draft.AnswerBook``), in one forward pass; decoding continues only where greedy
 decoding leaves the draft, with look-up drafts (``lookup.follow``) verified in each step.
-The vocabulary projection runs only where a next token is needed.
+The vocabulary projection runs only where a next token is needed, and an fp32 head on a
+CPU is screened in bf16 with the candidates recomputed in fp32 (``screened_head``).
 
 How a batch sits in memory is the layout's business: ``tree_batch`` packs coalitions into
 rows as prefix trees under explicit masks (SDPA; shared prompt tokens computed once, a
@@ -48,6 +49,7 @@ from worker.engine.packing import shared_prefix
 from worker.engine.plan import NO_SLOTS, Plan, Slots
 from worker.engine.prefixes import PrefixStore
 from worker.engine.prompts import Codec
+from worker.engine.screened_head import ScreenedHead, calibrate
 from worker.engine.stopping import StopRule, newline_ids
 from worker.engine.tree_batch import TreeBatch, full_context
 from worker.shapley import segment
@@ -96,7 +98,8 @@ class CausalEngine(Engine):
         self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         costs = attention_costs(config, self.base, self.model.dtype, self.torch_device)
         self.key_cost, self.slot_cost = costs
-        self.head_read_rows = head_read_rows(self.model.dtype, self.torch_device)
+        self.plain_read_rows = head_read_rows(self.model.dtype, self.torch_device)
+        self.screen, self.screen_read_rows, self.screen_pays = _screened_head(self.model, config)
         self._warm_up()
 
     @property
@@ -125,6 +128,24 @@ class CausalEngine(Engine):
 
     def count_tokens(self, question: str, documents: list[Document]) -> int:
         return len(PromptLayout(self.codec, question, documents, "remove", self.pad).full())
+
+    @property
+    def screening(self) -> bool:
+        """Whether greedy tokens come from the bf16-screened head (``screened_head``)."""
+        choice = self.options.screened_head
+        return self.screen is not None and (choice == "on" or choice == "auto" and self.screen_pays)
+
+    @property
+    def head_read_rows(self) -> int:
+        """Rows of a head call that cost as much as the call on one row (its weights' read)."""
+        return self.screen_read_rows if self.screening else self.plain_read_rows
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> list[int]:
+        """The greedy next token after each hidden state; the output head runs on those only."""
+        if self.screening:
+            assert self.screen is not None
+            return self.screen.argmax(hidden).tolist()
+        return self.logits(hidden).argmax(-1).tolist()
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output head (with Gemma's soft-capping) on the given hidden states only."""
@@ -399,10 +420,10 @@ class CausalSession(EngineSession):
 
         Every candidate state is projected in one call when that is cheaper than a call
         per level of the walks on the states they reach: a call reads the whole output head
-        (Gemma's is 671 MB in fp32), which costs as much as ``engine.head_read_rows`` rows
-        of products, so the states no walk reaches are worth computing when there are fewer
-        of them than the reads saved (per-coalition drafts and look-up chains are mostly
-        single paths)."""
+        (Gemma's: 671 MB in fp32, 335 MB screened), which costs as much as
+        ``engine.head_read_rows`` rows of products, so the states no walk reaches are worth
+        computing when there are fewer of them than the reads saved (per-coalition drafts
+        and look-up chains are mostly single paths)."""
         states = list(hidden.values())
         spare = sum(int(h.shape[0]) for h in states) - len(states)
         if spare <= self.engine.head_read_rows * (levels - 1):
@@ -417,7 +438,7 @@ class CausalSession(EngineSession):
 
     def _argmax(self, hidden: list[torch.Tensor]) -> list[list[int]]:
         """Greedy next tokens after the given hidden states; the output head runs on those only."""
-        tokens = self.engine.logits(torch.cat(hidden)).argmax(-1).tolist()
+        tokens = self.engine.greedy_tokens(torch.cat(hidden))
         out, at = [], 0
         for states in hidden:
             out.append(tokens[at : at + len(states)])
@@ -459,6 +480,27 @@ def _usable_backend(loaded: LoadedModel) -> str:
     if loaded.attention_backend == "eager":
         return "eager"
     return attention.install(loaded.model)
+
+
+def _screened_head(model: Any, config: Any) -> tuple[ScreenedHead | None, int, bool]:
+    """The bf16-screened copy of an fp32 CPU model's output head, the rows a call on it is
+    worth, and whether it measured faster than the fp32 head here. None where it does not
+    apply: bf16 or CUDA models (their head already is bf16), soft-capped heads."""
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None, 1, False
+    usable = (
+        weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and getattr(head, "bias", None) is None
+        and not getattr(config, "final_logit_softcapping", None)
+    )
+    if not usable:
+        return None, 1, False
+    screen = ScreenedHead(weight)
+    rows = calibrate(screen)
+    return screen, rows or 1, rows is not None
 
 
 def _eos_ids(model: object, tokenizer: object) -> set[int]:
