@@ -47,7 +47,7 @@ class ScreenedHead:
         self.weight = weight.detach()
         norms = self.weight.norm(dim=-1)
         self.order = torch.argsort(norms)
-        self.screen = self.weight[self.order].to(torch.bfloat16)
+        self.screen = self.weight.to(torch.bfloat16)[self.order]  # no fp32 copy on the way
         self.chunk = _chunk_size(self.weight.shape[0])
         self.chunk_norms = norms[self.order].view(-1, self.chunk).amax(dim=-1)
         self.candidates = 0  # fp32 recomputations so far (for tests and profiles)
