@@ -34,6 +34,10 @@ MARGIN_UNITS = 5.0  # the bound on |bf16 logit - fp32 logit|, in u * ||h|| * max
 CANDIDATE_CAP = 512  # a row with more candidates than this takes the full fp32 head
 CHUNK_WORDS = 256  # words per chunk of the first search pass (a divisor of the vocabulary)
 CALIBRATION_ROWS = 32  # a typical call's rows, when deciding whether screening pays
+# The timing says nothing beyond twice the rows it ran (a busy machine inflates the one-row
+# call: 400 rows per read measured beside a test run, 64 on a quiet machine for Gemma 3).
+MAX_READ_ROWS = 2 * CALIBRATION_ROWS
+ROWS_PER_CALL = 256  # rows per bf16 product, which bounds its logits' memory
 
 
 class ScreenedHead:
@@ -53,8 +57,11 @@ class ScreenedHead:
         self.candidates = 0  # fp32 recomputations so far (for tests and profiles)
 
     def argmax(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The greedy token id per row of ``hidden`` (``(n, d)``, fp32)."""
+        """The greedy token id per row of ``hidden`` (``(n, d)``, fp32), ``ROWS_PER_CALL``
+        rows at a time (Gemma's bf16 logits are 0.5 MB a row)."""
         hidden = hidden.detach().float()
+        if hidden.shape[0] > ROWS_PER_CALL:
+            return torch.cat([self.argmax(part) for part in hidden.split(ROWS_PER_CALL)])
         n, vocab = hidden.shape[0], self.weight.shape[0]
         approx = F.linear(hidden.to(torch.bfloat16), self.screen).view(n, -1, self.chunk)
         # One pass over the bf16 logits (each chunk's best), then only the chunks that can
@@ -111,7 +118,7 @@ def calibrate(head: ScreenedHead, repeats: int = 2) -> int | None:
             return None
         single = seconds(lambda: head.argmax(one))
     per_row = max(screened - single, 1e-9) / (CALIBRATION_ROWS - 1)
-    return max(1, int(single / per_row))
+    return max(1, min(int(single / per_row), MAX_READ_ROWS))
 
 
 def _chunk_size(vocab: int) -> int:
