@@ -61,7 +61,8 @@ class ScreenedHead:
         rows at a time (Gemma's bf16 logits are 0.5 MB a row)."""
         hidden = hidden.detach().float()
         if hidden.shape[0] > ROWS_PER_CALL:
-            return torch.cat([self.argmax(part) for part in hidden.split(ROWS_PER_CALL)])
+            parts = torch.split(hidden, ROWS_PER_CALL)
+            return torch.cat([self.argmax(part) for part in parts])
         n, vocab = hidden.shape[0], self.weight.shape[0]
         approx = F.linear(hidden.to(torch.bfloat16), self.screen).view(n, -1, self.chunk)
         # One pass over the bf16 logits (each chunk's best), then only the chunks that can
