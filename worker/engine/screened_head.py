@@ -85,8 +85,11 @@ class ScreenedHead:
         best = torch.full((n,), -torch.inf).scatter_reduce(0, rows, exact, "amax")
         winners = torch.where(exact == best[rows], words, torch.full_like(words, vocab))
         tokens = torch.full((n,), vocab, dtype=words.dtype).scatter_reduce(0, rows, winners, "amin")
-        if crowded.any():
-            tokens[crowded] = plain_argmax(self.weight, hidden[crowded])
+        # Crowded rows, and rows without a candidate (only a state holding NaN has none),
+        # take the full head, whatever it makes of them.
+        unsettled = tokens == vocab
+        if unsettled.any():
+            tokens[unsettled] = plain_argmax(self.weight, hidden[unsettled])
         return tokens
 
 

@@ -137,3 +137,12 @@ def test_many_rows_run_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     hidden = _states(700, 32, seed=15)
     monkeypatch.setattr(screened_head, "ROWS_PER_CALL", 64)
     assert torch.equal(ScreenedHead(weight).argmax(hidden), plain_argmax(weight, hidden))
+
+
+def test_a_state_holding_nan_gets_what_the_full_head_gives() -> None:
+    weight = _head(512, 16, seed=16)
+    hidden = _states(4, 16, seed=17)
+    hidden[2, 5] = float("nan")
+    got, expected = ScreenedHead(weight).argmax(hidden), plain_argmax(weight, hidden)
+    assert torch.equal(got, expected)
+    assert int(got.max()) < 512
