@@ -99,7 +99,7 @@ class CausalEngine(Engine):
         costs = attention_costs(config, self.base, self.model.dtype, self.torch_device)
         self.key_cost, self.slot_cost = costs
         self.plain_read_rows = head_read_rows(self.model.dtype, self.torch_device)
-        self.screen, self.screen_read_rows, self.screen_pays = _screened_head(self.model, config)
+        self.screen, self.screen_read_rows = _screened_head(self.model, config)
         self._warm_up()
 
     @property
@@ -132,13 +132,15 @@ class CausalEngine(Engine):
     @property
     def screening(self) -> bool:
         """Whether greedy tokens come from the bf16-screened head (``screened_head``)."""
-        choice = self.options.screened_head
-        return self.screen is not None and (choice == "on" or choice == "auto" and self.screen_pays)
+        choice, pays = self.options.screened_head, self.screen_read_rows is not None
+        return self.screen is not None and (choice == "on" or choice == "auto" and pays)
 
     @property
     def head_read_rows(self) -> int:
         """Rows of a head call that cost as much as the call on one row (its weights' read)."""
-        return self.screen_read_rows if self.screening else self.plain_read_rows
+        if self.screening:
+            return self.screen_read_rows or 1  # forced on where it measured slower: unknown
+        return self.plain_read_rows
 
     def greedy_tokens(self, hidden: torch.Tensor) -> list[int]:
         """The greedy next token after each hidden state; the output head runs on those only."""
@@ -482,25 +484,22 @@ def _usable_backend(loaded: LoadedModel) -> str:
     return attention.install(loaded.model)
 
 
-def _screened_head(model: Any, config: Any) -> tuple[ScreenedHead | None, int, bool]:
-    """The bf16-screened copy of an fp32 CPU model's output head, the rows a call on it is
-    worth, and whether it measured faster than the fp32 head here. None where it does not
+def _screened_head(model: Any, config: Any) -> tuple[ScreenedHead | None, int | None]:
+    """The bf16-screened copy of an fp32 CPU model's output head and the rows a call on it
+    is worth (None: it measured slower than the fp32 head here). No copy where it does not
     apply: bf16 or CUDA models (their head already is bf16), soft-capped heads."""
     head = model.get_output_embeddings()
     weight = getattr(head, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        return None, 1, False
-    usable = (
-        weight.dtype == torch.float32
+    if not (
+        isinstance(weight, torch.Tensor)
+        and weight.dtype == torch.float32
         and weight.device.type == "cpu"
         and getattr(head, "bias", None) is None
         and not getattr(config, "final_logit_softcapping", None)
-    )
-    if not usable:
-        return None, 1, False
+    ):
+        return None, None
     screen = ScreenedHead(weight)
-    rows = calibrate(screen)
-    return screen, rows or 1, rows is not None
+    return screen, calibrate(screen)
 
 
 def _eos_ids(model: object, tokenizer: object) -> set[int]:
