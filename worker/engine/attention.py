@@ -27,6 +27,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from worker.engine import bf16_attention
 from worker.engine.key_blocks import KeyBlocks
 
 NAME = "textgenshap_sdpa"
@@ -89,6 +90,8 @@ def _causal_blocks(
     """
     queries, keys = query.shape[-2], key.shape[-2]
     blocks = min(MAX_BLOCKS, queries // BLOCK_QUERIES)
+    if bf16_attention.wanted(query):
+        return bf16_attention.attend(query, key, value, mask, scale)
     if blocks < 2:
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, scale=scale, enable_gqa=gqa

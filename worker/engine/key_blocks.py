@@ -20,6 +20,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from worker.engine import bf16_attention
+
 # A call of its own (launch, gathers, the Python around them) costs about as much as this
 # many query-key pairs of scores and values on a CPU; a gathered key about one pair.
 CALL_PAIRS = 512
@@ -128,12 +130,13 @@ class KeyBlocks:
             for block in blocks:
                 if block.mask.shape[-1] == 0:  # nothing visible: left zero
                     continue
-                out[r : r + 1, :, block.queries] = F.scaled_dot_product_attention(
-                    q[:, :, block.queries],
-                    block.keys(k),
-                    block.keys(v),
-                    attn_mask=block.mask[None],
-                    scale=scale,
-                    enable_gqa=gqa,
-                )
+                queries = q[:, :, block.queries]
+                keys, values, seen = block.keys(k), block.keys(v), block.mask[None]
+                if bf16_attention.wanted(queries):
+                    got = bf16_attention.attend(queries, keys, values, seen, scale)
+                else:
+                    got = F.scaled_dot_product_attention(
+                        queries, keys, values, attn_mask=seen, scale=scale, enable_gqa=gqa
+                    )
+                out[r : r + 1, :, block.queries] = got
         return out
