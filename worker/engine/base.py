@@ -40,7 +40,10 @@ class EngineOptions:
     call per layer. ``screened_head`` (decoder-only, fp32 on a CPU): greedy tokens from a
     bf16 copy of the output head, each candidate within the bf16 error bound of the best
     recomputed in fp32 (``worker.engine.screened_head``; the same tokens): ``"auto"``
-    where it measured faster at load, ``"on"``, ``"off"``. ``stop_at_newline``: an
+    where it measured faster at load, ``"on"``, ``"off"``. ``fast_bf16`` (fast mode, an
+    fp32 model on a CPU): fast mode runs on a bf16 copy of the model
+    (``worker.engine.bf16_twin``; one more approximation, its agreement measured):
+    ``"auto"`` where bf16 products measured faster, ``"on"``, ``"off"``. ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
     on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
@@ -58,6 +61,7 @@ class EngineOptions:
     layout: str = "auto"
     key_blocks: bool = True
     screened_head: str = "auto"
+    fast_bf16: str = "auto"
     stop_at_newline: bool = True
 
 

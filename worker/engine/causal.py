@@ -17,6 +17,7 @@ default the linear layout where FlashAttention 2 is available, the tree layout e
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ import torch
 from worker.engine import attention
 from worker.engine.attend import MaskSpec
 from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
+from worker.engine.bf16_twin import applies, bf16_copy, bf16_pays
 from worker.engine.draft import DRAFT_MASS, FAST_DRAFT_MASS, AnswerBook, DraftTree, Walk, step
 from worker.engine.errors import ContextTooLong
 from worker.engine.flash import FLASH, pick_kernel
@@ -100,6 +102,8 @@ class CausalEngine(Engine):
         self.key_cost, self.slot_cost = costs
         self.plain_read_rows = head_read_rows(self.model.dtype, self.torch_device)
         self.screen, self.screen_read_rows = _screened_head(self.model, config)
+        self._bf16_model: Any = None  # fast mode's bf16 copy, made when first wanted
+        self._bf16_pays: bool | None = None
         self._warm_up()
 
     @property
@@ -124,10 +128,42 @@ class CausalEngine(Engine):
         max_new_tokens: int = 16,
     ) -> CausalSession:
         layout = PromptLayout(self.codec, question, documents, masking, self.pad)
-        return CausalSession(self, layout, max_new_tokens)
+        engine = self.bf16_twin() if self.options.fast and self.fast_in_bf16 else self
+        return CausalSession(engine, layout, max_new_tokens)
 
     def count_tokens(self, question: str, documents: list[Document]) -> int:
         return len(PromptLayout(self.codec, question, documents, "remove", self.pad).full())
+
+    @property
+    def fast_in_bf16(self) -> bool:
+        """Whether fast mode runs on the bf16 copy of an fp32 CPU model (``bf16_twin``):
+        ``EngineOptions.fast_bf16`` "on", or "auto" where bf16 products measured faster
+        (timed once, at the first fast-mode session)."""
+        choice = self.options.fast_bf16
+        if choice == "off" or not applies(self.model):
+            return False
+        if choice == "on":
+            return True
+        if self._bf16_pays is None:
+            width = int(self.model.config.get_text_config().hidden_size)
+            self._bf16_pays = bf16_pays(width)
+        return self._bf16_pays
+
+    def bf16_twin(self) -> CausalEngine:
+        """This engine over the bf16 copy of its model (made once, kept resident): what
+        fast-mode sessions run on when ``fast_in_bf16``. Its head is the copy's (bf16
+        logits, no screening: the tokens are the bf16 model's own)."""
+        if self._bf16_model is None:
+            self._bf16_model = bf16_copy(self.model)
+        twin = copy.copy(self)
+        twin.model = self._bf16_model
+        twin.base = getattr(twin.model, twin.model.base_model_prefix)
+        twin.mask_spec = MaskSpec.for_model(twin.model)
+        config = twin.model.config.get_text_config()
+        twin.kv_bytes = kv_bytes_per_token(config, torch.bfloat16)
+        twin.plain_read_rows = head_read_rows(torch.bfloat16, self.torch_device)
+        twin.screen, twin.screen_read_rows = None, None
+        return twin
 
     @property
     def screening(self) -> bool:

@@ -15,6 +15,7 @@ from worker.shapley.units import Document
 def fast_llama():
     engine = load_engine("tiny-llama", device="cpu")
     engine.options.fast = True
+    engine.options.fast_bf16 = "off"  # fp32 here; the bf16 twin has test_bf16_twin.py
     return engine
 
 
