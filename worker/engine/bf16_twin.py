@@ -5,10 +5,11 @@ full-context cache with the removed documents masked out, a cache computed with 
 present), and it is judged by how often its answers agree with the exact engine's. On a
 CPU with bf16 matrix instructions the weights' products, most of a fast-mode coalition's
 time, run about twice as fast in bf16, and bf16 is what the same model computes on a GPU
-anyway. Measured on 10 NaturalQuestions documents and 128 coalitions, the bf16 copy made
-fast mode 1.35x faster and changed its agreement with exact from 0.67 to 0.66 (SmolLM2)
-and 0.64 to 0.63 (Gemma 3). The exact engine never uses the copy: its answers must equal
-plain ``generate`` on the loaded model.
+anyway. Measured on 10 NaturalQuestions documents and 128 coalitions, the copy (with
+``bf16_attention``) made fast mode 1.47x (SmolLM2) and 1.39x (Gemma 3) faster, and its
+answers agreed with the exact engine's as often as before (0.69 against 0.67, 0.62
+against 0.64; docs/performance.md). The exact engine never uses the copy: its answers
+must equal plain ``generate`` on the loaded model.
 
 The copy shares nothing with the fp32 model (every parameter is converted, tied weights
 stay tied); buffers (rotary frequencies, Gemma's embedding scale) stay as they were, as
