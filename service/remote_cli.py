@@ -78,6 +78,7 @@ def build_request(args: argparse.Namespace) -> ExplainRequest:
         "seed": args.seed,
         "masking": args.masking,
         "max_new_tokens": args.max_new_tokens,
+        "fast": getattr(args, "fast", None) or None,
     }
     fields = {name: value for name, value in fields.items() if value is not None}
     try:

@@ -76,6 +76,13 @@ class ExplainRequest(BaseModel):
     masking: Literal["remove", "pad"] = "remove"
     max_new_tokens: int = Field(default=16, ge=1, le=128)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    fast: bool = Field(
+        default=False,
+        description="Decoder-only models: approximate answers from the full-context cache "
+        "with the removed units masked out (several times faster; its answers agree with "
+        "the exact ones on about two coalitions in three, docs/performance.md). "
+        "stats.fast says which mode ran.",
+    )
 
     @field_validator("question")
     @classmethod
@@ -164,6 +171,7 @@ class Stats(BaseModel):
     speculative_acceptance_rate: float | None
     attention_backend: str
     seconds: dict[str, float]
+    fast: bool = False  # the approximate fast mode answered (the request asked for it)
 
 
 class ExplainResult(BaseModel):

@@ -153,9 +153,11 @@ class FakeEngine:
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> FakeOracle:
         kind = RaisingOracle if self.raising else FakeOracle
         session = kind(question, documents, masking=masking, delay=self.delay)
+        session.stats.fast = bool(fast)
         self.sessions.append(session)
         return session
 

@@ -189,4 +189,5 @@ def _stats(session: Oracle, cache: CoalitionCache, model: str, seconds: dict[str
         speculative_acceptance_rate=stats.acceptance_rate,
         attention_backend=stats.attention_backend,
         seconds=seconds,
+        fast=stats.fast,
     )

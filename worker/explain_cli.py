@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masking", choices=["remove", "pad"], default="remove")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="approximate fast mode (decoder-only models; see docs/performance.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result object as JSON")
     add_remote_arguments(parser)  # --server URL, --html FILE, --api-key
 
@@ -76,6 +81,7 @@ def build_request(args: argparse.Namespace) -> ExplainRequest:
         seed=args.seed,
         masking=args.masking,
         max_new_tokens=args.max_new_tokens,
+        fast=args.fast,
     )
 
 
@@ -101,7 +107,11 @@ def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult
     engine = load_engine(name, device=device)
     docs = [Document(d.text, d.title) for d in request.document_objects()]
     session = engine.open_session(
-        request.question, docs, masking=request.masking, max_new_tokens=request.max_new_tokens
+        request.question,
+        docs,
+        masking=request.masking,
+        max_new_tokens=request.max_new_tokens,
+        fast=request.fast,
     )
     with tqdm(file=sys.stderr, unit="coalition", leave=False) as bar:
         return run_explanation(request, session, model=name, progress=_progress(bar))
@@ -140,6 +150,7 @@ def _cost_line(result: ExplainResult) -> str:
     return (
         f"{s.coalitions} coalitions, {s.forward_passes} forward passes, "
         f"{s.tokens_computed} tokens, draft acceptance {accepted}, {s.attention_backend}"
+        + (", fast mode (approximate)" if s.fast else "")
     )
 
 

@@ -236,6 +236,7 @@ class Worker:
                 _documents(request),
                 masking=request.masking,
                 max_new_tokens=request.max_new_tokens,
+                fast=request.fast,
             )
             result = run_explanation(
                 request,

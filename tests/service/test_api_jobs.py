@@ -34,6 +34,19 @@ def test_submit_poll_succeed(make_stack: StackFactory) -> None:
     check_result(view["result"], body)
 
 
+def test_fast_mode_is_asked_for_and_reported(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    engine = FakeEngine("fake")
+    stack.start_worker(engine)
+    exact = stack.wait(stack.client.post("/explain", json=explain_body()).json()["job_id"])
+    body = explain_body(fast=True, seed=1)
+    fast = stack.wait(stack.client.post("/explain", json=body).json()["job_id"])
+    assert exact["result"]["stats"]["fast"] is False
+    assert fast["status"] == "succeeded", fast
+    assert fast["result"]["stats"]["fast"] is True
+    assert [s.stats.fast for s in engine.sessions] == [False, True]
+
+
 def test_default_model_is_used_when_none_given(make_stack: StackFactory) -> None:
     stack = make_stack()
     stack.start_worker(FakeEngine("fake"))

@@ -38,6 +38,7 @@ CASES = [
     ("unknown model", body(model="no-such-model"), "model"),
     ("factory model from a request", body(model="py:os:getcwd"), "model"),
     ("budget over the cap", body(budget=1000), "budget"),
+    ("fast not a boolean", body(fast="maybe"), "fast"),
     ("budget zero", body(budget=0), "budget"),
     ("budget wrong type", body(budget="many"), "budget"),
     ("levels not a prefix", body(levels=["word"]), "levels"),

@@ -31,6 +31,7 @@ class NqFakeEngine(FakeEngine):
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> FakeOracle:
         session = FakeOracle(question, documents, masking=masking, rules=NQ_RULES, delay=self.delay)
         self.sessions.append(session)

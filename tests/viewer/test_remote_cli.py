@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.remote_cli import add_remote_arguments, format_text, run_remote
+from service.remote_cli import add_remote_arguments, build_request, format_text, run_remote
 from service.schemas import ExplainResult
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
@@ -140,3 +140,9 @@ def test_the_explain_command_goes_remote_with_server(
     result = ExplainResult.model_validate_json(out)
     assert result.answer == "Wilhelm Conrad Röntgen"
     assert result.stats.model == MODEL
+
+
+def test_fast_goes_into_the_request_only_when_asked(documents_file: Path) -> None:
+    assert build_request(_args("http://gw", documents_file, fast=True)).fast is True
+    assert build_request(_args("http://gw", documents_file, fast=False)).fast is False
+    assert build_request(_args("http://gw", documents_file)).fast is False

@@ -109,8 +109,11 @@ class Engine(ABC):
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> EngineSession:
-        """Bind the model to a job. Raises ``ContextTooLong`` when the full prompt does not fit."""
+        """Bind the model to a job. Raises ``ContextTooLong`` when the full prompt does not
+        fit. ``fast``: this job in the approximate fast mode (None: ``options.fast``);
+        ``FastModeUnsupported`` where the model has none."""
 
     @abstractmethod
     def count_tokens(self, question: str, documents: list[Document]) -> int:

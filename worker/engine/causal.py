@@ -126,10 +126,23 @@ class CausalEngine(Engine):
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> CausalSession:
         layout = PromptLayout(self.codec, question, documents, masking, self.pad)
-        engine = self.bf16_twin() if self.options.fast and self.fast_in_bf16 else self
-        return CausalSession(engine, layout, max_new_tokens)
+        return CausalSession(self._session_engine(fast), layout, max_new_tokens)
+
+    def _session_engine(self, fast: bool | None) -> CausalEngine:
+        """What a session runs on: this engine, its bf16 twin in fast mode, or a shallow
+        copy whose options say fast where the job asked and the engine's options do not
+        (the resident engine's options are never changed for one job)."""
+        options = self.options
+        if fast is not None and fast != options.fast:
+            options = replace(options, fast=fast)
+        engine = self.bf16_twin() if options.fast and self.fast_in_bf16 else self
+        if options is not self.options:
+            engine = copy.copy(engine)
+            engine.options = options
+        return engine
 
     def count_tokens(self, question: str, documents: list[Document]) -> int:
         return len(PromptLayout(self.codec, question, documents, "remove", self.pad).full())
@@ -207,7 +220,9 @@ class CausalSession(EngineSession):
         self.full = layout.full()
         if len(self.full) + max_new_tokens > engine.max_context_tokens:
             raise ContextTooLong(len(self.full) + max_new_tokens, engine.max_context_tokens)
-        self.stats = OracleStats(attention_backend=engine.attention_backend)
+        self.stats = OracleStats(
+            attention_backend=engine.attention_backend, fast=engine.options.fast
+        )
         self.book = AnswerBook()
         newline = engine.newline_ids if engine.options.stop_at_newline else frozenset()
         self.stop = StopRule(engine.tokenizer, frozenset(engine.eos), max_new_tokens, newline)

@@ -21,3 +21,7 @@ class ContextTooLong(EngineError):
         )
         self.tokens = tokens
         self.limit = limit
+
+
+class FastModeUnsupported(EngineError):
+    """Fast mode was asked of a model that has none (it is decoder-only)."""

@@ -39,7 +39,7 @@ from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from worker.engine.base import Engine, EngineOptions, EngineSession, check_masks
-from worker.engine.errors import ContextTooLong
+from worker.engine.errors import ContextTooLong, FastModeUnsupported
 from worker.engine.layout import PromptLayout
 from worker.engine.loading import LoadedModel
 from worker.engine.lookup import corpus_of, follow
@@ -89,7 +89,13 @@ class Seq2SeqEngine(Engine):
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> Seq2SeqSession:
+        if fast:
+            raise FastModeUnsupported(
+                f"fast mode is for decoder-only models; {self.name} is an encoder-decoder "
+                "(its FiD mode already encodes each passage once)"
+            )
         if self.fid:
             return FidSession(self, question, documents, max_new_tokens)
         return JointSession(self, question, documents, masking, max_new_tokens)

@@ -33,6 +33,7 @@ class OracleStats:
     draft_tokens_proposed: int = 0
     draft_tokens_accepted: int = 0
     attention_backend: str = "none"
+    fast: bool = False  # answers from the engine's approximate fast mode
     batch_sizes: list[int] = field(default_factory=list)
 
     @property

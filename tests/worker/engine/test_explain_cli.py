@@ -95,3 +95,31 @@ def test_html_report_in_process(capsys, documents, tmp_path):
     page = html.read_text(encoding="utf-8")
     assert page.count('<mark class="feat') == len(result.levels[-1].features)
     assert "The author is Ada Lovelace." in page
+
+
+def test_fast_mode_is_reported(capsys, documents):
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--levels", "document", "--json",
+        "--max-new-tokens", "4", "--fast",
+    )  # fmt: skip
+    assert code == 0
+    result = ExplainResult.model_validate_json(out)
+    assert result.stats.fast is True
+    assert result.stats.coalitions > 0
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--max-new-tokens", "2", "--fast",
+    )  # fmt: skip
+    assert code == 0
+    assert out.rstrip().endswith("fast mode (approximate)")
+
+
+def test_fast_mode_on_t5_is_an_engine_error(capsys, documents):
+    code, _, err = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-t5", "--budget", "8", "--fast",
+    )  # fmt: skip
+    assert code == 1
+    assert "FastModeUnsupported" in err
+    assert "decoder-only" in err

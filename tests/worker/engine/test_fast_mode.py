@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
+from worker.engine.errors import FastModeUnsupported
 from worker.engine.registry import load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document
@@ -51,3 +52,27 @@ def test_removed_documents_are_invisible_to_the_tail(fast_llama):
         session = fast_llama.open_session(QUESTION, docs, max_new_tokens=6)
         answers.append(session.answer_tokens(units, empty))
     assert answers[0] == answers[1]
+
+
+def test_a_job_can_ask_for_fast_mode_without_changing_the_engine(engines, fast_llama, monkeypatch):
+    exact_engine = engines["tiny-llama"]
+    monkeypatch.setattr(exact_engine.options, "fast_bf16", "off")  # as fast_llama's
+    units = mixed_units()
+    masks = random_masks(len(units), 12, seed=4)
+    asked = exact_engine.open_session(QUESTION, DOCS, max_new_tokens=6, fast=True)
+    assert exact_engine.options.fast is False
+    assert asked.engine.options.fast is True
+    assert asked.stats.fast is True
+    configured = fast_llama.open_session(QUESTION, DOCS, max_new_tokens=6)
+    assert asked.answer_tokens(units, masks) == configured.answer_tokens(units, masks)
+    # and the other way round: an exact job on an engine configured for fast mode
+    exact = fast_llama.open_session(QUESTION, DOCS, max_new_tokens=6, fast=False)
+    reference = exact_engine.open_session(QUESTION, DOCS, max_new_tokens=6)
+    assert exact.stats.fast is False
+    assert exact.answer_tokens(units, masks) == reference.answer_tokens(units, masks)
+
+
+def test_fast_mode_is_decoder_only(engines):
+    with pytest.raises(FastModeUnsupported, match="decoder-only"):
+        engines["tiny-t5-fid"].open_session(QUESTION, DOCS, fast=True)
+    assert engines["tiny-t5"].open_session(QUESTION, DOCS, fast=False).stats.fast is False

@@ -28,6 +28,7 @@ class GoldEngine(FakeEngine):
         *,
         masking: Masking = "remove",
         max_new_tokens: int = 16,
+        fast: bool | None = None,
     ) -> FakeOracle:
         answer = self.rules.get(question)
         rules = [(answer, answer)] if answer else []
