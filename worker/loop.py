@@ -103,9 +103,9 @@ class JobWatch:
 
 def _retriable(exc: Exception) -> bool:
     """Bad input fails at once; anything else (engine crash, OOM, ...) is retried."""
-    from worker.engine.errors import ContextTooLong
+    from worker.engine.errors import ContextTooLong, FastModeUnsupported
 
-    return not isinstance(exc, ValueError | ContextTooLong)
+    return not isinstance(exc, ValueError | ContextTooLong | FastModeUnsupported)
 
 
 def _documents(request: ExplainRequest) -> list[Document]:

@@ -9,7 +9,7 @@ from service.schemas import ExplainRequest
 from tests.fakes import FakeEngine
 from tests.service.conftest import StackFactory
 from tests.service.payloads import check_result, explain_body
-from worker.engine.errors import ContextTooLong
+from worker.engine.errors import ContextTooLong, FastModeUnsupported
 
 
 class TooLongEngine(FakeEngine):
@@ -17,6 +17,15 @@ class TooLongEngine(FakeEngine):
 
     def open_session(self, question: str, documents: Any, **_: Any) -> Any:
         raise ContextTooLong(tokens=5000, limit=512)
+
+
+class NoFastModeEngine(FakeEngine):
+    """An encoder-decoder's refusal of fast mode."""
+
+    def open_session(self, question: str, documents: Any, **kwargs: Any) -> Any:
+        if kwargs.get("fast"):
+            raise FastModeUnsupported("fast mode is for decoder-only models")
+        return super().open_session(question, documents, **kwargs)
 
 
 def test_an_engine_that_raises_fails_the_job_after_max_deliveries(
@@ -47,6 +56,18 @@ def test_bad_input_found_by_the_engine_fails_at_once(make_stack: StackFactory) -
     assert view["deliveries"] == 1
     assert view["error"]["type"] == "ContextTooLong"
     assert "5000 tokens" in view["error"]["message"]
+
+
+def test_fast_mode_on_a_model_without_it_fails_at_once(make_stack: StackFactory) -> None:
+    stack = make_stack(max_deliveries=3)
+    stack.start_worker(NoFastModeEngine("fake"))
+    view = stack.wait(stack.submit(explain_body(fast=True)))
+    assert (view["status"], view["deliveries"]) == ("failed", 1)
+    assert view["error"] == {
+        "type": "FastModeUnsupported",
+        "message": "fast mode is for decoder-only models",
+    }
+    assert stack.wait(stack.submit(explain_body()))["status"] == "succeeded"
 
 
 def test_a_dead_workers_job_is_redelivered_and_succeeds_once(make_stack: StackFactory) -> None:
