@@ -129,3 +129,28 @@ def test_the_capital_of_france_is_answered_on_one_line(engine):
     # the question here ("What is the capital of France?"), on one line all the same
     expected = {"smollm2-135m": "Paris", "gemma-3-270m": "France"}[engine.name]
     assert expected in answer
+
+
+def test_fast_mode_on_the_bf16_twin(engine, references):
+    """Fast mode on the bf16 copy: with everything kept it is plain ``generate`` on that
+    copy, and its answers agree with the exact engine's as often as fp32 fast mode's do
+    (measured on these 60 coalitions: 0.52 for SmolLM2, 0.92 for Gemma 3, both ways)."""
+    question, docs, units, masks, prompts, refs = references
+    masks = masks[:60]
+    exact = [refs[p][0] for p in prompts[:60]]
+    agreement = {}
+    try:
+        for choice in ("off", "on"):
+            engine.options.fast_bf16 = choice
+            session = engine.open_session(question, docs, max_new_tokens=MAX_NEW, fast=True)
+            got = session.answer_tokens(units, masks)
+            agreement[choice] = np.mean([list(g) == e for g, e in zip(got, exact, strict=True)])
+    finally:
+        engine.options.fast_bf16 = "auto"
+    assert session.engine.model.dtype == torch.bfloat16
+    assert session.stats.fast
+    twin = session.engine.model
+    full, gap = causal_generate(twin, engine.tokenizer, prompts[0], MAX_NEW, engine.eos, engine.pad)
+    assert list(got[0]) == full or gap < NEAR_TIE
+    assert agreement["on"] >= agreement["off"] - 0.1
+    assert agreement["off"] >= 0.4
