@@ -57,10 +57,11 @@ def load_documents(path: str) -> tuple[list[Any], str | None]:
     if not isinstance(documents, list):
         raise InputError(f"{path} must hold a list of documents or an object with 'documents'")
     question = data.get("question") if isinstance(data, dict) else None
-    return [_passage(item) for item in documents], question
+    return [passage(item) for item in documents], question
 
 
-def _passage(item: Any) -> Any:
+def passage(item: Any) -> Any:
+    """A document record with only ``title`` and ``text`` (a string stays as it is)."""
     if isinstance(item, dict):
         return {key: item[key] for key in ("title", "text") if key in item}
     return item

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.remote_cli import add_remote_arguments
+from service.remote_cli import add_remote_arguments, passage
 from service.schemas import ExplainRequest, ExplainResult
 
 EXIT_USAGE = 2
@@ -86,13 +86,14 @@ def build_request(args: argparse.Namespace) -> ExplainRequest:
 
 
 def read_documents(path: Path) -> list[Any]:
-    """Documents from FILE.json: a list, or an object with a ``documents`` list."""
+    """Documents from FILE.json: a list, or an object with a ``documents`` list. Records
+    keep only ``title`` and ``text``, so a line of the NQ data (``is_gold``) works as it is."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict):
         data = data.get("documents")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of documents or an object with 'documents'")
-    return data
+    return [passage(item) for item in data]
 
 
 def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult:

@@ -123,3 +123,24 @@ def test_fast_mode_on_t5_is_an_engine_error(capsys, documents):
     assert code == 1
     assert "FastModeUnsupported" in err
     assert "decoder-only" in err
+
+
+def test_a_line_of_the_nq_data_is_a_documents_file(capsys, tmp_path):
+    """Document records keep only title and text (README: other keys are ignored)."""
+    path = tmp_path / "nq.json"
+    record = {
+        "question": "who wrote it",
+        "answers": ["Ada"],
+        "documents": [
+            {"title": "Report", "text": "The report was written by Ada.", "is_gold": True},
+            {"title": "Cats", "text": "Cats sleep a lot.", "is_gold": False, "id": "7"},
+        ],
+    }
+    path.write_text(json.dumps(record))
+    code, out, err = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(path),
+        "--model", "tiny-llama", "--budget", "4", "--levels", "document", "--json",
+        "--max-new-tokens", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(ExplainResult.model_validate_json(out).passage_ranking) == [0, 1]
