@@ -55,13 +55,12 @@ def load_documents(path: str) -> tuple[list[Any], str | None]:
         raise InputError(f"cannot read documents from {path}: {exc}") from exc
     documents = data.get("documents") if isinstance(data, dict) else data
     if not isinstance(documents, list):
-        raise InputError(f"{path} must hold a list of documents or an object with 'documents'")
+        raise InputError(f"{path}: expected a list of documents or an object with 'documents'")
     question = data.get("question") if isinstance(data, dict) else None
-    return [passage(item) for item in documents], question
+    return [_passage(item) for item in documents], question
 
 
-def passage(item: Any) -> Any:
-    """A document record with only ``title`` and ``text`` (a string stays as it is)."""
+def _passage(item: Any) -> Any:
     if isinstance(item, dict):
         return {key: item[key] for key in ("title", "text") if key in item}
     return item
@@ -79,7 +78,7 @@ def build_request(args: argparse.Namespace) -> ExplainRequest:
         "seed": args.seed,
         "masking": args.masking,
         "max_new_tokens": args.max_new_tokens,
-        "fast": getattr(args, "fast", None) or None,
+        "fast": args.fast,
     }
     fields = {name: value for name, value in fields.items() if value is not None}
     try:

@@ -8,14 +8,11 @@ exactly the ``result`` object the HTTP API returns. Torch is imported only insid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from service.remote_cli import add_remote_arguments, passage
+from service.remote_cli import InputError, add_remote_arguments, build_request
 from service.schemas import ExplainRequest, ExplainResult
 
 EXIT_USAGE = 2
@@ -51,9 +48,9 @@ def main(args: argparse.Namespace) -> int:
 
         return int(run_remote(args))
     try:
-        request = build_request(args)
-    except (OSError, ValueError, ValidationError) as error:
-        print(f"textgenshap explain: invalid input: {_message(error)}", file=sys.stderr)
+        request = build_request(args)  # the same request --server sends
+    except InputError as error:
+        print(f"textgenshap explain: invalid input: {error}", file=sys.stderr)
         return EXIT_USAGE
     from worker.engine.errors import EngineError
 
@@ -68,32 +65,6 @@ def main(args: argparse.Namespace) -> int:
 
         Path(args.html).write_text(render_report(request, result), encoding="utf-8")
     return 0
-
-
-def build_request(args: argparse.Namespace) -> ExplainRequest:
-    """The API request the options describe (the same validation as ``POST /explain``)."""
-    return ExplainRequest(
-        question=args.question,
-        documents=read_documents(args.documents),
-        model=args.model,
-        levels=[level.strip() for level in args.levels.split(",") if level.strip()],
-        budget=args.budget,
-        seed=args.seed,
-        masking=args.masking,
-        max_new_tokens=args.max_new_tokens,
-        fast=args.fast,
-    )
-
-
-def read_documents(path: Path) -> list[Any]:
-    """Documents from FILE.json: a list, or an object with a ``documents`` list. Records
-    keep only ``title`` and ``text``, so a line of the NQ data (``is_gold``) works as it is."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict):
-        data = data.get("documents")
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of documents or an object with 'documents'")
-    return [passage(item) for item in data]
 
 
 def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult:
@@ -159,11 +130,3 @@ def _document_scores(result: ExplainResult) -> dict[int, float]:
     if not result.levels or not result.candidates:
         return {}
     return {f.document: f.score[0] for f in result.levels[0].features}
-
-
-def _message(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in error.errors()
-        )
-    return str(error)

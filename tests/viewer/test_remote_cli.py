@@ -25,6 +25,7 @@ def _args(server: str, documents: Path, **overrides: object) -> argparse.Namespa
         "seed": 0,
         "masking": "remove",
         "max_new_tokens": 16,
+        "fast": False,
         "json": False,
         "server": server,
         "html": None,
