@@ -19,11 +19,12 @@ the model's own code casts them where it uses them.
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from worker.engine.timing import best_seconds
 
 # bf16 must be at least this much faster than fp32 on a product of the model's width to
 # be worth an approximation on top of fast mode's (a CPU without bf16 instructions runs
@@ -60,14 +61,6 @@ def bf16_pays(width: int, repeats: int = 3) -> bool:
     weight = torch.randn(4 * width, width, generator=generator)
     rows16, weight16 = rows.to(torch.bfloat16), weight.to(torch.bfloat16)
 
-    def seconds(a: torch.Tensor, w: torch.Tensor) -> float:
-        F.linear(a, w)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            F.linear(a, w)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     with torch.no_grad():
-        return seconds(rows16, weight16) < WORTH * seconds(rows, weight)
+        half = best_seconds(lambda: F.linear(rows16, weight16), repeats)
+        return half < WORTH * best_seconds(lambda: F.linear(rows, weight), repeats)

@@ -23,11 +23,10 @@ equal, and then the lowest-id tie is not necessarily among the candidates.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
+
+from worker.engine.timing import best_seconds
 
 UNIT_ROUNDOFF = 2.0**-8  # bf16: 8 significant bits, round to nearest
 MARGIN_UNITS = 5.0  # the bound on |bf16 logit - fp32 logit|, in u * ||h|| * max ||W_v||
@@ -107,20 +106,11 @@ def calibrate(head: ScreenedHead, repeats: int = 2) -> int | None:
     generator = torch.Generator().manual_seed(0)
     one, many = (torch.randn(n, width, generator=generator) * 4 for n in (1, CALIBRATION_ROWS))
 
-    def seconds(run: Callable[[], object]) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     with torch.no_grad():
-        screened = seconds(lambda: head.argmax(many))
-        if screened >= seconds(lambda: plain_argmax(head.weight, many)):
+        screened = best_seconds(lambda: head.argmax(many), repeats)
+        if screened >= best_seconds(lambda: plain_argmax(head.weight, many), repeats):
             return None
-        single = seconds(lambda: head.argmax(one))
+        single = best_seconds(lambda: head.argmax(one), repeats)
     per_row = max(screened - single, 1e-9) / (CALIBRATION_ROWS - 1)
     return max(1, min(int(single / per_row), MAX_READ_ROWS))
 
