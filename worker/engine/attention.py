@@ -22,7 +22,6 @@ import itertools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -90,24 +89,20 @@ def _causal_blocks(
     """
     queries, keys = query.shape[-2], key.shape[-2]
     blocks = min(MAX_BLOCKS, queries // BLOCK_QUERIES)
-    if bf16_attention.wanted(query):
-        return bf16_attention.attend(query, key, value, mask, scale)
     if blocks < 2:
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=scale, enable_gqa=gqa
-        )
+        return bf16_attention.sdpa(query, key, value, mask, scale, gqa)
     edges = [queries * j // blocks for j in range(blocks + 1)]
     out = []
     for start, end in itertools.pairwise(edges):
         limit = keys - queries + end
         out.append(
-            F.scaled_dot_product_attention(
+            bf16_attention.sdpa(
                 query[..., start:end, :],
                 key[..., :limit, :],
                 value[..., :limit, :],
-                attn_mask=mask[..., start:end, :limit],
-                scale=scale,
-                enable_gqa=gqa,
+                mask[..., start:end, :limit],
+                scale,
+                gqa,
             )
         )
     return torch.cat(out, dim=-2)

@@ -27,6 +27,23 @@ def wanted(query: torch.Tensor) -> bool:
     )
 
 
+def sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float | None,
+    gqa: bool,
+) -> torch.Tensor:
+    """The engine's masked SDPA call: written out (``attend``) where that is faster
+    (``wanted``), PyTorch's kernel otherwise."""
+    if wanted(query):
+        return attend(query, key, value, mask, scale)
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scale, enable_gqa=gqa
+    )
+
+
 def attend(
     query: torch.Tensor,
     key: torch.Tensor,

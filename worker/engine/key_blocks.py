@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 
 from worker.engine import bf16_attention
 
@@ -130,13 +129,12 @@ class KeyBlocks:
             for block in blocks:
                 if block.mask.shape[-1] == 0:  # nothing visible: left zero
                     continue
-                queries = q[:, :, block.queries]
-                keys, values, seen = block.keys(k), block.keys(v), block.mask[None]
-                if bf16_attention.wanted(queries):
-                    got = bf16_attention.attend(queries, keys, values, seen, scale)
-                else:
-                    got = F.scaled_dot_product_attention(
-                        queries, keys, values, attn_mask=seen, scale=scale, enable_gqa=gqa
-                    )
-                out[r : r + 1, :, block.queries] = got
+                out[r : r + 1, :, block.queries] = bf16_attention.sdpa(
+                    q[:, :, block.queries],
+                    block.keys(k),
+                    block.keys(v),
+                    block.mask[None],
+                    scale,
+                    gqa,
+                )
         return out

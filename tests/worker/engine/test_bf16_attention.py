@@ -60,3 +60,12 @@ def test_only_few_bf16_cpu_queries_are_written_out():
     assert bf16_attention.wanted(few)
     assert not bf16_attention.wanted(many)
     assert not bf16_attention.wanted(few.float())
+
+
+def test_the_engines_call_picks_the_written_out_path_only_where_wanted():
+    q, k, v, mask = _inputs(7, 50, torch.bfloat16)
+    written = bf16_attention.attend(q, k, v, mask, None)
+    assert torch.equal(bf16_attention.sdpa(q, k, v, mask, None, True), written)
+    q, k, v = (t.float() for t in (q, k, v))
+    kernel = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert torch.equal(bf16_attention.sdpa(q, k, v, mask, None, True), kernel)
