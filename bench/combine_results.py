@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from worker.evaluation.report import summarize, to_markdown  # noqa: E402
 from worker.evaluation.store import ResultStore  # noqa: E402
-from worker.evaluation.summary import summarize, to_markdown  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Results go to ``OUT/results.jsonl`` (one line per question, appended as each finishes; a
 rerun skips the ids already there), ``OUT/summary.json`` and ``OUT/summary.md``. The run's
 settings are kept in ``OUT/run.json``; resuming with different settings is refused, so one
-directory never mixes two configurations. Imports stay light until ``main`` runs.
+directory never mixes two configurations. ``--summarize-only`` rebuilds the summary from
+the records without loading a model. Imports stay light until ``main`` runs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = ("given", "loo", "attention", "shapley", "banzhaf")
+DEFAULT_METHODS = (
+    "given",
+    "attention",
+    "loo",
+    "shapley-answer",
+    "shapley-logprob",
+    "banzhaf-answer",
+    "banzhaf-logprob",
+    "contextcite-32",
+    "contextcite-64",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``textgenshap eval``."""
-    parser.add_argument("--data", type=Path, required=True, help="NQ or MIRACL .jsonl(.gz)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="NQ or MIRACL .jsonl(.gz) (needed to run)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")
     parser.add_argument(
         "--per-label", type=int, default=None, help="first N questions of each MIRACL label"
@@ -28,10 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="gemma-3-270m", help="registry name, HF id, path or py:module:attr"
     )
-    parser.add_argument(
-        "--levels", nargs="+", default=["document"], choices=["document", "sentence", "word"]
-    )
-    parser.add_argument("--budget", type=int, default=64, help="coalitions per level")
+    parser.add_argument("--budget", type=int, default=32, help="coalitions per explanation")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--qrels", type=Path, default=None, help="TREC qrels: qid Q0 docid rel")
     parser.add_argument(
@@ -39,13 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--masking", default="remove", choices=["remove", "pad"])
     parser.add_argument(
-        "--value",
-        default="answer",
-        choices=["answer", "logprob"],
-        help="game explained: greedy answer string, or log p of the full-context answer",
+        "--heldout", type=int, default=32, help="held-out random coalitions per question (LDS)"
+    )
+    parser.add_argument("--baseline", default="loo", help="method the others are paired with")
+    parser.add_argument(
+        "--summarize-only", action="store_true", help="tabulate OUT's records, run no model"
     )
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base seed; each question's derives from its id"
+    )
     parser.add_argument("--device", default=None, help="cpu / cuda (default: best available)")
 
 
@@ -61,14 +74,16 @@ def _config(args: argparse.Namespace) -> Any:
 
     return EvalConfig(
         model=args.model,
-        levels=tuple(args.levels),
         budget=args.budget,
         methods=tuple(args.methods),
         masking=args.masking,
-        value=args.value,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
-        extra={"data": args.data.name, "qrels": args.qrels.name if args.qrels else None},
+        heldout=args.heldout,
+        extra={
+            "data": args.data.name if args.data else None,
+            "qrels": args.qrels.name if args.qrels else None,
+        },
     )
 
 
@@ -129,21 +144,44 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
     return [r for r in store.records() if r["id"] in wanted]
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run, then write summary.json and summary.md; prints the Markdown table."""
-    from worker.evaluation.summary import summarize, to_markdown
+def _summarize_only(args: argparse.Namespace, out: Path) -> list[dict[str, Any]] | None:
+    from worker.evaluation.store import ResultStore
 
+    path = out / "results.jsonl"
+    if not path.exists():
+        print(f"no records to summarize: {path} does not exist", file=sys.stderr)
+        return None
+    return ResultStore(path).records()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run (unless --summarize-only), then write summary.json and summary.md; prints them."""
+    from worker.evaluation.report import summarize, to_markdown
+
+    if args.data is None and (not args.summarize_only or args.out is None):
+        print("--data is required (or --summarize-only with --out)", file=sys.stderr)
+        return 2
     out = _out_dir(args)
     config = _config(args)
-    problem = _check_run_file(out, config.as_json())
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return 2
-    records = _run(args, out, config)
-    summary = summarize(records, config.ks)
-    summary["config"] = config.as_json()
+    if args.summarize_only:
+        records = _summarize_only(args, out)
+        if records is None:
+            return 2
+        run_file = out / "run.json"
+        settings = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else {}
+    else:
+        problem = _check_run_file(out, config.as_json())
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        records = _run(args, out, config)
+        settings = config.as_json()
+    summary = summarize(records, baseline=args.baseline)
+    summary["config"] = settings
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    title = f"{args.data.name} · {args.model} · budget {args.budget} · {'/'.join(args.levels)}"
+    model = settings.get("model", args.model)
+    data = settings.get("extra", {}).get("data") or args.data.name
+    title = f"{data} · {model} · budget {settings.get('budget', args.budget)}"
     markdown = to_markdown(summary, title)
     (out / "summary.md").write_text(markdown, encoding="utf-8")
     print(markdown)

@@ -1,6 +1,10 @@
-"""A fake engine for the evaluation tests: the rule-based FakeOracle of ``tests.fakes``,
-with one rule per NQ question (its gold answer string -> that answer), so the fake answers
-correctly exactly when the gold passage is shown (README: no other passage contains it)."""
+"""Fake engines for the evaluation tests, over the rule-based FakeOracle of ``tests.fakes``.
+
+:class:`RuleEngine` answers every question by the same keyword rules (controlled games with
+a known answer). :class:`GoldEngine` has one rule per NQ question (its gold answer string
+-> that answer), so it answers correctly exactly when the gold passage is shown (README:
+no other passage contains it).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,15 @@ from worker.shapley.units import Document, Masking
 NQ = Path(__file__).parent / "data" / "nq-10docs-6.jsonl.gz"
 
 
-class GoldEngine(FakeEngine):
-    """Answers a question's first gold answer iff a shown passage contains it."""
+class RuleEngine(FakeEngine):
+    """The same keyword rules for every question."""
 
-    def __init__(self, rules: dict[str, str]) -> None:
-        super().__init__("fake-gold")
-        self.rules = rules
+    def __init__(self, rules: Sequence[tuple[str, str]], name: str = "fake-rules") -> None:
+        super().__init__(name)
+        self.rules = list(rules)
+
+    def rules_for(self, question: str) -> list[tuple[str, str]]:
+        return self.rules
 
     def open_session(
         self,
@@ -30,11 +37,22 @@ class GoldEngine(FakeEngine):
         max_new_tokens: int = 16,
         fast: bool | None = None,
     ) -> FakeOracle:
-        answer = self.rules.get(question)
-        rules = [(answer, answer)] if answer else []
+        rules = self.rules_for(question)
         session = FakeOracle(question, documents, masking=masking, rules=rules)
         self.sessions.append(session)
         return session
+
+
+class GoldEngine(RuleEngine):
+    """Answers a question's first gold answer iff a shown passage contains it."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        super().__init__([], "fake-gold")
+        self.answers = answers
+
+    def rules_for(self, question: str) -> list[tuple[str, str]]:
+        answer = self.answers.get(question)
+        return [(answer, answer)] if answer else []
 
 
 def make_gold_engine() -> GoldEngine:

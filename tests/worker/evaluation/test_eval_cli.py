@@ -23,20 +23,37 @@ def _ids(out: Path) -> list[str]:
     return [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-def test_nq_run_writes_results_summary_and_table(tmp_path: Path) -> None:
+def test_nq_run_writes_results_summary_and_tables(tmp_path: Path) -> None:
     out = tmp_path / "nq"
     assert _run("--data", str(NQ), "--limit", "4", "--model", GOLD, "--out", str(out)) == 0
     assert len(_ids(out)) == 4
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 4
-    assert summary["accuracy"]["full_context"] == {"mean": 1.0, "n": 4}
-    for name in ("shapley", "banzhaf", "loo"):
-        assert summary["methods"][name]["recall"]["1"] == {"mean": 1.0, "n": 4}
+    assert summary["accuracy"]["full_context"]["mean"] == 1.0
+    assert summary["accuracy"]["full_context"]["n"] == 4
+    every = summary["strata"]["all"]
+    for name in ("shapley-answer", "shapley-logprob", "banzhaf-answer", "loo"):
+        assert every["methods"][name]["recall@1"]["mean"] == 1.0, name
+        assert every["methods"][name]["flip@1"]["mean"] == 1.0, name
     gold_first = [json.loads(x)["relevant"] == [0] for x in (out / "results.jsonl").open()]
-    given = summary["methods"]["given"]["recall"]["1"]["mean"]
-    assert given == sum(gold_first) / 4
+    assert every["methods"]["given"]["recall@1"]["mean"] == sum(gold_first) / 4
+    assert every["paired"]["shapley-answer"]["difference"]["recall@1"]["mean"] == 0.0
     assert summary["config"]["budget"] == 32
-    assert "| shapley | 1.000 | 1.000 | 1.000 |" in (out / "summary.md").read_text()
+    assert summary["unavailable"]["contextcite-64"]  # fakes have no Hugging Face model
+    markdown = (out / "summary.md").read_text()
+    assert "| shapley-logprob | 4 | 1.00 [1.00, 1.00] |" in markdown
+    assert "Paired with `loo`" in markdown
+
+
+def test_summarize_only_recomputes_the_tables_from_the_records(tmp_path: Path) -> None:
+    out = tmp_path / "nq"
+    assert _run("--data", str(NQ), "--limit", "3", "--model", GOLD, "--out", str(out)) == 0
+    first = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").unlink()
+    assert main(["eval", "--summarize-only", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text()) == first
+    assert main(["eval", "--summarize-only", "--out", str(tmp_path / "none")]) == 2
+    assert main(["eval", "--out", str(out)]) == 2  # running needs --data
 
 
 def test_rerun_skips_done_questions_and_extends_the_limit(tmp_path: Path, capsys) -> None:
@@ -70,15 +87,16 @@ def test_miracl_run_with_qrels_reports_languages_and_recall(tmp_path: Path) -> N
     qrels.write_text(f"{first['id']} Q0 {first['docids'][3]} 1\n")
     out = tmp_path / "miracl"
     args = ["--data", str(MIRACL), "--model", FAKE, "--out", str(out), "--qrels", str(qrels)]
-    assert _run(*args) == 0
+    assert _run(*args, "--methods", "given", "loo", "shapley-answer") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 14
     assert set(summary["by_lang"]) == {"ar", "de", "en", "es", "ja", "sw", "zh"}
     assert summary["by_lang"]["ja"]["relevant"]["n"] == 1
-    assert summary["context"]["all"]["abstention"] == {"mean": 1.0, "n": 14}  # "unknown"
+    assert summary["by_lang"]["en"]["all"]["abstention"]["mean"] == 1.0  # "unknown"
     # one question has a judged passage, at position 3: the given order finds it at k=5
-    assert summary["methods"]["given"]["recall"]["1"] == {"mean": 0.0, "n": 1}
-    assert summary["methods"]["given"]["recall"]["5"] == {"mean": 1.0, "n": 1}
+    given = summary["strata"]["all"]["methods"]["given"]
+    assert (given["recall@1"]["mean"], given["recall@1"]["n"]) == (0.0, 1)
+    assert given["recall@5"]["mean"] == 1.0
     assert summary["accuracy"]["full_context"]["n"] == 0
 
 

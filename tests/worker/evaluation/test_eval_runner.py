@@ -1,4 +1,5 @@
-"""One question through the runner with fake engines: values of every ranker."""
+"""One question through the runner with rule-based engines whose truth is known: which
+document the answer depends on, hence what every faithfulness metric must read."""
 
 import math
 from pathlib import Path
@@ -6,71 +7,136 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import make_fake_engine
-from tests.worker.evaluation.eval_fakes import make_gold_engine
-from worker.evaluation.data import load_examples
+from tests.worker.evaluation.eval_fakes import RuleEngine, make_gold_engine
+from worker.evaluation import faithfulness
+from worker.evaluation.data import Example, load_examples
+from worker.evaluation.report import question_metrics, summarize
 from worker.evaluation.runner import EvalConfig, evaluate
+from worker.shapley.units import Document
 
 DATA = Path(__file__).parent / "data"
 NQ = load_examples(DATA / "nq-10docs-6.jsonl.gz")
 MIRACL = load_examples(DATA / "miracl-7langs-14.jsonl.gz")
+FAKE_METHODS = ("given", "loo", "shapley-answer", "shapley-logprob", "banzhaf-answer")
 
 
-def test_gold_engine_every_ranker_finds_the_gold_passage() -> None:
-    example = NQ[0]  # gold passage at index 9
-    record = evaluate(make_gold_engine(), example, EvalConfig(model="fake-gold", budget=32))
-    assert record["full_answer"] == "Wilhelm Conrad Röntgen"
-    assert record["full_correct"] is True
-    assert record["abstained"] is False
-    methods = record["methods"]
-    assert set(methods) == {"given", "loo", "shapley", "banzhaf"}  # fakes expose no attention
-    assert methods["given"]["ranking"] == list(range(10))
-    assert methods["given"]["recall"] == {"1": 0.0, "3": 0.0, "5": 0.0}
-    for name in ("loo", "shapley", "banzhaf"):
-        assert methods[name]["ranking"][0] == 9, name
-        assert methods[name]["recall"] == {"1": 1.0, "3": 1.0, "5": 1.0}, name
-    # log 0.9 - log 0.1 for the gold passage, minus the fake's length term
-    assert methods["loo"]["scores"][9] == pytest.approx(math.log(9), abs=0.2)
-    assert methods["loo"]["coalitions"] == 11
-    assert methods["loo"]["forward_passes"] == 11
-    shap_scores = methods["shapley"]["scores"]
-    assert shap_scores[9] == pytest.approx(1.0)
-    assert all(s == 0.0 for s in shap_scores[:9])
-    explanation = record["explanation"]
-    assert explanation["top_candidate"] == "Wilhelm Conrad Röntgen"
-    assert explanation["top_correct"] is True
-    assert explanation["concentration"] == {"entropy": 0.0, "top1_share": 1.0}
-    assert explanation["offsets_ok"] is True
-
-
-def test_sentence_level_offsets_are_checked() -> None:
-    config = EvalConfig(
-        model="fake-gold", budget=16, levels=("document", "sentence"), methods=("shapley",)
+def _example(texts: list[str], relevant: set[int], qid: str = "q") -> Example:
+    return Example(
+        id=qid,
+        question="Which animal has stripes?",
+        documents=tuple(Document(t, f"T{i}") for i, t in enumerate(texts)),
+        answers=("zebra",),
+        relevant=frozenset(relevant),
     )
-    record = evaluate(make_gold_engine(), NQ[1], config)
-    assert record["explanation"]["offsets_ok"] is True
-    assert record["explanation"]["estimators"][0]
-    assert len(record["explanation"]["estimators"]) == 2
+
+
+FILLER = ["Lions live in prides.", "Owls hunt at night.", "Cows give milk.", "Ants dig."]
+
+
+def test_answer_from_one_document_reads_as_fully_faithful() -> None:
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3]]
+    engine = RuleEngine([("zebra", "Zebra.")])
+    config = EvalConfig(model="fake", budget=32, methods=FAKE_METHODS)
+    record = evaluate(engine, _example(texts, {3}), config)
+    assert record["full_answer"] == "Zebra."
+    assert record["full_correct"] is True
+    assert record["gold_only_correct"] is True
+    for name in ("loo", "shapley-answer", "shapley-logprob"):
+        m = question_metrics(record, name)
+        assert m["recall@1"] == 1.0, name
+        assert m["flip@1"] is True, name
+        assert m["keep@1"] is True, name
+        assert m["drop@1"] == pytest.approx(math.log(9), abs=0.05), name
+    # the log-probability game is additive here (a doc-3 term plus a length term), so its
+    # exact Shapley values predict every held-out coalition's log p(y) in order
+    assert record["methods"]["shapley-logprob"]["estimator"] == "exact"
+    assert question_metrics(record, "shapley-logprob")["lds_logp"] == pytest.approx(1.0, abs=1e-3)
+    assert question_metrics(record, "loo")["lds_logp"] == pytest.approx(1.0, abs=1e-3)
+    # 2^5 minus the full and the empty coalition and leave-one-out's five (exact methods
+    # saw every coalition, so they take none away)
+    assert len(record["heldout"]) == 25
+    given = question_metrics(record, "given")
+    assert given["recall@1"] == 0.0
+    assert given["flip@1"] is False
+
+
+def test_two_sufficient_documents_defeat_leave_one_out_but_not_shapley() -> None:
+    texts = [FILLER[0], "A zebra grazes.", FILLER[1], "Stripes: the zebra.", FILLER[2]]
+    engine = RuleEngine([("zebra", "Zebra")])
+    config = EvalConfig(model="fake", budget=32, methods=FAKE_METHODS)
+    record = evaluate(engine, _example(texts, {1, 3}), config)
+    loo, shap = question_metrics(record, "loo"), question_metrics(record, "shapley-logprob")
+    # removing either document alone leaves the other: leave-one-out sees (almost) nothing
+    assert abs(loo["drop@1"]) < 0.05
+    assert loo["flip@1"] is False
+    assert shap["flip@1"] is False
+    # Shapley splits the credit between the two; removing both flips the answer
+    top2 = sorted(
+        faithfulness.top_documents(
+            record["methods"]["shapley-logprob"]["scores"], record["tie_priority"]
+        )[:2]
+    )
+    assert top2 == [1, 3]
+    assert shap["flip@2"] is True
+    assert shap["drop@2"] == pytest.approx(math.log(9), abs=0.05)
+    assert shap["recall@1"] == 0.5
+    assert shap["recall@3"] == 1.0
+
+
+def test_every_method_explains_the_full_context_answer() -> None:
+    """The record's scores are those of the candidate equal to y, whatever ranks first."""
+    example = NQ[0]  # gold passage at index 9
+    config = EvalConfig(model="fake-gold", budget=32, methods=FAKE_METHODS)
+    record = evaluate(make_gold_engine(), example, config)
+    run = record["methods"]["shapley-answer"]
+    assert run["candidates"][run["target"]] == record["full_answer"] == "Wilhelm Conrad Röntgen"
+    assert run["scores"] == run["candidate_scores"][run["target"]]
+    assert run["scores"][9] == pytest.approx(1.0)
+    assert record["seed"] == faithfulness.question_seed(example.id)
+    assert record["methods"]["loo"]["coalitions"] == 11
+
+
+def test_heldout_coalitions_were_never_seen_by_an_estimator() -> None:
+    engine = make_gold_engine()
+    config = EvalConfig(model="fake-gold", budget=32, methods=FAKE_METHODS)
+    record = evaluate(engine, NQ[1], config)
+    explained = engine.sessions[2:]  # base session, loo's, then one per explained method
+    seen = {
+        "".join("1" if keep else "0" for *_, keep in coalition)
+        for session in explained
+        for coalition in session.coalitions_seen
+    }
+    assert len(record["heldout"]) == 32
+    assert not set(record["heldout"]) & seen
+    assert all(key in record["coalitions"] for key in record["heldout"])
+
+
+def test_questions_get_their_own_coalitions() -> None:
+    config = EvalConfig(model="fake-gold", budget=32, methods=("shapley-answer",))
+    a, b = (evaluate(make_gold_engine(), e, config) for e in NQ[:2])
+    assert a["seed"] != b["seed"]
+    assert a["heldout"] != b["heldout"]
 
 
 def test_miracl_record_without_answers_or_labels() -> None:
     example = MIRACL[9]  # Japanese, no relevant passage
-    assert example.lang == "ja"
-    record = evaluate(make_fake_engine(), example, EvalConfig(model="fake", budget=8))
+    record = evaluate(
+        make_fake_engine(), example, EvalConfig(model="fake", budget=8, methods=FAKE_METHODS)
+    )
     assert record["lang"] == "ja"
     assert record["context_relevant"] is False
     assert record["full_answer"] == "unknown"
-    assert record["abstained"] is True
     assert record["full_correct"] is None
-    assert record["methods"]["shapley"]["recall"]["1"] is None
-    assert record["explanation"]["concentration"] is None  # nothing moves the answer
+    assert record["gold_only_answer"] is None
+    assert question_metrics(record, "shapley-answer")["recall@1"] is None
+    assert set(record["unavailable"]) == set()
+    summary = summarize([record])
+    assert summary["strata"]["full_correct"]["n"] == 0
 
 
-def test_logprob_game_ranks_by_log_probability_of_the_full_answer() -> None:
-    config = EvalConfig(model="fake-gold", budget=32, value="logprob", methods=("shapley",))
-    record = evaluate(make_gold_engine(), NQ[2], config)
-    (gold,) = NQ[2].relevant
-    scores = record["methods"]["shapley"]["scores"]
-    assert record["methods"]["shapley"]["ranking"][0] == gold
-    # the fake's log p moves by log 9 with the gold passage, by a length term otherwise
-    assert scores[gold] == pytest.approx(math.log(9), abs=0.2)
-    assert all(abs(s) < 0.2 for i, s in enumerate(scores) if i != gold)
+def test_methods_that_cannot_run_say_why() -> None:
+    config = EvalConfig(model="fake", budget=8, methods=("given", "attention", "contextcite-32"))
+    record = evaluate(make_gold_engine(), NQ[0], config)
+    assert set(record["methods"]) == {"given"}
+    assert "attention" in record["unavailable"]
+    assert "decoder-only" in record["unavailable"]["contextcite-32"]

@@ -1,0 +1,68 @@
+"""ContextCite's released package inside the harness, on a tiny random causal model: it
+attributes exactly the target answer, over the engine's prompts, with the package's own
+ablations, and its smaller run is the larger run's first ablations."""
+
+import numpy as np
+import pytest
+
+from worker.engine.registry import load_engine
+from worker.evaluation import contextcite
+from worker.evaluation.data import Example
+from worker.evaluation.runner import EvalConfig, evaluate
+from worker.shapley.segment import document_units
+from worker.shapley.units import Document
+
+DOCS = (
+    Document("Paris is the capital of France.", "France"),
+    Document("Berlin is the capital of Germany.", "Germany"),
+    Document("Rome is the capital of Italy.", "Italy"),
+    Document("Madrid is the capital of Spain.", "Spain"),
+    Document("Lisbon is the capital of Portugal.", "Portugal"),
+    Document("Vienna is the capital of Austria.", "Austria"),
+)
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def engine():  # noqa: ANN201
+    return load_engine("tiny-llama")
+
+
+def _package_mask(seed: int, n: int) -> np.ndarray:
+    """ContextCite's ablation ``seed`` (its utils._create_mask, keep probability 1/2)."""
+    return np.random.RandomState(seed).choice([False, True], size=n, p=[0.5, 0.5])
+
+
+def test_contextcite_attributes_the_given_answer_with_its_own_ablations(engine) -> None:
+    assert contextcite.available(engine) is None
+    session = engine.open_session(QUESTION, list(DOCS), max_new_tokens=6)
+    answer = session.answers(document_units(list(DOCS)), np.ones((1, 6), dtype=bool))[0]
+    runs = contextcite.contextcite_runs(engine, QUESTION, DOCS, answer, [4, 8])
+    for size, run in runs.items():
+        assert run.response == answer
+        assert len(run.scores) == 6
+        assert all(np.isfinite(run.scores))
+        expected = np.stack([_package_mask(i, 6) for i in range(size)])
+        assert np.array_equal(run.masks, expected)
+        assert run.forward_passes == size
+    assert runs[4].seconds < runs[8].seconds
+
+
+def test_harness_runs_contextcite_beside_the_other_methods(engine) -> None:
+    example = Example(
+        id="cc", question=QUESTION, documents=DOCS, answers=("Paris",), relevant=frozenset({0})
+    )
+    config = EvalConfig(
+        model="tiny-llama",
+        budget=8,
+        heldout=4,
+        max_new_tokens=6,
+        methods=("loo", "contextcite-32", "contextcite-64"),
+    )
+    record = evaluate(engine, example, config)
+    assert set(record["methods"]) == {"loo", "contextcite-32", "contextcite-64"}
+    assert record["methods"]["contextcite-64"]["coalitions"] == 64
+    seen = {"".join("1" if k else "0" for k in _package_mask(i, 6)) for i in range(64)}
+    assert len(record["heldout"]) == 4
+    assert not set(record["heldout"]) & seen  # never one of ContextCite's ablations
+    assert not record["unavailable"]

@@ -1,0 +1,145 @@
+"""ContextCite (Cohen-Wang et al., 2024), its released package, inside the harness.
+
+Same model object, same prompt (the engine's own token ids for every ablation), same
+target: the package is handed the model's full-context answer ``y`` as its response
+instead of generating one, so it explains exactly what every other method explains.
+Sources are whole documents. The package seeds ablation ``i`` with ``i``, so the first 32
+of a 64-ablation run are exactly a 32-ablation run's: both are fitted from one pass over
+64 ablations (the 32-ablation run is charged half the model time plus its own fit).
+
+Needs the ``eval`` extra (``context-cite``); engines without a Hugging Face causal model
+and tokenizer (seq2seq, the test fakes) report the method as unavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from worker.shapley.segment import document_units
+from worker.shapley.units import Document
+
+
+@dataclass(frozen=True)
+class CiteRun:
+    """One ContextCite fit: scores per document, the ablations it used, its cost."""
+
+    scores: list[float]
+    masks: np.ndarray
+    seconds: float
+    forward_passes: int
+    response: str
+    """The response the package attributed (must be the target answer)."""
+
+
+def available(engine: Any) -> str | None:
+    """None when ContextCite can run on this engine, else why not."""
+    if getattr(engine, "family", None) != "causal" or not hasattr(engine, "tokenizer"):
+        return "needs a decoder-only Hugging Face model"
+    try:
+        _import_package()
+    except ImportError:
+        return "context-cite is not installed (pip install -e '.[eval]')"
+    return None
+
+
+def _import_package() -> Any:
+    """The package, imported without its import-time ``nltk.download`` (a network call; the
+    harness never splits text with nltk)."""
+    import nltk
+
+    original = nltk.download
+    nltk.download = lambda *args, **kwargs: True
+    try:
+        import context_cite
+        from context_cite.context_partitioner import BaseContextPartitioner
+    finally:
+        nltk.download = original
+    return context_cite, BaseContextPartitioner
+
+
+def _prompt_builder(engine: Any, question: str, docs: list[Document]) -> Callable[..., list[int]]:
+    from worker.engine.layout import PromptLayout
+    from worker.engine.prompts import Codec
+
+    tok = engine.tokenizer
+    units = document_units(docs)
+    layout = PromptLayout(Codec(tok), question, docs, "remove", tok.pad_token_id or 0)
+    return lambda keep: list(layout.ids(units, np.asarray(keep, dtype=bool)))
+
+
+def _citer(engine: Any, question: str, docs: list[Document], answer: str, ablations: int) -> Any:
+    context_cite, base_partitioner = _import_package()
+    prompt_ids = _prompt_builder(engine, question, docs)
+    n = len(docs)
+
+    class Documents(base_partitioner):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__("\n".join(d.text for d in docs))
+
+        @property
+        def num_sources(self) -> int:
+            return n
+
+        def split_context(self) -> None:
+            return None
+
+        def get_source(self, index: int) -> str:
+            return docs[index].text
+
+        def get_context(self, mask: np.ndarray | None = None) -> str:
+            return str(self.context)
+
+    class EnginePromptCiter(context_cite.ContextCiter):  # type: ignore[misc, name-defined]
+        def _get_prompt_ids(self, mask: np.ndarray | None = None, return_prompt: bool = False):  # type: ignore[no-untyped-def]
+            keep = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
+            ids = prompt_ids(keep)
+            return (ids, engine.tokenizer.decode(ids)) if return_prompt else ids
+
+    partitioner = Documents()
+    citer = EnginePromptCiter(
+        engine.model,
+        engine.tokenizer,
+        partitioner.context,
+        question,
+        num_ablations=ablations,
+        partitioner=partitioner,
+    )
+    _, prompt = citer._get_prompt_ids(return_prompt=True)
+    citer._cache["output"] = prompt + answer  # the response is y, never regenerated
+    return citer
+
+
+def contextcite_runs(
+    engine: Any, question: str, docs: Sequence[Document], answer: str, sizes: Sequence[int]
+) -> dict[int, CiteRun]:
+    """ContextCite with each number of ablations in ``sizes``, from one pass over the largest
+    (see the module docstring for how the smaller runs are charged)."""
+    docs = list(docs)
+    largest = max(sizes)
+    start = time.perf_counter()
+    full = _citer(engine, question, docs, answer, largest)
+    masks, logit_probs = full._masks, full._logit_probs  # runs the model over the ablations
+    model_seconds = time.perf_counter() - start
+    runs: dict[int, CiteRun] = {}
+    for size in sorted(sizes):
+        fit_start = time.perf_counter()
+        citer = full if size == largest else _citer(engine, question, docs, answer, size)
+        citer._cache["reg_masks"], citer._cache["reg_logit_probs"] = (
+            masks[:size],
+            logit_probs[:size],
+        )
+        response = citer._response_ids
+        # the package's fit over the whole response (what get_attributions() does without
+        # a range, minus its character-offset look-ups, which need a fast tokenizer)
+        weights, _bias = citer._get_attributions_for_ids_range(0, len(response))
+        scores = [float(x) for x in weights]
+        fit = time.perf_counter() - fit_start
+        seconds = model_seconds * size / largest + fit
+        text = engine.tokenizer.decode(response)
+        runs[size] = CiteRun(scores, np.asarray(masks[:size], bool), seconds, size, text)
+    return runs
