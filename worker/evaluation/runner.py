@@ -71,7 +71,7 @@ class MethodRun:
 
     def record(self) -> dict[str, Any]:
         return {
-            "scores": [round(s, 6) for s in self.scores],
+            "scores": [float(s) for s in self.scores],  # full precision: ties recompute
             "seconds": round(self.seconds, 4),
             "coalitions": self.coalitions,
             "forward_passes": self.forward_passes,
@@ -134,7 +134,7 @@ def explained_run(
     per_candidate = candidate_scores(result, n)
     target = target_index(result, answer)
     level = result.levels[0]
-    stderr = [0.0] * n
+    stderr: list[float | None] = [0.0] * n
     if target is not None:
         for f in level.features:
             stderr[f.document] = f.stderr[target]
@@ -149,8 +149,8 @@ def explained_run(
             "answer": result.answer,
             "target": target,
             "candidates": [c.text for c in result.candidates],
-            "candidate_scores": [[round(s, 6) for s in row] for row in per_candidate],
-            "stderr": [round(s, 6) for s in stderr],
+            "candidate_scores": per_candidate,
+            "stderr": stderr,
             "estimator": level.estimator,
             "passage_ranking": result.passage_ranking,
         },
@@ -250,7 +250,7 @@ def _outcomes(
     if normalize_answer(answer):
         logps = [float(v) for v in session.log_probs(units, matrix, answer)]
     return {
-        k: {"answer": a, "logp": None if lp is None else round(lp, 6)}
+        k: {"answer": a, "logp": lp}
         for k, a, lp in zip(keys, answers, logps, strict=True)
     }
 

@@ -91,7 +91,7 @@ def test_every_method_explains_the_full_context_answer() -> None:
     run = record["methods"]["shapley-answer"]
     assert run["candidates"][run["target"]] == record["full_answer"] == "Wilhelm Conrad Röntgen"
     assert run["scores"] == run["candidate_scores"][run["target"]]
-    assert run["scores"][9] == pytest.approx(1.0)
+    assert run["scores"][9] == pytest.approx(1.0, abs=0.01)  # paired KernelSHAP at budget 32
     assert record["seed"] == faithfulness.question_seed(example.id)
     assert record["methods"]["loo"]["coalitions"] == 11
 
