@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.client import Client, ClientError, describe_detail
-from service.report import default_answer, render_report
+from service.report import default_answer, plus_minus, render_report
 from service.schemas import ExplainRequest, ExplainResult, JobView
 
 TIMEOUT_SECONDS = 3600.0
@@ -120,7 +120,9 @@ def format_text(result: ExplainResult) -> str:
         lines.append(f"{level.level} ({level.coalitions} coalitions, {level.estimator}):")
         for f in top:
             snippet = " ".join(f.text.split())[:70]
-            lines.append(f"  {f.score[a]:+.3f} ± {f.stderr[a]:.3f}  doc {f.document}  {snippet}")
+            lines.append(
+                f"  {f.score[a]:+.3f}{plus_minus(f.stderr[a])}  doc {f.document}  {snippet}"
+            )
     return "\n".join(lines)
 
 

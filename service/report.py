@@ -43,6 +43,11 @@ def _fmt(x: float) -> str:
     return ("+" if x >= 0 else "\u2212") + f"{abs(x):.3f}"
 
 
+def plus_minus(stderr: float | None) -> str:
+    """'± 0.012', or a plain word where the estimator could not measure a standard error."""
+    return " (stderr unknown)" if stderr is None else f" \u00b1 {stderr:.3f}"
+
+
 def _normalise(text: str) -> str:
     kept = "".join(c if c.isalnum() else " " for c in text.lower())
     return " ".join(kept.split())
@@ -82,12 +87,12 @@ def segments(text: str, features: Sequence[Feature]) -> list[tuple[str, Feature 
 def _mark(piece: str, f: Feature, answer: int, scale: float, kind: str) -> str:
     score, stderr = f.score[answer], f.stderr[answer]
     t = score / scale
-    uncertain = " uncertain" if abs(score) <= stderr else ""
+    uncertain = " uncertain" if stderr is not None and abs(score) <= stderr else ""
     ink = "#fff" if abs(t) > 0.7 else "#111"
     return (
         f'<mark class="feat{uncertain}" tabindex="0" data-document="{f.document}" '
         f'data-start="{f.start}" data-end="{f.end}" data-score="{score!r}" '
-        f'data-stderr="{stderr!r}" title="score {_fmt(score)} \u00b1 {stderr:.3f} ({kind})" '
+        f'data-stderr="{stderr!r}" title="score {_fmt(score)}{plus_minus(stderr)} ({kind})" '
         f'style="background-color: {heat_colour(t)}; color: {ink};">{escape(piece)}</mark>'
     )
 
@@ -118,10 +123,11 @@ def _document(index: int, doc: DocumentIn, view: _View, kinds: dict[Key, str]) -
     title = f'<span class="doc-title"> \u2014 {escape(doc.title)}</span>' if doc.title else ""
     ranking = view.result.passage_ranking
     rank = ranking.index(index) + 1 if index in ranking else 0
-    badge = f'<span class="doc-rank">rank {rank}</span>' if rank else ""
+    tied = " (tied)" if any(index in group for group in view.result.tied_passages) else ""
+    badge = f'<span class="doc-rank">rank {rank}{tied}</span>' if rank else ""
     badge += "".join(
-        f'<span class="doc-score">document score {_fmt(f.score[view.answer])} \u00b1 '
-        f"{f.stderr[view.answer]:.3f}</span>"
+        f'<span class="doc-score">document score {_fmt(f.score[view.answer])}'
+        f"{plus_minus(f.stderr[view.answer])}</span>"
         for f in view.result.levels[0].features
         if f.document == index
     )

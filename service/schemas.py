@@ -65,17 +65,37 @@ class ExplainRequest(BaseModel):
     )
     value: Literal["answer", "logprob"] = Field(
         default="answer",
-        description="'answer': categorical game on the greedy answer string; "
-        "'logprob': log-probability of the full-context answer.",
+        description="'answer': categorical game on the greedy answer string, with the "
+        "log-probability of the full-context answer scored on the same coalitions; "
+        "'logprob': the log-probability game alone.",
+    )
+    rank_by: Literal["logprob", "answer"] = Field(
+        default="logprob",
+        description="Game the passage ranking follows, for the full-context answer: its "
+        "log-probability (ties broken by the answer game) or the answer game (ties broken "
+        "by the log-probability).",
     )
     budget: int = Field(
         default=128, ge=2, description="Coalitions per level (at least the full and empty ones)."
     )
     target_stderr: float | None = Field(default=None, gt=0, le=1)
+    adaptive: bool = Field(
+        default=True,
+        description="Document level: stop sampling once the top document's lower confidence "
+        "bound (score - 2 stderr, in the rank_by game) clears every other document's upper "
+        "bound; the level's coalitions say how many were used.",
+    )
     refine: RefineSpec = Field(default_factory=RefineSpec)
     masking: Literal["remove", "pad"] = "remove"
     max_new_tokens: int = Field(default=16, ge=1, le=128)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the sampled coalitions. Default: derived from the request's "
+        "content, so the same request samples the same coalitions and different requests "
+        "independent ones.",
+    )
     fast: bool = Field(
         default=False,
         description="Decoder-only models: approximate answers from the full-context cache "
@@ -141,14 +161,24 @@ class Candidate(BaseModel):
 
 
 class Feature(BaseModel):
-    """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``."""
+    """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``.
+
+    ``stderr[i]`` is null where the estimator could not measure one (a single sample); the
+    level's ``stderr_note`` says why.
+    """
 
     document: int
     start: int
     end: int
     text: str
     score: list[float]
-    stderr: list[float]
+    stderr: list[float | None]
+    logprob: float | None = Field(
+        default=None,
+        description="Score in the log-probability game of the full-context answer (null "
+        "when that answer is empty).",
+    )
+    logprob_stderr: float | None = None
 
 
 class LevelResult(BaseModel):
@@ -159,6 +189,12 @@ class LevelResult(BaseModel):
     features: list[Feature]
     coalitions: int
     estimator: str
+    stopped_early: bool = Field(
+        default=False, description="Adaptive stopping ended the level before the budget."
+    )
+    stderr_note: str | None = Field(
+        default=None, description="Why some standard errors are null (else absent)."
+    )
 
 
 class Stats(BaseModel):
@@ -180,7 +216,14 @@ class ExplainResult(BaseModel):
     answer: str
     candidates: list[Candidate]
     levels: list[LevelResult]
-    passage_ranking: list[int]
+    passage_ranking: list[int] = Field(
+        description="Documents best first for the full-context answer, by the request's "
+        "rank_by game."
+    )
+    tied_passages: list[list[int]] = Field(
+        default_factory=list,
+        description="Groups of documents the ranking cannot tell apart (tied in both games).",
+    )
     stats: Stats
 
 

@@ -12,6 +12,8 @@ per job; ``stats.coalitions`` counts those distinct inputs (decoded or scored).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,10 +29,11 @@ from service.schemas import (
     Stats,
 )
 from worker.shapley.coalitions import CoalitionCache
-from worker.shapley.game import normalize_answer
+from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
 from worker.shapley.oracle import Oracle
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
+from worker.shapley.sampling import Estimate
 from worker.shapley.segment import document_units
 from worker.shapley.units import Document
 
@@ -89,15 +92,21 @@ def run_explanation(
     levels = _levels(request, docs, cache, plan, clock)
     with clock.stage("ranking", 1):
         ranked = _rank(request, cache, answer, levels[0])
+        passages, ties = passage_ranking(
+            levels[0].estimate,
+            [u.document for u in levels[0].units],
+            normalize_answer(answer),
+            request.rank_by,
+        )
         clock.report("ranking", 1, 1)
     clock.seconds["total"] = time.perf_counter() - started
+    logprob_key = LOGPROB_KEY if request.value == "answer" else normalize_answer(answer)
     return ExplainResult(
         answer=answer.strip(),
         candidates=[_candidate(c) for c in ranked],
-        levels=[_level_result(scores, ranked) for scores in levels],
-        passage_ranking=passage_ranking(
-            levels[0].estimate, [u.document for u in levels[0].units], ranked[0].key
-        ),
+        levels=[_level_result(scores, ranked, logprob_key) for scores in levels],
+        passage_ranking=passages,
+        tied_passages=ties,
         stats=_stats(session, cache, model, clock.seconds),
     )
 
@@ -115,12 +124,23 @@ def _full_answer(cache: CoalitionCache, docs: list[Document]) -> str:
     return cache.answers(units, np.ones((1, len(units)), dtype=bool))[0]
 
 
+def request_seed(request: ExplainRequest) -> int:
+    """The request's ``seed``, else 32 bits of a hash of everything else it asks: the same
+    request draws the same coalitions, two requests independent ones (a fixed default seed
+    gave every question the same coalitions, hence identical score vectors)."""
+    if request.seed is not None:
+        return request.seed
+    content = request.model_dump(mode="json", exclude={"seed"})
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
 def _plan(request: ExplainRequest, answer: str, batch_size: int) -> Plan:
     return Plan(
         method=request.method,
         estimator=request.estimator,
         budget=request.budget,
-        seed=request.seed,
+        seed=request_seed(request),
         target_stderr=request.target_stderr,
         rule=request.refine.rule,
         k=request.refine.k,
@@ -128,6 +148,8 @@ def _plan(request: ExplainRequest, answer: str, batch_size: int) -> Plan:
         value=request.value,
         answer_text=answer.strip(),
         batch_size=batch_size,
+        rank_by=request.rank_by,
+        adaptive=request.adaptive,
     )
 
 
@@ -160,8 +182,12 @@ def _candidate(c: RankedAnswer) -> Candidate:
     return Candidate(text=c.text, frequency=c.frequency, score=c.score)
 
 
-def _level_result(scores: LevelScores, ranked: list[RankedAnswer]) -> LevelResult:
+def _level_result(scores: LevelScores, ranked: list[RankedAnswer], logprob_key: str) -> LevelResult:
+    """``logprob_key``: the estimate's column of the log-probability game (absent when the
+    full-context answer was empty)."""
     mean, stderr = align(scores.estimate, [c.key for c in ranked])
+    has_logprob = logprob_key in scores.estimate.answers
+    lp_mean, lp_stderr = align(scores.estimate, [logprob_key])
     features = [
         Feature(
             document=u.document,
@@ -169,13 +195,31 @@ def _level_result(scores: LevelScores, ranked: list[RankedAnswer]) -> LevelResul
             end=u.end,
             text=u.text,
             score=mean[i].tolist(),
-            stderr=stderr[i].tolist(),
+            stderr=[_known(s) for s in stderr[i]],
+            logprob=float(lp_mean[i, 0]) if has_logprob else None,
+            logprob_stderr=_known(lp_stderr[i, 0]) if has_logprob else None,
         )
         for i, u in enumerate(scores.units)
     ]
     est = scores.estimate
     return LevelResult(
-        level=scores.level, features=features, coalitions=est.coalitions, estimator=est.method
+        level=scores.level,
+        features=features,
+        coalitions=est.coalitions,
+        estimator=est.method,
+        stopped_early=est.stopped_early,
+        stderr_note=_stderr_note(est) if np.isnan(stderr).any() else None,
+    )
+
+
+def _known(stderr: float) -> float | None:
+    return None if np.isnan(stderr) else float(stderr)
+
+
+def _stderr_note(est: Estimate) -> str:
+    return (
+        f"{est.samples} independent sample(s) of the {est.method} estimator fit the budget: "
+        "a standard error needs the spread of at least two, so it is null; raise the budget"
     )
 
 

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="registry name, HF id, directory or GGUF")
     parser.add_argument("--levels", default="document,sentence", help="e.g. document,sentence,word")
     parser.add_argument("--budget", type=int, default=128, help="coalitions per level")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="coalition seed (default: from the request)"
+    )
     parser.add_argument("--masking", choices=["remove", "pad"], default="remove")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")

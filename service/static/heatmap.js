@@ -36,6 +36,11 @@
     return (x >= 0 ? "+" : "\u2212") + Math.abs(x).toFixed(3);
   }
 
+  // A standard error is null where the estimator could not measure one (one sample).
+  function plusMinus(stderr) {
+    return stderr === null || stderr === undefined ? " (stderr unknown)" : " \u00b1 " + stderr.toFixed(3);
+  }
+
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
@@ -226,10 +231,11 @@
       const rank = this.result.passage_ranking.indexOf(index) + 1;
       const head = el("h3", { class: "doc-head" }, "Document " + (index + 1));
       if (doc.title) head.append(el("span", { class: "doc-title" }, " \u2014 " + doc.title));
-      if (rank > 0) head.append(el("span", { class: "doc-rank" }, "rank " + rank));
+      const tied = (this.result.tied_passages || []).some((group) => group.includes(index));
+      if (rank > 0) head.append(el("span", { class: "doc-rank" }, "rank " + rank + (tied ? " (tied)" : "")));
       const whole = this.result.levels[0].features.find((f) => f.document === index);
       if (whole) {
-        const label = fmt(whole.score[this.answer]) + " \u00b1 " + whole.stderr[this.answer].toFixed(3);
+        const label = fmt(whole.score[this.answer]) + plusMinus(whole.stderr[this.answer]);
         head.append(el("span", { class: "doc-score" }, "document score " + label));
       }
       const body = el("p", { class: "doc-text" });
@@ -246,9 +252,9 @@
       const score = f.score[this.answer];
       const stderr = f.stderr[this.answer];
       const t = score / this.scale;
-      const label = fmt(score) + " \u00b1 " + stderr.toFixed(3);
+      const label = fmt(score) + plusMinus(stderr);
       const mark = el("mark", {
-        class: "feat" + (Math.abs(score) <= stderr ? " uncertain" : ""),
+        class: "feat" + (stderr !== null && Math.abs(score) <= stderr ? " uncertain" : ""),
         tabindex: "0",
         "data-document": String(f.document),
         "data-start": String(f.start),

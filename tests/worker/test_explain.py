@@ -94,7 +94,9 @@ def test_features_carry_exact_offsets() -> None:
 def test_no_model_input_is_decoded_twice_and_stats_are_filled() -> None:
     result, session = run(request())
     stats = result.stats
-    assert stats.coalitions == session.stats.forward_passes == len(session.coalitions_seen)
+    # every distinct input is decoded once and, for the log-probability column, scored once
+    assert stats.coalitions == len(set(session.coalitions_seen))
+    assert session.stats.forward_passes == len(session.coalitions_seen) == 2 * stats.coalitions
     assert stats.coalitions < sum(level.coalitions for level in result.levels)
     assert stats.model == "fake"
     assert stats.attention_backend == "fake"
@@ -125,7 +127,7 @@ def test_cancellation_between_batches() -> None:
 
     with pytest.raises(JobCancelled):
         run_explanation(req, session, model="fake", should_cancel=should_cancel, batch_size=4)
-    assert session.calls <= 4
+    assert session.calls <= 2 * 4  # a batch is decoded, then scored for log p(y)
 
 
 def test_same_request_same_result() -> None:
@@ -183,3 +185,80 @@ def test_fake_engine_mirrors_the_engine_api() -> None:
     session = engine.open_session("q", docs, masking="pad", max_new_tokens=4)
     assert session.masking == "pad"
     assert engine.sessions == [session]
+
+
+def test_seed_derives_from_the_request_unless_given() -> None:
+    from worker.explain import request_seed
+
+    docs = [*DOCUMENTS, *(f"Filler passage number {i}." for i in range(4))]
+    base = request(documents=docs, levels=["document"], budget=20, adaptive=False)
+    assert request_seed(base) == request_seed(base.model_copy())
+    other_question = base.model_copy(update={"question": "What is the capital of Italy?"})
+    assert request_seed(other_question) != request_seed(base)
+    assert request_seed(base.model_copy(update={"budget": 21})) != request_seed(base)
+    assert request_seed(base.model_copy(update={"seed": 5})) == 5
+    # the coalitions follow: same request, same ones; another question, others
+    seen = [run(r)[1].coalitions_seen for r in (base, base, other_question)]
+    assert seen[0] == seen[1]
+    assert set(seen[0]) != set(seen[2])
+
+
+def test_both_games_come_from_the_same_coalitions_and_rank_the_passages() -> None:
+    """Every feature carries the answer game's scores and log p(y)'s; the log-probability
+    scores are efficient too, and the passage ranking follows them for y."""
+    req = request(levels=["document", "sentence"])
+    result, session = run(req)
+    units = document_units(session.documents)
+    full, empty = session.log_probs(units, np.array([[True] * 4, [False] * 4]), "Paris.")
+    for level in result.levels:
+        assert all(f.logprob is not None for f in level.features)
+        assert sum(f.logprob for f in level.features) == pytest.approx(full - empty)
+    docs = result.levels[0].features
+    by_logprob = sorted(range(4), key=lambda d: -docs[d].logprob)
+    assert result.passage_ranking[0] == by_logprob[0] == 0
+    answer_game = request(levels=["document"], rank_by="answer")
+    assert run(answer_game)[0].passage_ranking[0] == 0
+
+
+def test_passages_are_ranked_for_the_full_context_answer_not_the_top_candidate() -> None:
+    """The ranking reads y's column (explain passes the full-context answer's key)."""
+    docs = [
+        "Berlin is the capital of Germany.",
+        "It is also the largest city of Germany.",
+        "Bananas are yellow.",
+    ]
+    req = request(documents=docs, levels=["document"], budget=8, rank_by="answer")
+    result, _ = run(req)
+    assert normalize_answer(result.answer) == "berlin"
+    y = [normalize_answer(c.text) for c in result.candidates].index("berlin")
+    scores = {f.document: f.score[y] for f in result.levels[0].features}
+    assert scores[2] <= min(scores[0], scores[1])
+    assert result.passage_ranking[-1] == 2
+    # either passage alone gives Berlin: tied in the answer game, told apart by log p only
+    assert scores[0] == pytest.approx(scores[1])
+    assert result.tied_passages == []
+
+
+def test_a_single_sample_gives_null_stderr_with_a_reason() -> None:
+    docs = [*DOCUMENTS, *(f"Filler passage number {i}." for i in range(4))]
+    result, _ = run(request(documents=docs, levels=["document"], estimator="owen", budget=20))
+    level = result.levels[0]
+    assert level.estimator == "owen"
+    y = [c.text for c in result.candidates].index(result.answer)
+    assert all(f.stderr[y] is None and f.logprob_stderr is None for f in level.features)
+    assert level.stderr_note is not None
+    assert "1 independent sample" in level.stderr_note
+    sampled, _ = run(request(documents=docs, levels=["document"], budget=20))
+    assert sampled.levels[0].estimator == "kernel"  # auto: paired KernelSHAP, never one group
+    assert sampled.levels[0].stderr_note is None
+
+
+def test_adaptive_stopping_spends_less_when_one_document_decides() -> None:
+    docs = [*DOCUMENTS, *(f"Filler passage number {i}." for i in range(4))]
+    fixed, _ = run(request(documents=docs, levels=["document"], budget=60, adaptive=False))
+    early, _ = run(request(documents=docs, levels=["document"], budget=60))
+    assert not fixed.levels[0].stopped_early
+    assert fixed.levels[0].coalitions > 45
+    assert early.levels[0].stopped_early
+    assert early.levels[0].coalitions < fixed.levels[0].coalitions
+    assert early.passage_ranking[0] == fixed.passage_ranking[0] == 0

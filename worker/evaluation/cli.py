@@ -16,17 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = (
-    "given",
-    "attention",
-    "loo",
-    "shapley-answer",
-    "shapley-logprob",
-    "banzhaf-answer",
-    "banzhaf-logprob",
-    "contextcite-32",
-    "contextcite-64",
-)
+from worker.evaluation.methods import METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=32, help="coalitions per explanation")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--qrels", type=Path, default=None, help="TREC qrels: qid Q0 docid rel")
-    parser.add_argument(
-        "--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(DEFAULT_METHODS)
-    )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--masking", default="remove", choices=["remove", "pad"])
     parser.add_argument(
         "--heldout", type=int, default=32, help="held-out random coalitions per question (LDS)"

@@ -12,7 +12,7 @@ with ``log p(y)``. The record holds the raw outcomes, so every metric of
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,15 +20,13 @@ import numpy as np
 from service.schemas import DocumentIn, ExplainRequest, ExplainResult
 from worker.evaluation import attention, contextcite, faithfulness, metrics, rankers
 from worker.evaluation.data import Example
+from worker.evaluation.methods import CONTEXTCITE, METHODS
 from worker.evaluation.recording import RecordingOracle
 from worker.explain import run_explanation
 from worker.shapley import segment
 from worker.shapley.game import normalize_answer
 from worker.shapley.oracle import Oracle
 
-EXPLAINED = ("shapley-answer", "shapley-logprob", "banzhaf-answer", "banzhaf-logprob")
-CONTEXTCITE = ("contextcite-32", "contextcite-64")
-METHODS = ("given", "attention", "loo", *EXPLAINED, *CONTEXTCITE)
 SCHEMA = 2
 """Record layout version: 2 = one target (y) for every method, raw check outcomes."""
 
@@ -117,12 +115,32 @@ def target_index(result: ExplainResult, answer: str) -> int | None:
     return keys.index(key) if key in keys else None
 
 
+def explained_runs(
+    engine: Any, example: Example, config: EvalConfig, answer: str, seed: int
+) -> dict[str, MethodRun]:
+    """Every requested name of :data:`EXPLAINED`, one service job per (method, game)."""
+    runs: dict[str, MethodRun] = {}
+    for method in ("shapley", "banzhaf"):
+        joint = {method, f"{method}-answer"} & set(config.methods)
+        if joint:
+            run = explained_run(engine, example, config, f"{method}-answer", answer, seed)
+            if f"{method}-answer" in joint:
+                runs[f"{method}-answer"] = run
+            if method in joint and run.detail["logprob_scores"] is not None:
+                runs[method] = replace(run, scores=run.detail["logprob_scores"])
+        if f"{method}-logprob" in config.methods:
+            name = f"{method}-logprob"
+            runs[name] = explained_run(engine, example, config, name, answer, seed)
+    return runs
+
+
 def explained_run(
     engine: Any, example: Example, config: EvalConfig, name: str, answer: str, seed: int
 ) -> MethodRun:
     """The service's pipeline (``shapley-answer`` = method shapley on the answer game, ...)
     on a fresh session; its scores are those of the candidate ``y`` (zeros if the game
-    never produced ``y``, which its record says)."""
+    never produced ``y``, which its record says), and ``logprob_scores`` the features'
+    log p(y) game scores where the job computed them."""
     method, value = name.split("-")
     session = RecordingOracle(_open(engine, example, config))
     start = time.perf_counter()
@@ -135,9 +153,14 @@ def explained_run(
     target = target_index(result, answer)
     level = result.levels[0]
     stderr: list[float | None] = [0.0] * n
-    if target is not None:
-        for f in level.features:
+    logprob: list[float] | None = [0.0] * n
+    for f in level.features:
+        if target is not None:
             stderr[f.document] = f.stderr[target]
+        if f.logprob is None:
+            logprob = None
+        elif logprob is not None:
+            logprob[f.document] = f.logprob
     return MethodRun(
         scores=per_candidate[target] if target is not None else [0.0] * n,
         seconds=seconds,
@@ -151,8 +174,11 @@ def explained_run(
             "candidates": [c.text for c in result.candidates],
             "candidate_scores": per_candidate,
             "stderr": stderr,
+            "logprob_scores": logprob,
             "estimator": level.estimator,
+            "stopped_early": level.stopped_early,
             "passage_ranking": result.passage_ranking,
+            "tied_passages": result.tied_passages,
         },
     )
 
@@ -249,10 +275,7 @@ def _outcomes(
     logps: list[float | None] = [None] * len(keys)
     if normalize_answer(answer):
         logps = [float(v) for v in session.log_probs(units, matrix, answer)]
-    return {
-        k: {"answer": a, "logp": lp}
-        for k, a, lp in zip(keys, answers, logps, strict=True)
-    }
+    return {k: {"answer": a, "logp": lp} for k, a, lp in zip(keys, answers, logps, strict=True)}
 
 
 def evaluate(engine: Any, example: Example, config: EvalConfig) -> dict[str, Any]:
@@ -264,9 +287,7 @@ def evaluate(engine: Any, example: Example, config: EvalConfig) -> dict[str, Any
     units = segment.document_units(list(example.documents))
     answer = base.answers(units, np.ones((1, n), dtype=bool))[0]
     runs, missing = _cheap_runs(engine, example, config, answer)
-    for name in EXPLAINED:
-        if name in config.methods:
-            runs[name] = explained_run(engine, example, config, name, answer, seed)
+    runs |= explained_runs(engine, example, config, answer, seed)
     cite_runs, cite_missing = _contextcite_runs(engine, example, config, answer)
     runs |= cite_runs
     missing |= cite_missing

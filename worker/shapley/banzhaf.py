@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.shapley.game import Floats, Game, Masks
-from worker.shapley.sampling import Estimate, value_range
+from worker.shapley.sampling import Estimate
 from worker.shapley.subsets import all_coalitions, check_exact_budget
 
 
@@ -38,8 +38,7 @@ class BanzhafSampler:
         mean = mean_in - mean_out
         stderr = np.sqrt(var_in / np.maximum(n_in, 1) + var_out / np.maximum(n_out, 1))
         thin = np.minimum(n_in, n_out) < 2
-        fallback = np.broadcast_to(value_range(values, anchor), mean.shape)
-        return mean, np.where(thin, fallback, stderr)
+        return mean, np.where(thin, np.nan, stderr)  # unknown: fewer than two per side
 
 
 def _side(weights: Floats, vals: Floats) -> tuple[Floats, Floats, Floats]:
@@ -61,7 +60,7 @@ def banzhaf_exact(game: Game, budget: int) -> Estimate:
     values = game.values(masks)
     mean = np.stack([_gain(codes, values, i).mean(axis=0) for i in range(n)])
     return Estimate(
-        mean, np.zeros_like(mean), game.evaluations, list(game.answers), "banzhaf-exact"
+        mean, np.zeros_like(mean), game.evaluations, list(game.outputs), "banzhaf-exact"
     )
 
 

@@ -58,8 +58,9 @@ class CoalitionCache:
 
     @property
     def evaluated(self) -> int:
-        """Distinct model inputs decoded or scored so far."""
-        return len(self._answers) + len(self._log_probs)
+        """Distinct model inputs decoded or scored so far (an input both decoded and scored
+        counts once: the answer game and the log-probability column share coalitions)."""
+        return len(set(self._answers) | {key for _, key in self._log_probs})
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
         """Raw answers for every coalition; only inputs never decoded reach the oracle."""

@@ -27,7 +27,7 @@ def shapley_exact(game: Game, budget: int) -> Estimate:
     sizes = masks.sum(axis=1)
     weights = np.array([1.0 / (n * comb(n - 1, s)) for s in range(n)])
     mean = np.stack([_feature(codes, sizes, values, weights, i) for i in range(n)])
-    return Estimate(mean, np.zeros_like(mean), game.evaluations, list(game.answers), "exact")
+    return Estimate(mean, np.zeros_like(mean), game.evaluations, list(game.outputs), "exact")
 
 
 def _feature(

@@ -9,8 +9,11 @@ because batches are where the time goes.
 :class:`CategoricalGame` is the answer game: ``v_y(S) = 1[f(S) = y]`` for every
 distinct normalised answer ``y``. The answer set grows while sampling, so estimators
 read values only after they finish sampling (``values`` one-hot encodes over the
-answers known at call time). :class:`RealGame` holds one real value per coalition
-(the log-probability of a fixed answer).
+answers known at call time). Given ``log_prob``, the answer game also scores the
+full-context answer ``y`` on every coalition it evaluates (``log p(y | S)``), as one more
+output column labelled :data:`LOGPROB_KEY`: both games then come from the same coalitions
+and the same estimator run. :class:`RealGame` holds one real value per coalition (the
+log-probability of a fixed answer).
 """
 
 from __future__ import annotations
@@ -33,10 +36,16 @@ Checkpoint = Callable[[], None]
 """Called before every batch; raises to abort the game (cancellation)."""
 
 _SPACE = re.compile(r"\s+")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+LOGPROB_KEY = "\x00logprob"
+"""Output label of the log p(y | S) column; no normalised answer can equal it (control
+characters normalise to spaces)."""
 
 
 def normalize_answer(text: str) -> str:
-    """Lowercase, drop punctuation and symbols (any script), collapse whitespace.
+    """QA normalisation: lowercase, drop punctuation and symbols (any script), drop the
+    English articles, collapse whitespace ("The Beatles." and "beatles" are one answer).
 
     Letters, digits and combining marks of every script are kept, so answers in
     Chinese or Arabic normalise as well as English ones.
@@ -45,7 +54,7 @@ def normalize_answer(text: str) -> str:
         " " if unicodedata.category(ch)[0] in "PSZC" else ch
         for ch in unicodedata.normalize("NFC", text.casefold())
     )
-    return _SPACE.sub(" ", kept).strip()
+    return _SPACE.sub(" ", _ARTICLES.sub(" ", kept)).strip()
 
 
 def coalition_key(row: Masks) -> bytes:
@@ -134,9 +143,12 @@ class CategoricalGame(_MemoGame):
         batch_size: int = 32,
         progress: Progress | None = None,
         checkpoint: Checkpoint | None = None,
+        log_prob: Callable[[Masks], Sequence[float] | Floats] | None = None,
     ) -> None:
         super().__init__(n_features, batch_size, progress, checkpoint)
         self._evaluate = evaluate
+        self._log_prob = log_prob
+        self._log_probs: list[float] = []
         self._answer_of: list[int] = []
         self._answer_ids: dict[str, int] = {}
         self.answers: list[str] = []
@@ -148,10 +160,17 @@ class CategoricalGame(_MemoGame):
     def n_outputs(self) -> int:
         return len(self.answers)
 
+    @property
+    def outputs(self) -> list[str]:
+        """Column labels of :meth:`values`: the answers, then :data:`LOGPROB_KEY` if scored."""
+        return self.answers + ([LOGPROB_KEY] if self._log_prob is not None else [])
+
     def _store(self, keys: list[bytes], masks: Masks) -> None:
         raw = list(self._evaluate(masks))
         if len(raw) != len(keys):
             raise ShapleyInputError(f"evaluate returned {len(raw)} answers for {len(keys)} masks")
+        if self._log_prob is not None:  # after decoding: the prompts are in the engine's store
+            self._log_probs.extend(_finite(self._log_prob(masks), len(keys)))
         for key, text in zip(keys, raw, strict=True):
             self._index[key] = len(self._answer_of)
             self._answer_of.append(self._answer_id(text))
@@ -174,7 +193,20 @@ class CategoricalGame(_MemoGame):
         ids = self.answer_ids(masks)
         out = np.zeros((len(ids), self.n_outputs), dtype=np.float64)
         out[np.arange(len(ids)), ids] = 1.0
-        return out
+        if self._log_prob is None:
+            return out
+        rows = self._rows(masks)
+        real = np.asarray(self._log_probs, dtype=np.float64)[rows].reshape(-1, 1)
+        return np.concatenate([out, real], axis=1)
+
+
+def _finite(values: Sequence[float] | Floats, count: int) -> list[float]:
+    got = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(got) != count or not np.all(np.isfinite(got)):
+        raise ShapleyInputError(
+            f"evaluate must return {count} finite floats; got {got.tolist()[:8]}"
+        )
+    return [float(v) for v in got]
 
 
 class RealGame(_MemoGame):
@@ -199,12 +231,12 @@ class RealGame(_MemoGame):
     def n_outputs(self) -> int:
         return 1
 
+    @property
+    def outputs(self) -> list[str]:
+        return self.answers
+
     def _store(self, keys: list[bytes], masks: Masks) -> None:
-        got = np.asarray(self._evaluate(masks), dtype=np.float64).reshape(-1)
-        if len(got) != len(keys) or not np.all(np.isfinite(got)):
-            raise ShapleyInputError(
-                f"evaluate must return {len(keys)} finite floats; got {got.tolist()[:8]}"
-            )
+        got = _finite(self._evaluate(masks), len(keys))
         for key, value in zip(keys, got, strict=True):
             self._index[key] = len(self._values)
             self._values.append(float(value))

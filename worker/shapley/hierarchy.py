@@ -27,9 +27,17 @@ import numpy as np
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.estimators import estimate, fits
-from worker.shapley.game import CategoricalGame, Game, Masks, RealGame, normalize_answer
-from worker.shapley.sampling import Estimate
+from worker.shapley.game import (
+    LOGPROB_KEY,
+    CategoricalGame,
+    Game,
+    Masks,
+    RealGame,
+    normalize_answer,
+)
+from worker.shapley.sampling import Estimate, Separated
 from worker.shapley.segment import document_units, sentence_units, word_units
+from worker.shapley.stopping import top_separated
 from worker.shapley.units import Document, Level, Unit
 
 LevelProgress = Callable[[str, int, int], None]
@@ -48,9 +56,14 @@ class Plan:
     k: int = 2
     threshold: float = 0.05
     value: str = "answer"
-    """'answer' (categorical game) or 'logprob' (log p of ``answer_text``)."""
+    """'answer' (categorical game, plus log p of ``answer_text`` on the same coalitions when
+    that answer is not empty) or 'logprob' (log p of ``answer_text`` alone)."""
     answer_text: str = ""
     batch_size: int = 32
+    rank_by: str = "logprob"
+    """The game the document level's adaptive stop (and the passage ranking) follows."""
+    adaptive: bool = False
+    """Stop sampling documents once the top one is separated (:mod:`stopping`)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +127,15 @@ class Hierarchy:
         plan = self.plan
         rng = np.random.default_rng([plan.seed, index])
         name = plan.estimator if fits(plan.estimator, len(units), plan.budget) else "kernel"
-        est = estimate(game, plan.method, name, plan.budget, rng, plan.target_stderr)
+        rule = self._stop_rule() if plan.adaptive and level == "document" else None
+        est = estimate(game, plan.method, name, plan.budget, rng, plan.target_stderr, rule)
         return LevelScores(level, units, est)
+
+    def _stop_rule(self) -> Separated:
+        """Separation in the column the passage ranking reads first."""
+        key = normalize_answer(self.plan.answer_text)
+        joint = self.plan.value == "answer" and bool(key)
+        return top_separated(LOGPROB_KEY if joint and self.plan.rank_by == "logprob" else key)
 
     def _game(self, level: Level, units: list[Unit]) -> Game:
         n = len(units)
@@ -137,12 +157,14 @@ class Hierarchy:
                 self._checkpoint,
                 label=normalize_answer(self.plan.answer_text),
             )
+        joint = bool(normalize_answer(self.plan.answer_text))
         return CategoricalGame(
             n,
             lambda m: self.cache.answers(units, m),
             self.plan.batch_size,
             progress,
             self._checkpoint,
+            log_prob=(lambda m: self._log_probs(units, m)) if joint else None,
         )
 
     def _log_probs(self, units: list[Unit], masks: Masks) -> Sequence[float]:
@@ -151,11 +173,12 @@ class Hierarchy:
 
 def matters(est: Estimate, rule: str, k: int, threshold: float) -> list[bool]:
     """Which features to refine: top-k by best positive score, or LCB > threshold."""
-    mean = est.mean
+    answers = [j for j, a in enumerate(est.answers) if a != LOGPROB_KEY]
+    mean, stderr = est.mean[:, answers], est.stderr[:, answers]
     if rule not in ("top_k", "threshold"):
         raise ShapleyInputError(f"unknown refine rule {rule!r}; use 'top_k' or 'threshold'")
     if rule == "threshold":
-        above: list[bool] = np.any(mean - est.stderr > threshold, axis=1).tolist()
+        above: list[bool] = np.any(mean - stderr > threshold, axis=1).tolist()
         return above
     best = mean.max(axis=1)
     order = np.argsort(-best, kind="stable")[:k]

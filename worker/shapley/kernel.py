@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from worker.shapley.game import Floats, Masks
-from worker.shapley.sampling import value_range
 
 
 class KernelSampler:
@@ -47,7 +46,7 @@ class KernelSampler:
         mean = project @ per_pair.mean(axis=0) + offset[:, None] * total
         count = per_pair.shape[0]
         if count < 2:
-            return mean, np.broadcast_to(value_range(values, anchor), mean.shape).copy()
+            return mean, np.full(mean.shape, np.nan)  # one pair: no spread to measure
         spread = np.einsum("ij,gjk->gik", project, per_pair - per_pair.mean(axis=0))
         stderr = np.sqrt((spread**2).sum(axis=0) / (count - 1) / count)
         return mean, stderr

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from worker.shapley.game import Floats, Masks
-from worker.shapley.sampling import iid_stats, value_range
+from worker.shapley.sampling import iid_stats
 
 
 class OwenSampler:
@@ -43,7 +43,7 @@ class OwenSampler:
             _marginals(groups[:, h * (n + 1)], values[:, h * (n + 1) : (h + 1) * (n + 1)])
             for h in (0, 1)
         ]
-        mean, stderr = iid_stats((parts[0] + parts[1]) / 2, value_range(values, anchor))
+        mean, stderr = iid_stats((parts[0] + parts[1]) / 2)
         return efficiency_adjust(mean, stderr, anchor[0] - anchor[1]), stderr
 
 
@@ -57,7 +57,7 @@ def _marginals(base: Masks, values: Floats) -> Floats:
 def efficiency_adjust(mean: Floats, stderr: Floats, total: Floats) -> Floats:
     """Spread the efficiency gap over features in proportion to their variance."""
     gap = total - mean.sum(axis=0)
-    var = stderr**2
+    var = np.nan_to_num(stderr) ** 2  # unknown spread (one group): spread the gap equally
     weight_sum = var.sum(axis=0)
     n = mean.shape[0]
     weights = np.where(weight_sum > 0, var / np.where(weight_sum > 0, weight_sum, 1.0), 1.0 / n)

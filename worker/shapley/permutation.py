@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from worker.shapley.game import Floats, Masks
-from worker.shapley.sampling import iid_stats, value_range
+from worker.shapley.sampling import iid_stats
 
 
 class PermutationSampler:
@@ -39,7 +39,7 @@ class PermutationSampler:
             )
             for h in (0, 1)
         ]
-        return iid_stats((halves[0] + halves[1]) / 2, value_range(values, anchor))
+        return iid_stats((halves[0] + halves[1]) / 2)
 
 
 def _marginals(chain: Masks, values: Floats) -> Floats:

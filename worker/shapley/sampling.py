@@ -9,16 +9,18 @@ draw more groups than ``budget / group size``; to stop a game whose coalitions a
 known from sampling forever, at most ``8 * budget`` coalition rows are drawn.
 
 With ``target_stderr`` the loop works in about eight rounds and stops as soon as the
-largest standard error over features and answers is at most the target.
+largest standard error over features and answers is at most the target. With a
+``separated`` rule it works in rounds too and stops as soon as the rule holds for the
+estimate so far (adaptive stopping: the top feature is told apart from the rest).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.game import Floats, Game, Masks, coalition_key
@@ -42,6 +44,8 @@ class Estimate:
     answers: list[str]
     method: str
     samples: int = 0
+    stopped_early: bool = False
+    """Sampling stopped before the budget because its stopping rule held."""
 
 
 class Sampler(Protocol):
@@ -98,21 +102,29 @@ def admit(game: Game, groups: Masks, budget: int) -> int:
     return len(groups)
 
 
+Separated = Callable[[list[str], Floats, Floats], bool]
+"""A stopping rule on (output labels, mean, stderr) of the estimate so far."""
+
+
 def run_sampler(
     game: Game,
     sampler: Sampler,
     budget: int,
     rng: np.random.Generator,
     target_stderr: float | None = None,
+    separated: Separated | None = None,
 ) -> Estimate:
-    """Draw groups until the budget (or the target standard error) is reached."""
+    """Draw groups until the budget is spent, the target standard error is reached or
+    the ``separated`` rule holds."""
     n = game.n_features
     game.budget = budget
     evaluate_anchors(game, budget)
     cost = sampler.group_cost(n)
-    round_size = max(2, budget // (ROUNDS * cost)) if target_stderr is not None else None
+    rounds = target_stderr is not None or separated is not None
+    round_size = max(2, budget // (ROUNDS * cost)) if rounds else None
     kept: list[Masks] = []
     drawn = 0
+    stopped = False
     while drawn < MAX_DRAW_FACTOR * budget:
         count = max(1, (budget - game.evaluations) // cost)
         count = min(count, round_size) if round_size is not None else count
@@ -124,16 +136,25 @@ def run_sampler(
             kept.append(batch[:fits])
         if fits < count:
             break
-        if round_size is not None and _reached(game, sampler, kept, target_stderr):
+        if round_size is not None and _reached(game, sampler, kept, target_stderr, separated):
+            stopped = True
             break
-    return _finish(game, sampler, kept, budget)
+    return replace(_finish(game, sampler, kept, budget), stopped_early=stopped)
 
 
-def _reached(game: Game, sampler: Sampler, kept: list[Masks], target: float | None) -> bool:
-    if target is None or sum(len(k) for k in kept) < 2:
+def _reached(
+    game: Game,
+    sampler: Sampler,
+    kept: list[Masks],
+    target: float | None,
+    separated: Separated | None,
+) -> bool:
+    if sum(len(k) for k in kept) < 2:
         return False
-    _, stderr = _combine(game, sampler, kept)
-    return bool(np.max(stderr, initial=0.0) <= target)
+    mean, stderr = _combine(game, sampler, kept)
+    if target is not None and np.max(stderr, initial=0.0) <= target:
+        return True
+    return separated is not None and separated(list(game.outputs), mean, stderr)
 
 
 def _finish(game: Game, sampler: Sampler, kept: list[Masks], budget: int) -> Estimate:
@@ -145,7 +166,7 @@ def _finish(game: Game, sampler: Sampler, kept: list[Masks], budget: int) -> Est
         )
     mean, stderr = _combine(game, sampler, kept)
     samples = sum(len(k) for k in kept)
-    return Estimate(mean, stderr, game.evaluations, list(game.answers), sampler.name, samples)
+    return Estimate(mean, stderr, game.evaluations, list(game.outputs), sampler.name, samples)
 
 
 def _combine(game: Game, sampler: Sampler, kept: list[Masks]) -> tuple[Floats, Floats]:
@@ -155,21 +176,14 @@ def _combine(game: Game, sampler: Sampler, kept: list[Masks]) -> tuple[Floats, F
     return sampler.finish(groups, values, game.values(anchors(shape[2])))
 
 
-def iid_stats(contrib: Floats, fallback: Floats) -> tuple[Floats, Floats]:
+def iid_stats(contrib: Floats) -> tuple[Floats, Floats]:
     """Mean and standard error over independent samples (G, n, K).
 
-    With a single sample there is no spread to measure; the standard error is then
-    ``fallback`` per answer (the range of the game's values: an honest "unknown").
+    With a single sample there is no spread to measure; the standard error is then NaN
+    (unknown), which the result reports as null with the reason, never a placeholder.
     """
     mean = contrib.mean(axis=0)
     if contrib.shape[0] < 2:
-        return mean, np.broadcast_to(fallback, mean.shape).copy()
+        return mean, np.full(mean.shape, np.nan)
     stderr = contrib.std(axis=0, ddof=1) / np.sqrt(contrib.shape[0])
     return mean, stderr
-
-
-def value_range(values: Floats, anchor: Floats) -> Floats:
-    """Per answer, the spread of observed values, v(N) and v(empty) included."""
-    flat = np.concatenate([values.reshape(-1, values.shape[-1]), anchor])
-    spread: npt.NDArray[np.float64] = flat.max(axis=0) - flat.min(axis=0)
-    return spread

@@ -167,7 +167,11 @@ def test_target_stderr_stops_early() -> None:
 
 def test_auto_resolution() -> None:
     assert resolve("shapley", "auto", 4, 16) == "exact"
-    assert resolve("shapley", "auto", 5, 16) == "owen"
+    # never a single Owen group: two (2 x 12) plus the anchors, or paired KernelSHAP
+    assert resolve("shapley", "auto", 5, 25) == "kernel"
+    assert resolve("shapley", "auto", 5, 26) == "owen"
+    assert resolve("shapley", "auto", 10, 32) == "kernel"  # the old default fell to one group
+    assert resolve("shapley", "auto", 10, 46) == "owen"
     assert resolve("shapley", "auto", 30, 50) == "kernel"
     assert resolve("shapley", "permutation", 4, 1000) == "permutation"
     assert resolve("banzhaf", "owen", 3, 8) == "banzhaf-exact"
@@ -206,3 +210,23 @@ def test_bad_arguments_raise_typed_errors(kwargs: dict[str, object], message: st
     game = categorical_game(unanimity(10, [0]), 10)
     with pytest.raises(ShapleyInputError, match=message):
         estimate(game, **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_sample_reports_an_unknown_stderr_never_a_placeholder() -> None:
+    """One Owen group, one kernel pair: no spread to measure, so NaN (null in the result)."""
+    game = categorical_game(unanimity(6, [0, 1]), 6)
+    one_group = estimate(game, estimator="owen", budget=2 + 14)
+    assert one_group.samples == 1
+    assert np.isnan(one_group.stderr).all()
+    assert np.isfinite(one_group.mean).all()
+    one_pair = estimate(categorical_game(unanimity(6, [0, 1]), 6), estimator="kernel", budget=4)
+    assert np.isnan(one_pair.stderr).all()
+
+
+def test_sampled_stderr_varies_with_the_feature() -> None:
+    """Two or more groups: a measured spread per feature, not one constant."""
+    est = estimate(categorical_game(unanimity(10, [0, 1, 2]), 10), budget=32, seed=3)
+    assert est.method == "kernel"
+    column_stderr = est.stderr[:, 0]
+    assert np.isfinite(column_stderr).all()
+    assert len(np.unique(np.round(column_stderr, 9))) > 1

@@ -14,7 +14,10 @@ from worker.shapley.game import CategoricalGame, RealGame, normalize_answer
     ("raw", "expected"),
     [
         ("  Paris. ", "paris"),
-        ("The  EIFFEL\ttower!", "the eiffel tower"),
+        ("The  EIFFEL\ttower!", "eiffel tower"),
+        ("the Beatles", "beatles"),
+        ("A theory of an atom", "theory of atom"),
+        ("Thesis", "thesis"),
         ("«Berlin»,", "berlin"),
         ("北京。", "北京"),
         ("برلين؟", "برلين"),
@@ -90,3 +93,25 @@ def test_bad_inputs_raise_typed_errors() -> None:
     bad = RealGame(2, lambda m: np.full(len(m), np.nan))
     with pytest.raises(ShapleyInputError, match="finite floats"):
         bad.evaluate(np.array([[0, 0]], dtype=bool))
+
+
+def test_answer_game_scores_the_full_answer_on_the_same_coalitions() -> None:
+    """With ``log_prob``, one extra output column holds log p(y | S) of every coalition."""
+    from worker.shapley.game import LOGPROB_KEY
+
+    calls: list[int] = []
+
+    def answers(masks: np.ndarray) -> list[str]:
+        return ["yes" if row[0] else "no" for row in masks]
+
+    def log_prob(masks: np.ndarray) -> list[float]:
+        calls.append(len(masks))
+        return [float(row.sum()) for row in masks]
+
+    game = CategoricalGame(3, answers, batch_size=2, log_prob=log_prob)
+    masks = np.array([[True, True, False], [False, True, True], [True, True, False]])
+    values = game.values(masks)
+    assert game.outputs == ["yes", "no", LOGPROB_KEY]
+    np.testing.assert_array_equal(values, [[1, 0, 2], [0, 1, 2], [1, 0, 2]])
+    assert calls == [2]  # the distinct coalitions, once, in the answer game's batch
+    assert game.evaluations == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from worker.shapley.game import LOGPROB_KEY
 from worker.shapley.ranking import align, explanation_mass, passage_ranking, rank_candidates
 from worker.shapley.sampling import Estimate
 
@@ -45,11 +46,38 @@ def test_ties_prefer_frequency_then_the_full_context_answer() -> None:
     assert [c.key for c in ranked] == ["c", "b", "a"]
 
 
-def test_passages_ranked_by_top_answer_with_stable_ties() -> None:
-    assert passage_ranking(DOCS, [0, 1, 2], "paris") == [0, 1, 2]
-    assert passage_ranking(DOCS, [0, 1, 2], "berlin") == [1, 2, 0]
-    assert passage_ranking(DOCS, [0, 1, 2], "unknown") == [0, 2, 1]
-    assert passage_ranking(DOCS, [0, 1, 2], "never-seen") == [0, 1, 2]
+def test_passages_by_the_answer_game_alone_mark_their_ties() -> None:
+    assert passage_ranking(DOCS, [0, 1, 2], "paris") == ([0, 1, 2], [])
+    assert passage_ranking(DOCS, [0, 1, 2], "berlin") == ([1, 2, 0], [])
+    assert passage_ranking(DOCS, [0, 1, 2], "unknown") == ([0, 2, 1], [[0, 2]])
+    assert passage_ranking(DOCS, [0, 1, 2], "never-seen") == ([0, 1, 2], [[0, 1, 2]])
+
+
+JOINT = Estimate(
+    mean=np.array([[0.5, 0.1], [0.5, 2.0], [0.0, 2.0], [0.5, 0.1 + 1e-15]]),
+    stderr=np.full((4, 2), 0.01),
+    coalitions=16,
+    answers=["paris", LOGPROB_KEY],
+    method="kernel",
+)
+
+
+def test_passages_follow_the_log_probability_game_with_the_answer_game_breaking_ties() -> None:
+    ranking, ties = passage_ranking(JOINT, [0, 1, 2, 3], "paris")
+    assert ranking == [1, 2, 0, 3]  # 1 and 2 tie on log p; the answer game puts 1 first
+    assert ties == [[0, 3]]  # equal in both games (float noise below 1e-12 is no signal)
+    ranking, ties = passage_ranking(JOINT, [0, 1, 2, 3], "paris", rank_by="answer")
+    assert ranking == [1, 0, 3, 2]
+    assert ties == [[0, 3]]
+
+
+def test_an_answer_of_one_coalition_never_outranks_the_models_answer() -> None:
+    counts = {"paris": 1, "berlin": 40, "unknown": 9}
+    ranked = rank_candidates(counts, {}, "berlin", DOCS)
+    # paris has the largest mass (1.0) but a single coalition behind it
+    assert [c.key for c in ranked] == ["berlin", "paris", "unknown"]
+    counts["paris"] = 2
+    assert [c.key for c in rank_candidates(counts, {}, "berlin", DOCS)][:2] == ["paris", "berlin"]
 
 
 def test_align_orders_columns_and_zero_fills_unseen_answers() -> None:
