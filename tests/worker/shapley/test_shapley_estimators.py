@@ -230,3 +230,39 @@ def test_sampled_stderr_varies_with_the_feature() -> None:
     column_stderr = est.stderr[:, 0]
     assert np.isfinite(column_stderr).all()
     assert len(np.unique(np.round(column_stderr, 9))) > 1
+
+
+def _coverage(games: list, budget: int) -> float:
+    """Share of (feature, answer) scores within 2 reported stderr of the exact value."""
+    from worker.shapley.exact import shapley_exact
+
+    hits: list[bool] = []
+    for seed, make in enumerate(games):
+        exact = shapley_exact(make(), 2**5)
+        est = estimate(make(), budget=budget, seed=seed + 1000)
+        assert est.method == "kernel"
+        for j, answer in enumerate(est.answers):
+            k = exact.answers.index(answer)
+            gap = np.abs(est.mean[:, j] - exact.mean[:, k])
+            hits += (gap <= 2 * est.stderr[:, j] + 1e-9).tolist()
+    return float(np.mean(hits))
+
+
+def test_sampled_stderr_covers_the_exact_values_on_five_features() -> None:
+    """auto's sampled estimates on 5-feature games (exact = all 32 coalitions) land within
+    two reported standard errors of the exact values about 90% of the time (measured
+    0.887 / 0.901 / 0.912 at budgets 12 / 16 / 24 on 60 random answer games, 0.847 / 0.893
+    / 0.940 on 60 random real games with pairwise interactions): few pairs, few degrees of
+    freedom, so the normal 2-stderr band is a little narrow below budget 16."""
+    answer_games = [
+        (lambda s=s: categorical_game(random_categorical(5, 3, s), 5)) for s in range(60)
+    ]
+    assert _coverage(answer_games, 16) >= 0.85
+
+    def log_prob_game(seed: int):  # noqa: ANN202
+        rng = np.random.default_rng(seed)
+        w, pair = rng.normal(size=5), rng.normal(size=(5, 5)) * 0.3
+        value = lambda m: m @ w + np.einsum("mi,ij,mj->m", m * 1.0, pair, m * 1.0)  # noqa: E731
+        return lambda: real_game(value, 5)
+
+    assert _coverage([log_prob_game(s) for s in range(60)], 16) >= 0.85
