@@ -19,6 +19,12 @@ from prometheus_client.registry import Collector
 from service.jobs import JobQueue, QueueUnavailable
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+REJECTION_REASONS = ("body_too_large", "rate_limit", "active_jobs", "queue_full", "unavailable")
+"""Every reason a request is refused before enqueueing; each series exists from the start
+(at 0), so dashboards and alerts read 0 rather than "No data" before the first one."""
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Method labels kept as sent; any other method string is counted as "other" (a label per
+arbitrary string would grow /metrics without bound)."""
 
 
 class QueueCollector(Collector):
@@ -70,9 +76,13 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason=reason)
         registry.register(QueueCollector(queue))
 
     def rejected(self, reason: str) -> None:
+        if reason not in REJECTION_REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}; add it to REJECTION_REASONS")
         self.rejections.labels(reason=reason).inc()
 
     async def middleware(
@@ -82,6 +92,7 @@ class GatewayMetrics:
         start = time.perf_counter()
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.duration.labels(route, request.method).observe(time.perf_counter() - start)
-        self.requests.labels(route, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in HTTP_METHODS else "other"
+        self.duration.labels(route, method).observe(time.perf_counter() - start)
+        self.requests.labels(route, method, str(response.status_code)).inc()
         return response

@@ -343,7 +343,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model to serve (repeatable); default: TEXTGENSHAP_DEFAULT_MODEL",
     )
     parser.add_argument("--metrics-port", type=int, default=9400, help="0 disables /metrics")
-    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics listen on (loopback by default; 0.0.0.0 in a container)",
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once")
     parser.add_argument(
         "--grace", type=float, default=20.0, help="seconds a job may finish after SIGTERM"

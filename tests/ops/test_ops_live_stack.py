@@ -137,7 +137,14 @@ def test_prometheus_holds_the_counts_of_what_happened(stack: LiveStack) -> None:
     per_worker = stack.instant_by("sum by (status) (textgenshap_worker_jobs_total)", "status")
     assert per_worker == {"succeeded": 2.0, "failed": 1.0}
     rejected = stack.instant_by("sum by (reason) (textgenshap_rejected_requests_total)", "reason")
-    assert rejected == {"queue_full": 1.0}
+    # every reason is exported from the start (at 0), so the dashboards read 0, not "No data"
+    assert rejected == {
+        "queue_full": 1.0,
+        "active_jobs": 0.0,
+        "body_too_large": 0.0,
+        "rate_limit": 0.0,
+        "unavailable": 0.0,
+    }
     submitted = stack.instant_by("sum by (model) (textgenshap_jobs_submitted_total)", "model")
     assert submitted == {"fake": 3.0, "fake-raising": 1.0}
     codes = stack.instant_by(

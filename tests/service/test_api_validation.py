@@ -102,6 +102,48 @@ def test_chunked_body_over_the_size_limit_is_413(make_stack: StackFactory) -> No
     assert response.status_code == 413
 
 
+def test_body_longer_than_its_declared_length_is_counted_and_refused() -> None:
+    """A small Content-Length beside a chunked body (h11 frames it as chunked): the bytes
+    actually read count, so the app never sees more than the limit."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from service.app import BodyLimit
+    from service.memory_queue import MemoryQueue
+    from service.metrics import GatewayMetrics
+    from service.settings import Settings
+
+    seen: list[int] = []
+
+    async def app(scope, receive, send):  # noqa: ANN001, ANN202
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        seen.append(total)
+
+    chunks = [b"x" * 1000] * 10
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[dict] = []
+
+    async def receive():  # noqa: ANN202
+        return messages.pop(0)
+
+    async def send(message):  # noqa: ANN001, ANN202
+        sent.append(message)
+
+    metrics = GatewayMetrics(CollectorRegistry(), MemoryQueue(Settings()))
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"10")]}
+    asyncio.run(BodyLimit(app, 4096, metrics)(scope, receive, send))
+    assert seen == []
+    assert sent[0]["status"] == 413
+    assert len(messages) < 8  # stopped reading at the limit, not at the end of the body
+
+
 def test_idempotency_key_with_another_body_is_422(make_stack: StackFactory) -> None:
     stack = make_stack()
     first = stack.client.post("/explain", json=GOOD, headers={"Idempotency-Key": "k-1"})
@@ -136,3 +178,30 @@ def test_rejections_never_enqueue_and_are_counted(make_stack: StackFactory) -> N
     assert 'reason="invalid"' not in metrics
     route = 'method="POST",route="/explain"'
     assert f'textgenshap_http_requests_total{{{route},status="422"}} 3.0' in metrics
+
+
+def test_every_rejection_series_exists_at_zero_on_a_fresh_gateway(make_stack: StackFactory) -> None:
+    from service.metrics import REJECTION_REASONS
+
+    metrics = make_stack().client.get("/metrics").text
+    for reason in REJECTION_REASONS:
+        assert f'textgenshap_rejected_requests_total{{reason="{reason}"}} 0.0' in metrics
+
+
+def test_arbitrary_method_strings_share_one_label(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    for i in range(20):
+        stack.client.request(f"BREW{i}", "/healthz")
+    metrics = stack.client.get("/metrics").text
+    assert "BREW" not in metrics
+    assert 'method="other",route="/healthz"' in metrics
+
+
+def test_every_response_carries_the_security_headers(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    for path in ("/", "/healthz", "/jobs/nope", "/static/app.js"):
+        headers = stack.client.get(path).headers
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert "default-src 'self'" in headers["content-security-policy"], path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
