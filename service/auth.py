@@ -135,6 +135,18 @@ def caller(
 OwnerDep = Annotated[str, Depends(caller)]
 
 
+def caller_from_headers(request: Request) -> str:
+    """:func:`caller` read straight from the headers, for a request whose dependencies never
+    ran (FastAPI decodes a JSON body before it resolves them)."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    bearer = (
+        HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials.strip())
+        if scheme.lower() == "bearer" and credentials.strip()
+        else None
+    )
+    return caller(request, bearer, request.headers.get("x-api-key"))
+
+
 def main(argv: list[str]) -> int:
     """``python -m service.auth KEY [KEY ...]``: print each key's hash for the settings."""
     if not argv:

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Match
 
 from service.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
 from service.metrics import GatewayMetrics
+from service.ratelimit import check_unparsed
 
 
 class RequestRejected(Exception):
@@ -53,8 +54,21 @@ def field_error(loc: Sequence[str | int], message: str, kind: str) -> dict[str, 
     return {"loc": list(loc), "msg": f"{path}: {message}", "type": kind}
 
 
-def _validation(_: Request, exc: Exception) -> JSONResponse:
+async def _unparsed_guard(request: Request) -> Response | None:
+    """The 401 or 429 a body that could not be decoded must meet before its 422."""
+    try:
+        check_unparsed(request)
+    except StarletteHTTPException as exc:
+        return await http_exception_handler(request, exc)
+    return None
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        refused = await _unparsed_guard(request)
+        if refused is not None:
+            return refused
     detail = [
         field_error(err.get("loc", ["body"]), str(err.get("msg", "invalid")), err["type"])
         for err in exc.errors()
@@ -80,6 +94,9 @@ async def _http(request: Request, exc: Exception) -> Response:
     same 422 as any other malformed JSON. Other HTTP errors keep FastAPI's handling."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        refused = await _unparsed_guard(request)
+        if refused is not None:
+            return refused
         detail = [field_error(["body"], "the body is not valid JSON text (UTF-8)", "json_invalid")]
         return JSONResponse({"detail": detail}, status_code=422)
     if exc.status_code == 405:  # Starlette lists only the first matching route's methods

@@ -23,7 +23,7 @@ from fastapi import Depends, HTTPException, Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.auth import OwnerDep
+from service.auth import OwnerDep, caller_from_headers
 from service.jobs import TERMINAL, JobQueue, QueueUnavailable
 from service.queue import JOB_KEY
 from service.settings import Settings
@@ -193,6 +193,14 @@ def rate_limited(request: Request, owner: OwnerDep) -> str:
 
 
 RateLimitedOwner = Annotated[str, Depends(rate_limited)]
+
+
+def check_unparsed(request: Request) -> None:
+    """The key check (401) and the rate limit (429) of ``POST /explain`` for a body FastAPI
+    could not decode: it decodes JSON before resolving dependencies, so without this a
+    flood of broken bodies would meet neither."""
+    if request.method == "POST" and request.url.path == "/explain":
+        rate_limited(request, caller_from_headers(request))
 
 
 @contextlib.contextmanager

@@ -40,6 +40,24 @@ def test_the_rate_limit_applies_before_validation(make_stack: StackFactory) -> N
     assert (first.status_code, second.status_code) == (422, 429)
 
 
+def test_a_body_that_is_not_json_is_authenticated_and_rate_limited_first(
+    make_stack: StackFactory,
+) -> None:
+    """FastAPI decodes JSON before it runs dependencies; a broken body must still meet the
+    key check (401) and the rate limit (429) before its 422."""
+    stack = make_stack(**keyed(rate_limit_per_minute=1, rate_limit_burst=1))
+    broken = {"content-type": "application/json"}
+    anonymous = stack.client.post("/explain", content=b'{"question": ', headers=broken)
+    assert anonymous.status_code == 401
+    codes = [
+        stack.client.post("/explain", content=b"{oops", headers={**broken, **auth(ALICE)})
+        for _ in range(2)
+    ]
+    assert [c.status_code for c in codes] == [422, 429]
+    assert codes[0].json()["detail"][0]["type"] == "json_invalid"
+    assert rejected(stack.client.get("/metrics").text, "rate_limit") == 1.0
+
+
 def test_unfinished_jobs_per_key_are_capped(make_stack: StackFactory) -> None:
     stack = make_stack(**keyed(max_active_jobs_per_key=2))
     first = stack.client.post("/explain", json=explain_body(), headers=auth(ALICE)).json()
