@@ -123,6 +123,20 @@ def _stratum(records: Sequence[Record], methods: list[str], baseline: str) -> di
     return out
 
 
+def harness_seconds(record: Record) -> float:
+    """The harness's own seconds. Records written before ``harness_seconds_once`` subtracted
+    the seconds of a job shared by ``shapley`` and ``shapley-answer`` (and Banzhaf's) twice;
+    the shared job's seconds are added back once for them."""
+    seconds = float(record["harness_seconds"])
+    if record.get("harness_seconds_once"):
+        return seconds
+    methods = record["methods"]
+    for name in ("shapley", "banzhaf"):
+        if name in methods and f"{name}-answer" in methods:
+            seconds += float(methods[name]["seconds"])
+    return seconds
+
+
 def _context_group(records: Sequence[Record], method: str) -> dict[str, Any]:
     """Abstention and how concentrated ``method``'s positive mass is, for MIRACL's labels."""
     concs = [
@@ -175,7 +189,7 @@ def summarize(records: Sequence[Record], baseline: str = "loo") -> dict[str, Any
                 [float(metrics.is_abstention(r["full_answer"])) for r in ok]
             ).as_json(),
         },
-        "harness_seconds": paired.bootstrap_mean([r["harness_seconds"] for r in ok]).as_json(),
+        "harness_seconds": paired.bootstrap_mean([harness_seconds(r) for r in ok]).as_json(),
         "unavailable": unavailable,
         "by_lang": by_language(ok),
         "strata": {

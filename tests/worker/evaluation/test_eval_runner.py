@@ -156,3 +156,15 @@ def test_the_service_default_is_judged_by_its_log_probability_column() -> None:
     assert default["scores"][3] == pytest.approx(math.log(9), abs=0.05)
     assert answer["scores"][3] == pytest.approx(1.0)
     assert question_metrics(record, "shapley")["lds_logp"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_harness_seconds_count_a_shared_job_once() -> None:
+    from worker.evaluation.report import harness_seconds
+
+    config = EvalConfig(model="fake", budget=16, methods=("shapley", "shapley-answer"))
+    record = evaluate(make_gold_engine(), NQ[0], config)
+    assert record["harness_seconds"] >= 0
+    assert harness_seconds(record) == record["harness_seconds"]
+    legacy = {**record, "harness_seconds_once": None}
+    legacy["harness_seconds"] = record["harness_seconds"] - record["methods"]["shapley"]["seconds"]
+    assert harness_seconds(legacy) == pytest.approx(record["harness_seconds"])
