@@ -31,6 +31,10 @@ from service.schemas import ErrorInfo, JobStatus, Progress
 from service.settings import Settings
 
 ACTIVE_TTL_SECONDS = 7 * 86_400  # same as the Redis queue: unfinished records outlive waits
+SWEEP_SECONDS = 30.0
+"""How often expired records, delivery counts and idempotency keys are dropped: the
+embedded worker calls ``take`` at least every lease/4, so this runs on that clock even
+when nobody reads a job again."""
 
 
 @dataclass
@@ -54,10 +58,12 @@ class MemoryQueue:
         self._idempotency: dict[str, tuple[str, str, float]] = {}
         self._finished: Counter[str] = Counter()
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._swept = time.monotonic()
 
     # --- gateway side
     def submit(self, job: NewJob) -> Submitted:
         with self._lock:
+            self._sweep()
             replay = self._replay(job)
             if replay is not None:
                 return Submitted(replay, created=False)
@@ -84,6 +90,22 @@ class MemoryQueue:
         if digest != job.body_hash():
             raise IdempotencyMismatch()
         return self._live(job_id)
+
+    def _sweep(self, force: bool = False) -> None:
+        """Drop ended records past their TTL (with their delivery counts) and expired
+        idempotency keys; unfinished jobs are never dropped here."""
+        clock = time.monotonic()
+        if not force and clock - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = clock
+        for job_id in [j for j, expiry in self._expires.items() if expiry < clock]:
+            record = self._records.get(job_id)
+            if record is None or record.status in TERMINAL:
+                self._records.pop(job_id, None)
+                self._expires.pop(job_id, None)
+                self._deliveries.pop(job_id, None)
+        for key in [k for k, entry in self._idempotency.items() if entry[2] < clock]:
+            del self._idempotency[key]
 
     def _unfinished(self) -> int:
         return sum(len(q) for q in self._waiting.values()) + len(self._held)
@@ -150,6 +172,7 @@ class MemoryQueue:
                 self._lock.wait(min(remaining, self._settings.lease_seconds / 4))
 
     def _next(self, worker_id: str, models: list[str]) -> Lease | None:
+        self._sweep()
         job_id = self._expired_lease(models) or self._pop_waiting(models)
         while job_id is not None:
             record = self._records.get(job_id) if self._live(job_id) else None

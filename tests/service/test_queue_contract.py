@@ -135,3 +135,25 @@ def test_cancel_of_a_handed_back_job_ends_it_at_once(make_stack: StackFactory) -
     assert (queue.counts().queued, queue.counts().pending) == (0, 0)
     assert queue.take("w2", ["fake"], 0.2) is None
     assert queue.counts().finished == {"cancelled": 1}
+
+
+def test_the_embedded_queue_sweeps_ended_jobs_nobody_reads_again(monkeypatch) -> None:
+    """Ended jobs, their delivery counts and idempotency keys go after their TTL on the
+    queue's own clock (the worker's take), not only when someone reads them."""
+    from service import memory_queue
+    from service.memory_queue import MemoryQueue
+
+    queue = MemoryQueue(Settings(result_ttl_seconds=5))
+    ended = []
+    for i in range(5):
+        job = queue.submit(NewJob("fake", REQUEST, idempotency_key=f"k{i}")).job
+        queue.cancel(job.job_id)
+        ended.append(job.job_id)
+    waiting = queue.submit(NewJob("other", REQUEST)).job
+    clock = time.monotonic()
+    monkeypatch.setattr(memory_queue.time, "monotonic", lambda: clock + 60)
+    assert queue.take("worker", ["fake"], 0.0) is None  # the worker's poll sweeps
+    assert set(queue._records) == {waiting.job_id}  # the unfinished job stays
+    assert not queue._idempotency
+    assert all(job_id not in queue._deliveries for job_id in ended)
+    assert queue.get(waiting.job_id) is not None
