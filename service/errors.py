@@ -12,6 +12,7 @@ knows what to fix. Anything else is ``{"detail": "..."}``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from starlette.routing import BaseRoute, Match
 from service.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
 from service.metrics import GatewayMetrics
 from service.ratelimit import check_unparsed
+
+logger = logging.getLogger(__name__)
 
 
 class RequestRejected(Exception):
@@ -123,6 +126,8 @@ def install(app: FastAPI, metrics: GatewayMetrics, retry_after: int) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
 
     def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # the cause names internal addresses: for the operator's log, not the caller
+        logger.warning("503 %s (%s)", exc, exc.__cause__)
         metrics.rejected("unavailable")
         headers = {"Retry-After": str(retry_after)}
         return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)

@@ -187,7 +187,7 @@ def _guard() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+        raise QueueUnavailable("Redis is unavailable; retry later") from exc
 
 
 def _parse(fields: dict[str, str] | list[str]) -> JobRecord:

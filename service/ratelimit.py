@@ -160,7 +160,7 @@ def _guard() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+        raise QueueUnavailable("Redis is unavailable; retry later") from exc
 
 
 def limiter_for(settings: Settings, queue: JobQueue) -> Limiter:

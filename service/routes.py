@@ -3,6 +3,7 @@ errors are raised as exceptions and turned into statuses by ``service.errors``."
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 from service.auth import OwnerDep
 from service.deps import MetricsDep, QueueDep, SettingsDep
 from service.errors import JobConflict, JobNotFound
-from service.jobs import JobQueue, NewJob
+from service.jobs import JobQueue, NewJob, QueueUnavailable
 from service.limits import check_request
 from service.ratelimit import RateLimitedOwner, active_slot
 from service.schemas import (
@@ -26,6 +27,7 @@ from service.schemas import (
 )
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 class Message(BaseModel):
@@ -141,8 +143,12 @@ def readyz(queue: QueueDep) -> Any:
     try:
         queue.ping()
         workers = len(queue.workers())
-    except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+    except QueueUnavailable as exc:  # its message names no address
         body = Readiness(status="unavailable", workers=0, reason=str(exc))
+        return JSONResponse(body.model_dump(), status_code=503)
+    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        logger.exception("readiness check failed")
+        body = Readiness(status="unavailable", workers=0, reason="queue check failed")
         return JSONResponse(body.model_dump(), status_code=503)
     if workers == 0:
         body = Readiness(status="unavailable", workers=0, reason="no live worker")

@@ -32,6 +32,8 @@ def test_redis_down_is_503_with_retry_after(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "9"
     assert response.json()["detail"].startswith("Redis is unavailable")
+    assert "127.0.0.1" not in response.text  # no internal address for an anonymous caller
+    assert "Error" not in response.text
 
 
 def test_probes_while_redis_is_down(client_without_redis: TestClient) -> None:
@@ -39,6 +41,7 @@ def test_probes_while_redis_is_down(client_without_redis: TestClient) -> None:
     ready = client_without_redis.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["reason"].startswith("Redis is unavailable")
+    assert "127.0.0.1" not in ready.text
     metrics = client_without_redis.get("/metrics")
     assert metrics.status_code == 200
     assert "textgenshap_queue_depth" not in metrics.text  # unknown, not a made-up zero
