@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, viewer
-from service.auth import KeyRing
+from service.auth import KeyRing, host_name
 from service.jobs import JobQueue
 from service.metrics import GatewayMetrics
 from service.ratelimit import limiter_for
@@ -94,14 +94,36 @@ async def security_headers(
     return response
 
 
+class HostCheck:
+    """400 for a request whose Host header names none of ``allowed`` (see
+    :func:`service.auth.allowed_hosts`)."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str]) -> None:
+        self.app, self.allowed = app, frozenset(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(header) not in self.allowed:
+                body = b'{"detail":"this gateway does not answer for that Host header"}'
+                headers = [(b"content-type", b"application/json")]
+                headers.append((b"content-length", b"%d" % len(body)))
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     queue: JobQueue,
     registry: CollectorRegistry | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The gateway over ``queue``; ``registry`` lets an embedded worker share /metrics,
-    ``on_shutdown`` runs when the server stops (the embedded worker hands back its job)."""
+    ``on_shutdown`` runs when the server stops (the embedded worker hands back its job),
+    ``allowed_hosts`` (None: any) the Host header names it answers."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry, queue)
 
@@ -127,6 +149,8 @@ def create_app(
     app.middleware("http")(metrics.middleware)
     app.middleware("http")(security_headers)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     return app
 
 

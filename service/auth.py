@@ -98,6 +98,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts(settings: Settings, bind_host: str) -> list[str] | None:
+    """Host header names to answer, or None for any. A keyless gateway on a loopback
+    address answers only loopback names: a web page the user opens cannot then reach it
+    through a DNS name rebound to 127.0.0.1 (DNS rebinding)."""
+    if settings.allowed_hosts.strip():
+        return [h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip()]
+    if is_loopback(bind_host) and not KeyRing.from_settings(settings).enabled:
+        return list(LOOPBACK_NAMES)
+    return None
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``, ``a.b:80`` -> ``a.b``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.split(":", 1)[0]
+
+
 def check_startup(settings: Settings, host: str) -> KeyRing:
     """The key ring, or :class:`AuthConfigError` when the gateway would serve other
     machines without keys (the embedded default binds 127.0.0.1 and needs none)."""

@@ -16,7 +16,7 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
-from service.auth import AuthConfigError, check_startup
+from service.auth import AuthConfigError, allowed_hosts, check_startup
 from service.settings import Settings
 
 log = logging.getLogger("textgenshap.serve")
@@ -136,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
 
         queue = RedisQueue(settings)
     stop = worker.stop if worker is not None else None
-    app = create_app(settings, queue, registry, on_shutdown=stop)  # type: ignore[arg-type]
+    hosts = allowed_hosts(settings, args.host)
+    app = create_app(settings, queue, registry, on_shutdown=stop, allowed_hosts=hosts)  # type: ignore[arg-type]
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # --- tenancy and abuse limits (service.auth, service.ratelimit; docs/reliability.md)
     api_keys: str = Field(default="", description="Comma-separated sha256 hex of API keys.")
     api_keys_file: Path | None = Field(default=None, description="File of key hashes, one a line.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated Host header names the gateway answers (others get "
+        "400). Empty: any, except that a keyless gateway on a loopback address answers "
+        "only localhost names (against DNS rebinding).",
+    )
     allow_anonymous: bool = Field(
         default=False, description="Serve without keys on a non-loopback host (behind a proxy)."
     )

@@ -205,3 +205,34 @@ def test_every_response_carries_the_security_headers(make_stack: StackFactory) -
         assert headers["x-content-type-options"] == "nosniff", path
         assert "default-src 'self'" in headers["content-security-policy"], path
         assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+
+
+def test_a_keyless_loopback_gateway_answers_only_loopback_host_names() -> None:
+    """Against DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1
+    sends Host: evil.example, and the keyless gateway must not answer it."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.auth import allowed_hosts, host_name
+    from service.memory_queue import MemoryQueue
+    from service.settings import Settings
+
+    settings = Settings()
+    assert allowed_hosts(settings, "127.0.0.1") == ["localhost", "127.0.0.1", "[::1]"]
+    assert allowed_hosts(settings, "0.0.0.0") is None  # served to others: keys are required
+    assert allowed_hosts(Settings(allowed_hosts="api.example, Other"), "0.0.0.0") == [
+        "api.example",
+        "other",
+    ]
+    assert (host_name("[::1]:8000"), host_name("LocalHost:80"), host_name("a.b")) == (
+        "[::1]",
+        "localhost",
+        "a.b",
+    )
+    hosts = allowed_hosts(settings, "127.0.0.1")
+    client = TestClient(create_app(settings, MemoryQueue(settings), allowed_hosts=hosts))
+    for good in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "localhost"):
+        assert client.get("/healthz", headers={"host": good}).status_code == 200, good
+    refused = client.get("/healthz", headers={"host": "evil.example:8000"})
+    assert refused.status_code == 400
+    assert "Host" in refused.json()["detail"]
