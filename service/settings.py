@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     max_budget: int = Field(default=2_048, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1_024)
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    job_deadline_seconds: float = Field(
+        default=3_600.0,
+        ge=0,
+        description="Wall-clock seconds one delivery of a job may run before it fails with "
+        "JobDeadlineExceeded (never redelivered); 0 = no deadline.",
+    )
+    max_units_per_level: int = Field(
+        default=1_000,
+        ge=1,
+        description="Features one hierarchy level may have (sentences or words after "
+        "refinement); a job over it fails at once, before its estimator allocates anything.",
+    )
     redis_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     model_cache_dir: Path = Field(default=Path("~/.cache/textgenshap"))
     # --- tenancy and abuse limits (service.auth, service.ratelimit; docs/reliability.md)

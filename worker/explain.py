@@ -75,6 +75,7 @@ def run_explanation(
     progress: ProgressHook | None = None,
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 32,
+    max_units: int = 1_000,
 ) -> ExplainResult:
     """Explain the model's answer to ``request`` with hierarchical Shapley scores.
 
@@ -88,7 +89,7 @@ def run_explanation(
     with clock.stage("answer", 1):
         answer = _full_answer(cache, docs)
         clock.report("answer", 1, 1)
-    plan = _plan(request, answer, batch_size)
+    plan = _plan(request, answer, batch_size, max_units)
     levels = _levels(request, docs, cache, plan, clock)
     with clock.stage("ranking", 1):
         ranked = _rank(request, cache, answer, levels[0])
@@ -135,7 +136,7 @@ def request_seed(request: ExplainRequest) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _plan(request: ExplainRequest, answer: str, batch_size: int) -> Plan:
+def _plan(request: ExplainRequest, answer: str, batch_size: int, max_units: int) -> Plan:
     return Plan(
         method=request.method,
         estimator=request.estimator,
@@ -149,6 +150,7 @@ def _plan(request: ExplainRequest, answer: str, batch_size: int) -> Plan:
         answer_text=answer.strip(),
         batch_size=batch_size,
         rank_by=request.rank_by,
+        max_units=max_units,
         adaptive=request.adaptive,
     )
 

@@ -47,7 +47,9 @@ class JobWatch:
         self, queue: JobQueue, lease: Lease, settings: Settings, stop_at: Callable[[], float]
     ) -> None:  # noqa: E501
         self.queue, self.lease, self.settings, self._stop_at = queue, lease, settings, stop_at
-        self.lost = self.cancelled = False
+        self.lost = self.cancelled = self.expired = False
+        limit = settings.job_deadline_seconds
+        self._deadline = time.monotonic() + limit if limit > 0 else float("inf")
         self._done = threading.Event()
         self._last_progress: tuple[str, float] = ("", 0.0)
         self._last_check = 0.0
@@ -76,8 +78,12 @@ class JobWatch:
         return time.monotonic() >= self._stop_at()
 
     def should_cancel(self) -> bool:
-        """True when the owner cancelled, the lease was lost, or shutdown's grace ran out."""
+        """True when the owner cancelled, the lease was lost, shutdown's grace ran out, or
+        the job's deadline passed (``expired``)."""
         if self.lost or self.cancelled or self.shutting_down:
+            return True
+        if time.monotonic() >= self._deadline:
+            self.expired = True
             return True
         clock = time.monotonic()
         if clock - self._last_check >= CANCEL_CHECK_INTERVAL:
@@ -87,6 +93,14 @@ class JobWatch:
             except QueueUnavailable:
                 return False
         return self.cancelled
+
+    def deadline_error(self) -> ErrorInfo:
+        """The failed job's error: deadlines fail at once, a redelivery would only repeat it."""
+        return ErrorInfo(
+            type="JobDeadlineExceeded",
+            message=f"the job ran past job_deadline_seconds={self.settings.job_deadline_seconds:g}"
+            "; ask for a smaller budget, fewer levels or fewer documents",
+        )
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Write progress at most every PROGRESS_INTERVAL seconds, and at each new stage."""
@@ -244,9 +258,12 @@ class Worker:
                 model=lease.job.model,
                 progress=watch.progress,
                 should_cancel=watch.should_cancel,
+                max_units=self.settings.max_units_per_level,
             )
             return Outcome.succeeded(result), session.stats
         except JobCancelled:
+            if watch.expired:
+                return Outcome.failed(watch.deadline_error()), getattr(session, "stats", None)
             verdict = Outcome.cancelled() if watch.cancelled else Retry(None)
             return verdict, getattr(session, "stats", None)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error

@@ -112,3 +112,29 @@ def test_shutdown_hands_the_running_job_back(make_stack: StackFactory) -> None:
     view = stack.wait(job_id)
     assert (view["status"], view["deliveries"]) == ("succeeded", 1)  # the delivery was given back
     assert stack.queue.counts().finished == {"succeeded": 1}
+
+
+def test_a_job_past_its_deadline_fails_once_and_is_never_redelivered(
+    make_stack: StackFactory,
+) -> None:
+    """A poison job (every batch slow) stops at its deadline with a clear error; no other
+    worker picks it up again."""
+    stack = make_stack(max_deliveries=3, job_deadline_seconds=0.5)
+    slow = FakeEngine("fake", delay=0.2)
+    stack.start_worker(slow)
+    view = stack.wait(stack.submit(explain_body(budget=64)))
+    assert view["status"] == "failed"
+    assert view["deliveries"] == 1
+    assert view["error"]["type"] == "JobDeadlineExceeded"
+    assert "job_deadline_seconds=0.5" in view["error"]["message"]
+    assert len(slow.sessions) == 1
+
+
+def test_a_level_over_the_unit_cap_fails_at_once(make_stack: StackFactory) -> None:
+    stack = make_stack(max_deliveries=3, max_units_per_level=3)
+    stack.start_worker(FakeEngine("fake"))
+    view = stack.wait(stack.submit(explain_body(documents=["a", "b", "c", "d"])))
+    assert view["status"] == "failed"
+    assert view["deliveries"] == 1
+    assert view["error"]["type"] == "ShapleyInputError"
+    assert "max_units_per_level=3" in view["error"]["message"]

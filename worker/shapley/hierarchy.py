@@ -60,6 +60,9 @@ class Plan:
     that answer is not empty) or 'logprob' (log p of ``answer_text`` alone)."""
     answer_text: str = ""
     batch_size: int = 32
+    max_units: int = 1_000
+    """A level with more features fails with :class:`ShapleyInputError` before sampling:
+    the estimators' memory grows with n^2 (KernelSHAP) and n x answers x groups."""
     rank_by: str = "logprob"
     """The game the document level's adaptive stop (and the passage ranking) follows."""
     adaptive: bool = False
@@ -123,6 +126,12 @@ class Hierarchy:
 
     def score(self, level: Level, units: list[Unit], index: int) -> LevelScores:
         """Estimate one level's game over ``units``."""
+        if len(units) > self.plan.max_units:
+            raise ShapleyInputError(
+                f"the {level} level has {len(units)} units, over max_units_per_level="
+                f"{self.plan.max_units}; ask for fewer levels, a smaller refine k, or "
+                "shorter documents"
+            )
         game = self._game(level, units)
         plan = self.plan
         rng = np.random.default_rng([plan.seed, index])
