@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.jobs import (
@@ -182,12 +182,16 @@ return redis.call('HGETALL', KEYS[1])
 
 
 @contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    """Turn Redis connection failures into :class:`QueueUnavailable` (the gateway's 503)."""
+def redis_guard() -> Iterator[None]:
+    """Turn Redis failures that are not the caller's into :class:`QueueUnavailable` (the
+    gateway's 503 + Retry-After; a worker logs and retries): connection loss, time-outs,
+    and a Redis at its ``maxmemory`` refusing writes."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise QueueUnavailable("Redis is unavailable; retry later") from exc
+    except OutOfMemoryError as exc:
+        raise QueueUnavailable("Redis is out of memory; retry later") from exc
 
 
 def _parse(fields: dict[str, str] | list[str]) -> JobRecord:
@@ -240,7 +244,7 @@ class RedisQueue:
         return self._prefix + template.format(**parts)
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        with _guard():
+        with redis_guard():
             return self._scripts[name](keys=keys, args=args)
 
     # --- gateway side
@@ -273,12 +277,12 @@ class RedisQueue:
         prior = self.get(job_id)
         if prior is not None:
             return Submitted(prior, created=False)
-        with _guard():  # the job expired before its key: the key is free again
+        with redis_guard():  # the job expired before its key: the key is free again
             self._redis.delete(idem_key)
         return self.submit(job)
 
     def get(self, job_id: str) -> JobRecord | None:
-        with _guard():
+        with redis_guard():
             fields = self._redis.hgetall(self._job_key(job_id))
         return _parse(fields) if fields else None
 
@@ -288,7 +292,7 @@ class RedisQueue:
         return _parse(fields) if fields else None
 
     def counts(self) -> QueueCounts:
-        with _guard():
+        with redis_guard():
             models = sorted(self._redis.smembers(self._key(STREAMS_KEY)))
             total = sum(int(self._redis.xlen(self._stream(m))) for m in models)
             pending = sum(self._pending(m) for m in models)
@@ -304,7 +308,7 @@ class RedisQueue:
             return 0
 
     def workers(self) -> list[WorkerInfo]:
-        with _guard():
+        with redis_guard():
             ids = sorted(self._redis.smembers(self._key(WORKERS_KEY)))
             keys = [self._key(WORKER_KEY, worker_id=i) for i in ids]
             values = self._redis.mget(keys) if keys else []
@@ -314,13 +318,13 @@ class RedisQueue:
         return [WorkerInfo.model_validate_json(v) for v in values if v is not None]
 
     def ping(self) -> None:
-        with _guard():
+        with redis_guard():
             self._redis.ping()
 
     # --- worker side
     def heartbeat(self, worker: WorkerInfo) -> None:
         ttl = max(1, round(HEARTBEAT_TTL_FACTOR * self._settings.heartbeat_seconds))
-        with _guard():
+        with redis_guard():
             pipe = self._redis.pipeline()
             pipe.set(self._key(WORKER_KEY, worker_id=worker.worker_id), worker.model_dump_json())
             pipe.expire(self._key(WORKER_KEY, worker_id=worker.worker_id), ttl)
@@ -329,7 +333,7 @@ class RedisQueue:
 
     def unregister(self, worker_id: str) -> None:
         """Remove the heartbeat, and the consumer from every group where it holds nothing."""
-        with _guard():
+        with redis_guard():
             self._redis.delete(self._key(WORKER_KEY, worker_id=worker_id))
             self._redis.srem(self._key(WORKERS_KEY), worker_id)
         for model in sorted(self._groups):
@@ -350,7 +354,7 @@ class RedisQueue:
         for model in models:
             if model in self._groups:
                 continue
-            with _guard():
+            with redis_guard():
                 try:
                     self._redis.xgroup_create(self._stream(model), GROUP, id="0", mkstream=True)
                 except ResponseError as exc:
@@ -376,7 +380,7 @@ class RedisQueue:
         min_idle = int(self._settings.lease_seconds * 1000)
         for model in models:
             stream = self._stream(model)
-            with _guard(), self._regroup_on_loss():
+            with redis_guard(), self._regroup_on_loss():
                 cursor, claimed, *_ = self._redis.xautoclaim(
                     stream, GROUP, worker_id, min_idle, self._cursors.get(stream, "0-0"), count=1
                 )
@@ -387,7 +391,7 @@ class RedisQueue:
         return None
 
     def _deliveries(self, stream: str, entry_id: str) -> int:
-        with _guard():
+        with redis_guard():
             info = self._redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
         return int(info[0]["times_delivered"]) if info else 1
 
@@ -396,7 +400,7 @@ class RedisQueue:
     ) -> tuple[str, str, str, int] | None:
         streams = {self._stream(m): ">" for m in models}
         block = max(1, int(seconds * 1000))
-        with _guard(), self._regroup_on_loss():
+        with redis_guard(), self._regroup_on_loss():
             reply = self._redis.xreadgroup(GROUP, worker_id, streams, count=1, block=block)
         for stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -427,7 +431,7 @@ class RedisQueue:
         self._set_field(lease, "last_error", error.model_dump_json())
 
     def cancel_requested(self, job_id: str) -> bool:
-        with _guard():
+        with redis_guard():
             cancel, status = self._redis.hmget(self._job_key(job_id), ["cancel", "status"])
         return cancel == "1" or status in (None, "cancelled", "failed", "succeeded")
 

@@ -20,12 +20,10 @@ from typing import Annotated, Any, Protocol
 
 import redis
 from fastapi import Depends, HTTPException, Request
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.auth import OwnerDep, caller_from_headers
-from service.jobs import TERMINAL, JobQueue, QueueUnavailable
-from service.queue import JOB_KEY
+from service.jobs import TERMINAL, JobQueue
+from service.queue import JOB_KEY, redis_guard
 from service.settings import Settings
 
 # --- key names (under Settings.key_prefix) and lifetimes
@@ -139,7 +137,7 @@ class RedisLimiter:
         key = self._prefix + BUCKET_KEY.format(owner=owner)
         burst = self._settings.rate_limit_burst
         ttl = math.ceil(burst / _per_second(self._settings)) + 60
-        with _guard():
+        with redis_guard():
             return float(self._bucket(keys=[key], args=[_per_second(self._settings), burst, ttl]))
 
     def reserve(self, owner: str, job_id: str) -> bool:
@@ -147,20 +145,12 @@ class RedisLimiter:
         job_prefix = self._prefix + JOB_KEY.format(job_id="")
         cap = self._settings.max_active_jobs_per_key
         args: list[str | int] = [cap, job_id, job_prefix, UNBORN_SECONDS, ACTIVE_TTL_SECONDS]
-        with _guard():
+        with redis_guard():
             return bool(self._reserve(keys=[key], args=args))
 
     def unreserve(self, owner: str, job_id: str) -> None:
-        with _guard():
+        with redis_guard():
             self._redis.zrem(self._prefix + ACTIVE_KEY.format(owner=owner), job_id)
-
-
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise QueueUnavailable("Redis is unavailable; retry later") from exc
 
 
 def limiter_for(settings: Settings, queue: JobQueue) -> Limiter:
