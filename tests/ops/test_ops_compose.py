@@ -54,6 +54,8 @@ def test_redis_persists_with_aof_on_a_named_volume(services: dict[str, Any]) -> 
     command = redis["command"]
     assert _option(command, "--appendonly") == "yes"
     assert _option(command, "--maxmemory-policy") == "noeviction"
+    # a bounded Redis: past it writes are refused and the gateway answers 503
+    assert _option(command, "--maxmemory") == "${TEXTGENSHAP_REDIS_MAXMEMORY:-1gb}"
     assert "redis-data:/data" in redis["volumes"]
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
