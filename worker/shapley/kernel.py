@@ -3,14 +3,20 @@
 Coalition sizes s are drawn from the Shapley kernel p(s) ~ 1/(s(n-s)), s = 1..n-1, a
 uniform subset of that size is taken, and its complement is evaluated with it
 (paired sampling, Covert & Lee 2021). The estimator solves
-min E[(v(S) - v(empty) - z_S . phi)^2] s.t. sum(phi) = v(N) - v(empty), using the
-exact expectation A = E[z z^T] (closed form under the kernel) and the sampled
-b = E[z (v(S) - v(empty))]: phi = C b + d * total, where C and d come from the
-constrained normal equations. Efficiency therefore holds exactly.
+min E[(v(S) - v(empty) - z_S . phi)^2] s.t. sum(phi) = v(N) - v(empty) as a least-squares
+regression on the sampled coalitions: A = mean of z z^T and b = mean of
+z (v(S) - v(empty)) over them, phi = C b + d * total, where C and d come from the
+constrained normal equations. Efficiency therefore holds exactly, and a game that is
+additive in the features is recovered exactly once the samples span them.
+
+The closed-form expectation of A under the kernel (the "unbiased KernelSHAP" of Covert &
+Lee) is used only while the sampled A is singular (fewer coalitions than features): with
+it, the noise of b is not cancelled by the same coalitions' A, and on near-additive games
+at n = 10 and 15 pairs its scores ranked the exact values at Spearman 0.63 where the
+regression is exact (``tests/worker/shapley/test_shapley_estimators.py``).
 
 Standard error: each pair gives one independent sample of b; the sample covariance
-of b is propagated through the linear map C (the "unbiased KernelSHAP" variance of
-Covert & Lee 2021), so no bootstrap is needed.
+of b is propagated through the linear map C (the delta method), so no bootstrap is needed.
 """
 
 from __future__ import annotations
@@ -37,12 +43,11 @@ class KernelSampler:
         return np.stack([first, ~first], axis=1)
 
     def finish(self, groups: Masks, values: Floats, anchor: Floats) -> tuple[Floats, Floats]:
-        n = groups.shape[2]
         total = anchor[0] - anchor[1]
         z = groups.astype(np.float64)
         gain = values - anchor[1]
         per_pair = np.einsum("gpi,gpk->gik", z, gain) / 2
-        project, offset = constrained_solver(n)
+        project, offset = constrained_solver(sampled_moments(z))
         mean = project @ per_pair.mean(axis=0) + offset[:, None] * total
         count = per_pair.shape[0]
         if count < 2:
@@ -63,9 +68,21 @@ def kernel_moments(n: int) -> Floats:
     return a
 
 
-def constrained_solver(n: int) -> tuple[Floats, Floats]:
-    """(C, d) with phi = C b + d * total solving the efficiency-constrained problem."""
-    inv = np.linalg.inv(kernel_moments(n))
+def sampled_moments(z: Floats) -> Floats:
+    """A = mean of z z^T over the sampled coalitions (G, 2, n), or the kernel's closed
+    form when the samples do not span every feature (the sampled A is then singular)."""
+    flat = z.reshape(-1, z.shape[-1])
+    a: Floats = flat.T @ flat / len(flat)
+    if np.linalg.matrix_rank(a) < a.shape[0]:
+        return kernel_moments(a.shape[0])
+    return a
+
+
+def constrained_solver(a: Floats) -> tuple[Floats, Floats]:
+    """(C, d) with phi = C b + d * total solving the efficiency-constrained problem with
+    second moments ``a``."""
+    n = a.shape[0]
+    inv = np.linalg.inv(a)
     ones = np.ones(n)
     inv_ones = inv @ ones
     denom = float(ones @ inv_ones)
