@@ -1,6 +1,7 @@
 """Plot the faithfulness summaries of ``textgenshap eval``: per model, each method's mean
-with its bootstrap 95% interval for recall@1 (random ties), top-1 and top-3 removal flip
-rates, and the LDS against log p(y), over every question.
+with its bootstrap 95% interval for recall@1 (random ties), the top-1 removal flip rate,
+the drop in log p(y) when the top 2 are removed, and the LDS against log p(y), over every
+question.
 
     .venv/bin/python bench/plot_faithfulness.py \\
         "smollm2-135m=docs/results/nq10-smollm2-faith/summary.json" \\
@@ -21,7 +22,7 @@ from typing import Any
 METRICS = (
     ("recall@1", "gold recall@1"),
     ("flip@1", "answer flips, top-1 removed"),
-    ("flip@3", "answer flips, top-3 removed"),
+    ("drop@2", "log p(y) drop, top-2 removed"),
     ("lds_logp", "LDS vs log p(y)"),
 )
 
