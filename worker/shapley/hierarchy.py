@@ -142,9 +142,13 @@ class Hierarchy:
 
     def _stop_rule(self) -> Separated:
         """Separation in the column the passage ranking reads first."""
-        key = normalize_answer(self.plan.answer_text)
-        joint = self.plan.value == "answer" and bool(key)
-        return top_separated(LOGPROB_KEY if joint and self.plan.rank_by == "logprob" else key)
+        joint = self.plan.value == "answer" and self._scores_log_prob()
+        by_logprob = joint and self.plan.rank_by == "logprob"
+        return top_separated(LOGPROB_KEY if by_logprob else normalize_answer(self.plan.answer_text))
+
+    def _scores_log_prob(self) -> bool:
+        """The answer game also scores log p(answer) (not for an empty answer)."""
+        return bool(normalize_answer(self.plan.answer_text))
 
     def _game(self, level: Level, units: list[Unit]) -> Game:
         n = len(units)
@@ -166,7 +170,7 @@ class Hierarchy:
                 self._checkpoint,
                 label=normalize_answer(self.plan.answer_text),
             )
-        joint = bool(normalize_answer(self.plan.answer_text))
+        joint = self._scores_log_prob()
         return CategoricalGame(
             n,
             lambda m: self.cache.answers(units, m),

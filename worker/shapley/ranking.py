@@ -104,12 +104,10 @@ def passage_ranking(
     tied documents stay in document order.
     """
     answer = np.round(align(documents, [key])[0][:, 0], 12)
+    # align zero-fills a column the estimate lacks: no log-probability column, all zeros
     logprob = np.round(align(documents, [LOGPROB_KEY])[0][:, 0], 12)
-    if LOGPROB_KEY not in documents.answers:
-        logprob = np.zeros_like(answer)
-    first, second = (logprob, answer) if rank_by == "logprob" else (answer, logprob)
-    if LOGPROB_KEY not in documents.answers:
-        first, second = answer, logprob
+    by_logprob = rank_by == "logprob" and LOGPROB_KEY in documents.answers
+    first, second = (logprob, answer) if by_logprob else (answer, logprob)
     order = sorted(range(len(doc_ids)), key=lambda i: (-first[i], -second[i], doc_ids[i]))
     ties: list[list[int]] = []
     for i, j in zip(order, order[1:], strict=False):
