@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from worker.evaluation import faithfulness, metrics, paired
 
 Record = dict[str, Any]
@@ -62,21 +64,15 @@ def question_metrics(record: Record, method: str, ks: Sequence[int] = (1, 2, 3))
     held = [record["coalitions"][key] for key in record["heldout"]]
     logps = [h["logp"] for h in held]
     if masks and all(v is not None for v in logps):
-        out["lds_logp"] = faithfulness.lds(scores, _stack(masks), logps)
+        out["lds_logp"] = faithfulness.lds(scores, np.stack(masks), logps)
     else:
         out["lds_logp"] = None
     same = [float(bool(_same(h["answer"], y))) for h in held]
-    out["lds_answer"] = faithfulness.lds(scores, _stack(masks), same) if masks else None
+    out["lds_answer"] = faithfulness.lds(scores, np.stack(masks), same) if masks else None
     out["seconds"] = run["seconds"]
     out["coalitions"] = run["coalitions"]
     out["forward_passes"] = run["forward_passes"]
     return out
-
-
-def _stack(masks: list[Any]) -> Any:
-    import numpy as np
-
-    return np.stack(masks)
 
 
 def _as_float(value: Any) -> float | None:
