@@ -53,7 +53,9 @@ class JobRecord(BaseModel):
 
     job_id: str
     model: str
-    request: ExplainRequest
+    # None once the job has ended: its documents (up to max_body_bytes) are dropped at
+    # once rather than kept with the result for result_ttl_seconds; nothing reads them then
+    request: ExplainRequest | None = None
     owner: str = ANONYMOUS
     status: JobStatus = JobStatus.queued
     progress: Progress = Field(default_factory=Progress)

@@ -255,6 +255,7 @@ class MemoryQueue:
     def _end(self, record: JobRecord, outcome: Outcome) -> None:
         record.status = outcome.status
         record.result, record.error = outcome.result, outcome.error
+        record.request = None  # the documents are not needed once the job has ended
         record.finished_at = now()
         self._expires[record.job_id] = time.monotonic() + self._settings.result_ttl_seconds
         self._finished[outcome.status.value] += 1

@@ -64,7 +64,7 @@ end
 
 SUBMIT_LUA = """
 -- KEYS: job, stream, streams, idempotency; ARGV: job_id, digest, queue_max, active_ttl,
--- idem_ttl, model, record, has_idem, stream_prefix
+-- idem_ttl, model, record, has_idem, stream_prefix, request
 if ARGV[8] == '1' then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {'replay', prior} end
@@ -75,8 +75,8 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
 end
 if total >= tonumber(ARGV[3]) then return {'full', ''} end
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-redis.call('HSET', KEYS[1], 'record', ARGV[7], 'status', 'queued', 'entry', entry,
-           'stream', KEYS[2], 'deliveries', '0')
+redis.call('HSET', KEYS[1], 'record', ARGV[7], 'request', ARGV[10], 'status', 'queued',
+           'entry', entry, 'stream', KEYS[2], 'deliveries', '0')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[6])
 if ARGV[8] == '1' then
@@ -132,6 +132,7 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if (not status) or terminal(status) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[6])
+redis.call('HDEL', KEYS[1], 'request')
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
@@ -172,6 +173,7 @@ if status == 'queued' then
   redis.call('XACK', stream, 'workers', entry)
   redis.call('XDEL', stream, entry)
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'request')
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
 elseif status == 'running' then
@@ -199,6 +201,8 @@ def _parse(fields: dict[str, str] | list[str]) -> JobRecord:
     if isinstance(fields, list):
         fields = dict(zip(fields[::2], fields[1::2], strict=True))
     data: dict[str, Any] = json.loads(fields["record"])
+    if "request" in fields:  # a separate field, deleted when the job ends
+        data["request"] = json.loads(fields["request"])
     data["status"] = fields["status"]
     data["deliveries"] = int(fields.get("deliveries", 0))
     data["cancel_requested"] = fields.get("cancel") == "1"
@@ -259,9 +263,10 @@ class RedisQueue:
             ACTIVE_TTL_SECONDS,
             self._settings.result_ttl_seconds,
             job.model,
-            record.model_dump_json(include={"job_id", "model", "request", "owner", "created_at"}),
+            record.model_dump_json(include={"job_id", "model", "owner", "created_at"}),
             "1" if job.idempotency_key else "0",
             self._key(STREAM_KEY, model=""),
+            job.request.model_dump_json(),
         ]
         outcome, value = self._run("submit", keys, args)
         if outcome == "full":

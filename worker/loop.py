@@ -243,6 +243,8 @@ class Worker:
 
         request, session = lease.job.request, None
         try:
+            if request is None:  # dropped when a job ends; a lease only holds a live job
+                raise LookupError("the job has ended: its request is no longer stored")
             engine = self.engines[lease.job.model]
             _check_tokens(engine, request, self.settings.max_tokens)
             session = engine.open_session(

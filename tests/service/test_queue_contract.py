@@ -157,3 +157,29 @@ def test_the_embedded_queue_sweeps_ended_jobs_nobody_reads_again(monkeypatch) ->
     assert not queue._idempotency
     assert all(job_id not in queue._deliveries for job_id in ended)
     assert queue.get(waiting.job_id) is not None
+
+
+def test_an_ended_job_drops_its_documents_at_once(make_stack: StackFactory) -> None:
+    """A cancelled or finished job keeps its status and result for result_ttl_seconds but
+    not its request: a 1.5 MB body must not sit in the store for a day (issue 18)."""
+    queue = make_stack().queue
+    big = ExplainRequest(question="Who?", documents=["x" * 15_000] * 100)
+    cancelled = queue.submit(NewJob("fake", big)).job
+    running = queue.submit(NewJob("fake", big)).job
+    assert cancelled.request is not None
+    queue.cancel(cancelled.job_id)
+    lease = queue.take("w1", ["fake"], 1.0)
+    assert lease is not None
+    assert lease.job.request == big  # a live job still carries it to its worker
+    assert queue.get(running.job_id).request == big  # type: ignore[union-attr]
+    assert queue.finish(lease, Outcome.failed(ERROR))
+    for job in (cancelled, running):
+        record = queue.get(job.job_id)
+        assert record is not None
+        assert record.request is None
+        assert record.status in (JobStatus.cancelled, JobStatus.failed)
+        assert len(record.model_dump_json()) < 2_000
+    if isinstance(queue, RedisQueue):
+        client = queue._redis
+        for job in (cancelled, running):
+            assert client.memory_usage(queue._job_key(job.job_id)) < 4_000
