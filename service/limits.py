@@ -9,6 +9,8 @@ from __future__ import annotations
 from service.errors import RequestRejected
 from service.schemas import ExplainRequest
 from service.settings import Settings
+from worker.shapley.unit_bounds import first_overflow
+from worker.shapley.units import Document
 
 
 def check_documents(request: ExplainRequest, settings: Settings) -> None:
@@ -60,6 +62,24 @@ def check_generation(request: ExplainRequest, settings: Settings) -> None:
         )
 
 
+def check_units(request: ExplainRequest, settings: Settings) -> None:
+    """The levels' worst-case unit counts (whatever the scores refine) against
+    ``max_units_per_level``: a job that could fail there is refused before it runs."""
+    docs = [Document(text=d.text, title=d.title) for d in request.document_objects()]
+    refine = request.refine
+    cap = settings.max_units_per_level
+    over = first_overflow(docs, request.levels, refine.rule, refine.k, cap)
+    if over is None:
+        return
+    rule = f"top_k k={refine.k}" if refine.rule == "top_k" else "threshold"
+    raise RequestRejected(
+        ["body", "levels"],
+        f"the {over.level} level could have up to {over.units} units (refine {rule} over "
+        f"these documents), over max_units_per_level={cap}; ask for fewer levels, a "
+        "smaller refine k, or shorter documents",
+    )
+
+
 def resolve_model(request: ExplainRequest, settings: Settings, served: set[str]) -> str:
     """The model the job runs on: the request's, or the default; it must be servable.
 
@@ -79,4 +99,5 @@ def check_request(request: ExplainRequest, settings: Settings, served: set[str])
     check_documents(request, settings)
     check_budget(request, settings)
     check_generation(request, settings)
+    check_units(request, settings)
     return resolve_model(request, settings, served)

@@ -106,6 +106,14 @@ def test_a_replayed_idempotent_submit_takes_no_extra_slot(make_stack: StackFacto
             "max_new_tokens",
             "max_new_tokens: max_new_tokens 9 is over the cap max_new_tokens=8",
         ),
+        (  # issue 18: a job that could outgrow the worker's unit cap is refused at submit
+            {"max_units_per_level": 50},
+            {"documents": ["The cat sat. " * 60, "Paris is in France."]},
+            "levels",
+            "levels: the sentence level could have up to 61 units (refine top_k k=2 over "
+            "these documents), over max_units_per_level=50; ask for fewer levels, a smaller "
+            "refine k, or shorter documents",
+        ),
     ],
 )
 def test_deployment_caps_on_levels_and_answer_length(

@@ -130,10 +130,38 @@ def test_a_job_past_its_deadline_fails_once_and_is_never_redelivered(
     assert len(slow.sessions) == 1
 
 
+def test_a_job_far_slower_than_its_own_answer_meets_the_deadline_derived_from_it(
+    make_stack: StackFactory,
+) -> None:
+    """Without a tight cap, the deadline comes from the job's own speed: factor x the
+    full-context answer's seconds x levels x budget (here 0.01 x 0.2 s x 128 = 0.26 s,
+    while the job's batches take 0.2 s each)."""
+    stack = make_stack(job_deadline_factor=0.01, job_deadline_floor_seconds=0)
+    stack.start_worker(FakeEngine("fake", delay=0.2))
+    view = stack.wait(stack.submit(explain_body(budget=64)))
+    assert (view["status"], view["deliveries"]) == ("failed", 1)
+    assert view["error"]["type"] == "JobDeadlineExceeded"
+    message = view["error"]["message"]
+    assert "job_deadline_factor=0.01 x the full-context answer's 0.2" in message
+    assert "x 128 planned coalitions" in message
+
+
+def test_the_derived_deadline_leaves_an_ordinary_job_alone(make_stack: StackFactory) -> None:
+    """The default factor (8) with the floor at 0: a job whose coalitions cost what its
+    answer did finishes well inside factor x answer x coalitions."""
+    stack = make_stack(job_deadline_floor_seconds=0)
+    stack.start_worker(FakeEngine("fake", delay=0.02))
+    view = stack.wait(stack.submit(explain_body(budget=64)))
+    assert view["status"] == "succeeded"
+
+
 def test_a_level_over_the_unit_cap_fails_at_once(make_stack: StackFactory) -> None:
+    """The gateway refuses such a job at submit (tests/reliability/test_limits.py); a job
+    that reached the queue anyway (a gateway with a larger cap) fails in the worker."""
     stack = make_stack(max_deliveries=3, max_units_per_level=3)
     stack.start_worker(FakeEngine("fake"))
-    view = stack.wait(stack.submit(explain_body(documents=["a", "b", "c", "d"])))
+    request = ExplainRequest.model_validate(explain_body(documents=["a", "b", "c", "d"]))
+    view = stack.wait(stack.queue.submit(NewJob("fake", request)).job.job_id)
     assert view["status"] == "failed"
     assert view["deliveries"] == 1
     assert view["error"]["type"] == "ShapleyInputError"

@@ -29,7 +29,7 @@ _CJK = (
     r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
     r"\U00020000-\U0002fa1f\u3005\u3006\u3007"
 )
-_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 
 def check_documents(docs: Sequence[Document]) -> None:
@@ -63,7 +63,7 @@ def word_units(docs: Sequence[Document], unit: Unit) -> list[Unit]:
         raise ShapleyInputError(f"unit {unit!r} does not match its document's text")
     return [
         Unit("word", unit.document, unit.start + m.start(), unit.start + m.end(), m.group())
-        for m in _WORD.finditer(unit.text)
+        for m in WORD.finditer(unit.text)
     ]
 
 
