@@ -35,8 +35,17 @@ class Settings(BaseSettings):
         default=3_600.0,
         ge=0,
         description="Wall-clock seconds one delivery of a job may run before it fails with "
-        "JobDeadlineExceeded (never redelivered); 0 = no deadline.",
+        "JobDeadlineExceeded (never redelivered); 0 = no deadline. The hard cap: the "
+        "deadline derived from the job's own speed (job_deadline_factor) is usually earlier.",
     )
+    job_deadline_factor: float = Field(
+        default=8.0,
+        ge=0,
+        description="A job's deadline, once its full-context answer is known: this many "
+        "times that answer's seconds for every planned coalition (levels x budget), at "
+        "least job_deadline_floor_seconds, at most job_deadline_seconds; 0 = the cap alone.",
+    )
+    job_deadline_floor_seconds: float = Field(default=120.0, ge=0)
     max_units_per_level: int = Field(
         default=1_000,
         ge=1,

@@ -35,6 +35,29 @@ CANCEL_CHECK_INTERVAL = 0.1  # seconds between cancellation reads (one HMGET eac
 TAKE_TIMEOUT = 1.0  # seconds one take() may block; bounds shutdown latency
 
 
+@dataclass(frozen=True)
+class DerivedDeadline:
+    """A job's deadline from its own speed: the full-context answer (one uncached prompt
+    and its decode, the dearest coalition a job has) times the coalitions it may decode,
+    times a safety factor. Cached prefixes and batching make real coalitions cheaper, so
+    only a job far slower than its own answer predicts (a poison job) meets it."""
+
+    answer_seconds: float
+    coalitions: int
+    factor: float
+
+    @property
+    def seconds(self) -> float:
+        return self.factor * self.answer_seconds * self.coalitions
+
+    def describe(self, floor: float) -> str:
+        return (
+            f"{max(floor, self.seconds):.1f} s: job_deadline_factor={self.factor:g} x the "
+            f"full-context answer's {self.answer_seconds:.3f} s x {self.coalitions} planned "
+            f"coalitions, at least job_deadline_floor_seconds={floor:g}"
+        )
+
+
 class JobWatch:
     """Keeps one lease alive and answers ``should_cancel`` for the pipeline.
 
@@ -49,7 +72,9 @@ class JobWatch:
         self.queue, self.lease, self.settings, self._stop_at = queue, lease, settings, stop_at
         self.lost = self.cancelled = self.expired = False
         limit = settings.job_deadline_seconds
-        self._deadline = time.monotonic() + limit if limit > 0 else float("inf")
+        self._started = time.monotonic()
+        self._deadline = self._started + limit if limit > 0 else float("inf")
+        self._derived: DerivedDeadline | None = None
         self._done = threading.Event()
         self._last_progress: tuple[str, float] = ("", 0.0)
         self._last_check = 0.0
@@ -96,14 +121,35 @@ class JobWatch:
 
     def deadline_error(self) -> ErrorInfo:
         """The failed job's error: deadlines fail at once, a redelivery would only repeat it."""
+        cap = self.settings.job_deadline_seconds
+        derived = self._derived
+        if derived is not None and (cap <= 0 or derived.seconds < cap):
+            reason = derived.describe(self.settings.job_deadline_floor_seconds)
+        else:
+            reason = f"job_deadline_seconds={cap:g}"
         return ErrorInfo(
             type="JobDeadlineExceeded",
-            message=f"the job ran past job_deadline_seconds={self.settings.job_deadline_seconds:g}"
-            "; ask for a smaller budget, fewer levels or fewer documents",
+            message=f"the job ran past its deadline ({reason}); ask for a smaller budget, "
+            "fewer levels or fewer documents",
         )
+
+    def _derive_deadline(self) -> None:
+        """Once the full-context answer is in: the deadline from this job's own speed."""
+        request, factor = self.lease.job.request, self.settings.job_deadline_factor
+        if request is None or factor <= 0 or self._derived is not None:
+            return
+        self._derived = DerivedDeadline(
+            answer_seconds=time.monotonic() - self._started,
+            coalitions=len(request.levels) * request.budget,
+            factor=factor,
+        )
+        seconds = max(self.settings.job_deadline_floor_seconds, self._derived.seconds)
+        self._deadline = min(self._deadline, self._started + seconds)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Write progress at most every PROGRESS_INTERVAL seconds, and at each new stage."""
+        if stage == "answer" and done == total:
+            self._derive_deadline()
         clock = time.monotonic()
         last_stage, last_time = self._last_progress
         if stage == last_stage and clock - last_time < PROGRESS_INTERVAL and done < total:
