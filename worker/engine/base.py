@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from worker.engine.prompts import PromptStyle
 from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
 
@@ -48,6 +49,9 @@ class EngineOptions:
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
     on past the answer ("Paris.\\nQuestion: ..."), every different tail is a different
     answer to the Shapley game, and the scores fragment (``worker.engine.stopping``).
+    ``prompt_style`` (decoder-only): ``"short"`` asks for the answer alone (instruct models
+    by instruction, base models by three solved examples), ``"plain"`` is the
+    lost-in-the-middle prompt of the earlier evaluation records (``worker.engine.prompts``).
     """
 
     batch_tokens: int = 0
@@ -63,6 +67,7 @@ class EngineOptions:
     screened_head: str = "auto"
     fast_bf16: str = "auto"
     stop_at_newline: bool = True
+    prompt_style: PromptStyle = "short"
 
 
 class EngineSession(ABC):

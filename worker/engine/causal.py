@@ -128,7 +128,9 @@ class CausalEngine(Engine):
         max_new_tokens: int = 16,
         fast: bool | None = None,
     ) -> CausalSession:
-        layout = PromptLayout(self.codec, question, documents, masking, self.pad)
+        layout = PromptLayout(
+            self.codec, question, documents, masking, self.pad, self.options.prompt_style
+        )
         return CausalSession(self._session_engine(fast), layout, max_new_tokens)
 
     def _session_engine(self, fast: bool | None) -> CausalEngine:
@@ -145,7 +147,8 @@ class CausalEngine(Engine):
         return engine
 
     def count_tokens(self, question: str, documents: list[Document]) -> int:
-        return len(PromptLayout(self.codec, question, documents, "remove", self.pad).full())
+        style = self.options.prompt_style
+        return len(PromptLayout(self.codec, question, documents, "remove", self.pad, style).full())
 
     @property
     def fast_in_bf16(self) -> bool:

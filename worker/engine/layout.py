@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.engine.prompts import Codec, document_block, head_and_tail, padded
+from worker.engine.prompts import Codec, PromptStyle, document_block, head_and_tail, padded
 from worker.shapley import segment
 from worker.shapley.units import Document, Masking, Unit
 
@@ -20,9 +20,15 @@ class PromptLayout:
     """The token ids of every coalition's prompt for one question and document set."""
 
     def __init__(
-        self, codec: Codec, question: str, docs: Sequence[Document], masking: Masking, pad: int
+        self,
+        codec: Codec,
+        question: str,
+        docs: Sequence[Document],
+        masking: Masking,
+        pad: int,
+        style: PromptStyle = "short",
     ) -> None:
-        head, tail = head_and_tail(codec.tokenizer, question)
+        head, tail = head_and_tail(codec.tokenizer, question, style)
         self.codec, self.docs, self.masking, self.pad = codec, list(docs), masking, pad
         self.head = _with_bos(codec.tokenizer, codec.encode(head).ids) if head else ()
         self.tail = codec.encode(tail).ids

@@ -11,13 +11,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from worker.shapley.units import Document
 
-INSTRUCTION = (
+PromptStyle = Literal["short", "plain"]
+"""``short`` (the default) asks for the answer alone by a fixed few-shot completion format,
+for base and instruct models alike; ``plain`` is the lost-in-the-middle prompt the earlier
+evaluation records used ("Answer in a few words", in the chat template where the tokenizer
+has one)."""
+
+PLAIN_INSTRUCTION = (
     "Write a high-quality answer for the given question using only the provided search "
     "results (some of which might be irrelevant). Answer in a few words."
+)
+# Small models follow a pattern better than an instruction: three hand-written solved
+# examples (invented for this purpose, none from any evaluation set), each with a
+# distractor document, in the exact format of the real question that follows; questions
+# written both as users type them and as NQ's lower-case queries. Measured on
+# 8 NQ questions (docs/results.md, "Prompts"): SmolLM2-135M-Instruct kept its one-sentence
+# answers under a stricter instruction in its chat template and under the same examples as
+# chat turns, and answered in 1.4 words on average in this completion format.
+FEW_SHOT = (
+    "Answer each question with a short phrase from the documents, not a sentence.\n\n"
+    "Document [1](Title: Lake Baikal) Lake Baikal, in southern Siberia, is the deepest "
+    "lake in the world, with a maximum depth of 1,642 metres.\n"
+    "Document [2](Title: Caspian Sea) The Caspian Sea is the largest inland body of water "
+    "by area.\n"
+    "Question: What is the deepest lake in the world?\n"
+    "Answer: Lake Baikal\n\n"
+    "Document [1](Title: Harbour bridge) The bridge opened in March 1932 after eight years "
+    "of construction.\n"
+    "Document [2](Title: Opera house) The opera house was designed by the Danish "
+    "architect Jorn Utzon.\n"
+    "Question: Who designed the opera house?\n"
+    "Answer: Jorn Utzon\n\n"
+    "Document [1](Title: Penicillin) Alexander Fleming discovered penicillin in 1928 at "
+    "St Mary's Hospital in London.\n"
+    "Document [2](Title: Insulin) Insulin was first used to treat diabetes in 1922.\n"
+    "Question: when was penicillin discovered\n"
+    "Answer: 1928\n\n"
 )
 _MARK = "\u0000DOCUMENTS\u0000"
 
@@ -30,11 +63,17 @@ def document_block(k: int, doc: Document) -> tuple[str, int]:
 
 def qa_body(question: str) -> str:
     """The lost-in-the-middle QA prompt with a marker where the documents go."""
-    return f"{INSTRUCTION}\n\n{_MARK}\nQuestion: {question}\nAnswer:"
+    return f"{PLAIN_INSTRUCTION}\n\n{_MARK}\nQuestion: {question}\nAnswer:"
 
 
-def head_and_tail(tokenizer: Any, question: str) -> tuple[str, str]:
-    """The text before and after the documents: chat template when the tokenizer has one."""
+def head_and_tail(tokenizer: Any, question: str, style: PromptStyle = "short") -> tuple[str, str]:
+    """The text before and after the documents: the few-shot completion format (``short``),
+    or the plain prompt, in the chat template when the tokenizer has one (``plain``)."""
+    if style == "short":
+        head, tail = f"{FEW_SHOT}{_MARK}Question: {question}\nAnswer:".split(_MARK)
+        return head, tail
+    if style != "plain":
+        raise ValueError(f"unknown prompt style {style!r}; use 'short' or 'plain'")
     body = qa_body(question)
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": body}]

@@ -49,7 +49,7 @@ from worker.engine.memory import (
     split_on_oom,
     token_budget,
 )
-from worker.engine.prompts import Codec, Encoded, fid_passage
+from worker.engine.prompts import Codec, Encoded, PromptStyle, fid_passage
 from worker.engine.stopping import StopRule, newline_ids
 from worker.shapley import segment
 from worker.shapley.oracle import Masks, OracleStats
@@ -58,6 +58,12 @@ from worker.shapley.units import Document, Masking, Unit
 Key = tuple[int, ...]
 Answer = tuple[int, ...]
 BIAS_BYTES = 256 * 2**20  # T5Kernel keeps the encoder's position bias up to this size
+
+
+# The joint T5 prompt stays the plain one: the few-shot format is for decoder-only base
+# models, where it was measured (docs/results.md, "Prompts"); no real T5 runs here to
+# measure it on, and a byte-level tokenizer would pay ~900 tokens for it.
+JOINT_STYLE: PromptStyle = "plain"
 
 
 class Seq2SeqEngine(Engine):
@@ -105,7 +111,14 @@ class Seq2SeqEngine(Engine):
             return max(
                 len(self.codec.encode(fid_passage(question, d)[0]).ids) + 1 for d in documents
             )
-        return len(PromptLayout(self.codec, question, documents, "remove", self.pad).full()) + 1
+        return (
+            len(
+                PromptLayout(
+                    self.codec, question, documents, "remove", self.pad, JOINT_STYLE
+                ).full()
+            )
+            + 1
+        )
 
     def _warm_up(self) -> None:
         docs = [Document("Warm-up passage.", "Warm-up")]
@@ -600,7 +613,7 @@ class JointSession(Seq2SeqSession):
         max_new_tokens: int,
     ):
         super().__init__(engine, max_new_tokens)
-        self.layout = PromptLayout(engine.codec, question, docs, masking, engine.pad)
+        self.layout = PromptLayout(engine.codec, question, docs, masking, engine.pad, JOINT_STYLE)
         self.full = (*self.layout.full(), engine.eos)
         if len(self.full) > engine.max_context_tokens:
             raise ContextTooLong(len(self.full), engine.max_context_tokens)

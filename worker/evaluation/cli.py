@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="base seed; each question's derives from its id"
     )
     parser.add_argument("--device", default=None, help="cpu / cuda (default: best available)")
+    parser.add_argument(
+        "--prompt-style",
+        default="short",
+        choices=["short", "plain"],
+        help="the engine's prompt (worker.engine.prompts); records before it existed: plain",
+    )
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -71,6 +78,7 @@ def _config(args: argparse.Namespace) -> Any:
         extra={
             "data": args.data.name if args.data else None,
             "qrels": args.qrels.name if args.qrels else None,
+            "prompt_style": args.prompt_style,
         },
     )
 
@@ -84,6 +92,8 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
         path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         return None
     previous = json.loads(path.read_text(encoding="utf-8"))
+    # runs recorded before the prompt style existed used the plain prompt
+    previous.setdefault("extra", {}).setdefault("prompt_style", "plain")
     if previous != settings:
         return f"{out} holds a run with other settings ({path}); use another --out"
     return None
@@ -97,7 +107,9 @@ def _load_engine(args: argparse.Namespace) -> Any:
         return getattr(importlib.import_module(module_name), attr)()
     from worker.engine.registry import load_engine
 
-    return load_engine(args.model, device=args.device)
+    engine = load_engine(args.model, device=args.device)
+    engine.options = replace(engine.options, prompt_style=args.prompt_style)  # this run's own
+    return engine
 
 
 def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any]]:

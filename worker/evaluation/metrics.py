@@ -73,6 +73,29 @@ def answer_correct(prediction: str, answers: Collection[str]) -> bool:
     return any(g and g in predicted for g in golds)
 
 
+def exact_match(prediction: str, answers: Collection[str]) -> bool:
+    """The normalised prediction equals a normalised gold answer (SQuAD's EM): unlike
+    :func:`answer_correct`, a sentence that merely contains the answer does not count."""
+    predicted = normalize_answer(prediction)
+    return bool(predicted) and any(predicted == normalize_answer(a) for a in answers)
+
+
+ECHO_SHARE = 0.75
+"""An answer of two or more words is an echo when at least this share of its words are
+the question's words (for "Who wrote Hamlet?": "Who wrote Hamlet", "wrote hamlet")."""
+
+
+def is_echo(answer: str, question: str) -> bool:
+    """The answer repeats the question instead of answering it. Counted on normalised
+    words; a one-word answer is never an echo (a one-word answer taken from the question,
+    "Hamlet", can be right)."""
+    words = normalize_answer(answer).split()
+    if len(words) < 2:
+        return False
+    asked = set(normalize_answer(question).split())
+    return sum(w in asked for w in words) >= ECHO_SHARE * len(words)
+
+
 def _strip_accents(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.worker.engine.reference import NEAR_TIE, answer_text, causal_generate, causal_log_prob
+from worker.evaluation.metrics import normalize_answer
 from worker.evaluation.paths import nq_file
 from worker.shapley import segment
 from worker.shapley.units import Document
@@ -125,10 +126,9 @@ def test_the_capital_of_france_is_answered_on_one_line(engine):
     assert "\n" not in answer
     assert answer.strip() == answer
     assert answer
-    # measured: smollm2 "Paris is the capital of France."; the base Gemma 3 270M repeats
-    # the question here ("What is the capital of France?"), on one line all the same
-    expected = {"smollm2-135m": "Paris", "gemma-3-270m": "France"}[engine.name]
-    assert expected in answer
+    # measured under the plain prompt: smollm2 "Paris is the capital of France.", the base
+    # Gemma 3 270M repeated the question; the default few-shot prompt gets "Paris" from both
+    assert normalize_answer(answer) == "paris"
 
 
 def test_fast_mode_on_the_bf16_twin(engine, references):

@@ -80,6 +80,19 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert len(_ids(out)) == 1
 
 
+def test_runs_recorded_before_the_prompt_style_resume_only_as_plain(tmp_path: Path) -> None:
+    out = tmp_path / "nq"
+    assert _run("--data", str(NQ), "--limit", "1", "--model", GOLD, "--out", str(out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["extra"]["prompt_style"] == "short"  # the default
+    del run["extra"]["prompt_style"]  # as the earlier records were written
+    (out / "run.json").write_text(json.dumps(run))
+    common = ["--data", str(NQ), "--limit", "2", "--model", GOLD, "--out", str(out)]
+    assert _run(*common) == 2  # the default prompt is not the one those records used
+    assert _run(*common, "--prompt-style", "plain") == 0
+    assert len(_ids(out)) == 2
+
+
 def test_miracl_run_with_qrels_reports_languages_and_recall(tmp_path: Path) -> None:
     with gzip.open(MIRACL, "rt") as handle:
         first = json.loads(handle.readline())

@@ -90,3 +90,18 @@ def test_concentration_values() -> None:
 def test_concentration_undefined_without_positive_mass() -> None:
     assert metrics.concentration([0.0, -0.2, 0.0]) is None
     assert metrics.concentration([1.0]) is None
+
+
+def test_exact_match_needs_the_whole_normalised_answer() -> None:
+    assert metrics.exact_match("The Beatles.", ["Beatles"])
+    assert not metrics.exact_match("It was the Beatles", ["Beatles"])
+    assert not metrics.exact_match("", [""])
+
+
+def test_echo_is_an_answer_made_of_the_questions_words() -> None:
+    question = "Who wrote Hamlet?"
+    assert metrics.is_echo("Who wrote Hamlet?", question)
+    assert metrics.is_echo("wrote Hamlet", question)
+    assert not metrics.is_echo("Hamlet", question)  # one word: may be the answer
+    assert not metrics.is_echo("William Shakespeare", question)
+    assert not metrics.is_echo("Hamlet was written by Shakespeare", question)  # 1 of 5 words
