@@ -110,7 +110,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             )
     out += [
         "",
-        "| model | short - plain | N pairs | difference [95% CI] | better / worse / same "
+        "| model | short - plain | N pairs | difference [95% CI] | short higher / lower / same "
         "| sign test p |",
         "|---|---|---|---|---|---|",
     ]
