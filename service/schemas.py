@@ -82,8 +82,9 @@ class ExplainRequest(BaseModel):
     adaptive: bool = Field(
         default=True,
         description="Document level: stop sampling once the top document's lower confidence "
-        "bound (score - 2 stderr, in the rank_by game) clears every other document's upper "
-        "bound; the level's coalitions say how many were used.",
+        "bound (score - t stderr, Student's t 97.5% for the samples drawn, in the rank_by "
+        "game) clears every other document's upper bound, never before 8 samples (Owen "
+        "groups or KernelSHAP pairs); the level's coalitions say how many were used.",
     )
     refine: RefineSpec = Field(default_factory=RefineSpec)
     masking: Literal["remove", "pad"] = "remove"

@@ -27,6 +27,26 @@ from worker.shapley.game import Floats, Game, Masks, coalition_key
 
 MAX_DRAW_FACTOR = 8
 ROUNDS = 8
+MIN_STOP_SAMPLES = 8
+"""No stopping rule acts on fewer independent samples (Owen or permutation groups,
+KernelSHAP pairs). Measured on 100 saturating log-probability toy games at n = 10
+(``tests/worker/shapley/test_shapley_stopping.py``): stopping as soon as two Owen groups
+separated the top feature by 2 stderr stopped 61 times at budget 128 and named the wrong
+top feature in 13 of them; a 2-group stderr has one degree of freedom, and two groups
+can even hold the same coalitions (complement pairs at q and 1 - q), a stderr of 0."""
+
+_T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+_T_975 |= {10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def critical_value(df: int) -> float:
+    """Student's t 97.5% quantile for ``df`` degrees of freedom (the table's next smaller
+    entry, so never too small; 2.0 past 30): the half-width of a 95% bound in stderrs."""
+    if df < 1:
+        return float("inf")
+    if df > 30:
+        return 2.0
+    return _T_975[max(k for k in _T_975 if k <= df)]
 
 
 @dataclass(frozen=True)
@@ -102,8 +122,9 @@ def admit(game: Game, groups: Masks, budget: int) -> int:
     return len(groups)
 
 
-Separated = Callable[[list[str], Floats, Floats], bool]
-"""A stopping rule on (output labels, mean, stderr) of the estimate so far."""
+Separated = Callable[[list[str], Floats, Floats, float], bool]
+"""A stopping rule on (output labels, mean, stderr, critical value) of the estimate so
+far; the critical value is the bound's half-width in stderrs for the samples drawn."""
 
 
 def run_sampler(
@@ -149,12 +170,14 @@ def _reached(
     target: float | None,
     separated: Separated | None,
 ) -> bool:
-    if sum(len(k) for k in kept) < 2:
+    samples = sum(len(k) for k in kept)
+    if samples < MIN_STOP_SAMPLES:
         return False
     mean, stderr = _combine(game, sampler, kept)
     if target is not None and np.max(stderr, initial=0.0) <= target:
         return True
-    return separated is not None and separated(list(game.outputs), mean, stderr)
+    z = critical_value(samples - 1)
+    return separated is not None and separated(list(game.outputs), mean, stderr, z)
 
 
 def _finish(game: Game, sampler: Sampler, kept: list[Masks], budget: int) -> Estimate:

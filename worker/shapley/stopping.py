@@ -10,15 +10,16 @@ from worker.shapley.game import Floats
 from worker.shapley.sampling import Separated
 
 Z = 2.0
-"""Half-width of a confidence bound in standard errors (about 95%)."""
+"""Half-width of a confidence bound in standard errors (about 95%) when the sampling loop
+gives none (it passes Student's t for the samples drawn so far)."""
 
 
-def top_separated(column: str, z: float = Z) -> Separated:
+def top_separated(column: str) -> Separated:
     """A rule: the top feature's lower bound (mean - z stderr) in output ``column`` clears
     the upper bound of every other feature. Never holds while a standard error is unknown
     or the column has not appeared."""
 
-    def rule(outputs: list[str], mean: Floats, stderr: Floats) -> bool:
+    def rule(outputs: list[str], mean: Floats, stderr: Floats, z: float = Z) -> bool:
         if column not in outputs or mean.shape[0] < 2:
             return False
         j = outputs.index(column)
