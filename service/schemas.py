@@ -164,8 +164,8 @@ class Candidate(BaseModel):
 class Feature(BaseModel):
     """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``.
 
-    ``stderr[i]`` is null where the estimator could not measure one (a single sample); the
-    level's ``stderr_note`` says why.
+    ``stderr[i]`` is null where the estimator could not measure one (a single sample, or
+    an answer no sampled coalition produced); the level's ``stderr_note`` says why.
     """
 
     document: int

@@ -219,6 +219,11 @@ def _known(stderr: float) -> float | None:
 
 
 def _stderr_note(est: Estimate) -> str:
+    if est.samples >= 2:
+        return (
+            "an answer that no sampled coalition produced is scored by the efficiency "
+            "constraint alone: its standard errors are null; raise the budget"
+        )
     return (
         f"{est.samples} independent sample(s) of the {est.method} estimator fit the budget: "
         "a standard error needs the spread of at least two, so it is null; raise the budget"

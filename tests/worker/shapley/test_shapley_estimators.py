@@ -292,3 +292,21 @@ def test_kernel_regression_recovers_a_near_additive_game_from_few_pairs() -> Non
         assert est.method == "kernel"
         assert spearman(est.mean[:, 0].tolist(), exact.tolist()) > 0.95
         assert np.abs(est.mean[:, 0] - exact).mean() < 0.05
+
+
+def test_an_answer_no_sampled_coalition_produced_has_an_unknown_stderr() -> None:
+    """'Paris' only with all 8 documents: no sampled pair (sizes 1..7) produces it, so its
+    column is the efficiency share alone. Its stderr was 0 there, which covered the exact
+    values for only 68-79% of such features on real questions; now unknown (NaN, null in
+    the result), while answers the samples did see keep a measured stderr."""
+
+    def answers(masks: Masks) -> list[str]:
+        return ["Paris" if row.all() else "Rome" if row[0] else "unknown" for row in masks]
+
+    est = estimate(categorical_game(answers, 8), estimator="kernel", budget=40, seed=0)
+    paris, rome = est.answers.index("paris"), est.answers.index("rome")
+    assert est.samples >= 2
+    assert np.isnan(est.stderr[:, paris]).all()
+    assert np.isfinite(est.mean[:, paris]).all()
+    assert np.isclose(est.mean[:, paris].sum(), 1.0)  # efficiency still holds
+    assert np.isfinite(est.stderr[:, rome]).all()
