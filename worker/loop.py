@@ -45,16 +45,17 @@ class DerivedDeadline:
     answer_seconds: float
     coalitions: int
     factor: float
+    floor: float
 
     @property
     def seconds(self) -> float:
-        return self.factor * self.answer_seconds * self.coalitions
+        return max(self.floor, self.factor * self.answer_seconds * self.coalitions)
 
-    def describe(self, floor: float) -> str:
+    def describe(self) -> str:
         return (
-            f"{max(floor, self.seconds):.1f} s: job_deadline_factor={self.factor:g} x the "
+            f"{self.seconds:.1f} s: job_deadline_factor={self.factor:g} x the "
             f"full-context answer's {self.answer_seconds:.3f} s x {self.coalitions} planned "
-            f"coalitions, at least job_deadline_floor_seconds={floor:g}"
+            f"coalitions, at least job_deadline_floor_seconds={self.floor:g}"
         )
 
 
@@ -124,7 +125,7 @@ class JobWatch:
         cap = self.settings.job_deadline_seconds
         derived = self._derived
         if derived is not None and (cap <= 0 or derived.seconds < cap):
-            reason = derived.describe(self.settings.job_deadline_floor_seconds)
+            reason = derived.describe()
         else:
             reason = f"job_deadline_seconds={cap:g}"
         return ErrorInfo(
@@ -142,9 +143,9 @@ class JobWatch:
             answer_seconds=time.monotonic() - self._started,
             coalitions=len(request.levels) * request.budget,
             factor=factor,
+            floor=self.settings.job_deadline_floor_seconds,
         )
-        seconds = max(self.settings.job_deadline_floor_seconds, self._derived.seconds)
-        self._deadline = min(self._deadline, self._started + seconds)
+        self._deadline = min(self._deadline, self._started + self._derived.seconds)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Write progress at most every PROGRESS_INTERVAL seconds, and at each new stage."""

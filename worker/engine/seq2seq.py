@@ -111,14 +111,8 @@ class Seq2SeqEngine(Engine):
             return max(
                 len(self.codec.encode(fid_passage(question, d)[0]).ids) + 1 for d in documents
             )
-        return (
-            len(
-                PromptLayout(
-                    self.codec, question, documents, "remove", self.pad, JOINT_STYLE
-                ).full()
-            )
-            + 1
-        )
+        layout = PromptLayout(self.codec, question, documents, "remove", self.pad, JOINT_STYLE)
+        return len(layout.full()) + 1
 
     def _warm_up(self) -> None:
         docs = [Document("Warm-up passage.", "Warm-up")]

@@ -33,12 +33,14 @@ def cheap_bound(text: str) -> int:
 
     Every sentence holds a non-space character, and a boundary inside a whitespace-free run
     falls after a punctuation character (property-tested against :func:`sentence_spans`
-    in tests/worker/shapley/test_unit_bounds.py). Words summed over the sentences are at
+    in tests/worker/shapley/test_shapley_unit_bounds.py). Words summed over the sentences are at
     most words + sentences (a run cut by a boundary counts once per piece).
     """
-    words = len(WORD.findall(text))
-    marks = sum(1 for ch in text if not (ch.isalnum() or ch.isspace()))
-    return words + marks
+    return len(WORD.findall(text)) + _marks(text)
+
+
+def _marks(text: str) -> int:
+    return sum(1 for ch in text if not (ch.isalnum() or ch.isspace()))
 
 
 def worst_case(
@@ -75,8 +77,9 @@ def first_overflow(
     if not deeper:
         return None
     # sentence level <= n + sentences; word level <= n + sentences + (words + sentences)
-    sentences = sum(cheap_bound(doc.text) for doc in docs)
-    words = sum(len(WORD.findall(doc.text)) for doc in docs)
+    per_doc = [len(WORD.findall(doc.text)) for doc in docs]
+    words = sum(per_doc)
+    sentences = words + sum(_marks(doc.text) for doc in docs)  # cheap_bound, summed
     bound = len(docs) + sentences + (words + sentences if "word" in deeper else 0)
     if bound <= cap:
         return None
