@@ -40,8 +40,9 @@ _T_975 |= {10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
 
 
 def critical_value(df: int) -> float:
-    """Student's t 97.5% quantile for ``df`` degrees of freedom (the table's next smaller
-    entry, so never too small; 2.0 past 30): the half-width of a 95% bound in stderrs."""
+    """Student's t 97.5% quantile for ``df`` degrees of freedom (up to 30 the table's next
+    smaller entry, so never too small; past 30, 2.0, within 2% of t): the half-width of a
+    95% bound in stderrs."""
     if df < 1:
         return float("inf")
     if df > 30:
