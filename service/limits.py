@@ -84,12 +84,14 @@ def resolve_model(request: ExplainRequest, settings: Settings, served: set[str])
     """The model the job runs on: the request's, or the default; it must be servable.
 
     Servable means some live worker serves it, or it is the deployment's default model
-    (whose workers may still be starting). ``py:`` factories are for worker command
-    lines only, never for requests.
+    or one of its ``scaled_models`` (whose workers may still be starting, or be scaled to
+    zero until a job arrives). ``py:`` factories are for worker command lines only, never
+    for requests.
     """
     model = request.model or settings.default_model
-    if model.startswith("py:") or model not in served | {settings.default_model}:
-        known = sorted(served | {settings.default_model})
+    servable = served | settings.accepted_idle_models
+    if model.startswith("py:") or model not in servable:
+        known = sorted(servable)
         raise RequestRejected(["body", "model"], f"unknown model {model!r}; served: {known}")
     return model
 

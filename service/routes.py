@@ -138,8 +138,12 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(queue: QueueDep) -> Any:
-    """Ready when the queue is reachable and at least one worker is alive."""
+def readyz(queue: QueueDep, require_worker: bool = True) -> Any:
+    """Ready when the queue is reachable and at least one worker is alive.
+
+    ``require_worker=false`` drops the second condition: a gateway whose workers scale to
+    zero on an empty queue (Kubernetes with KEDA, docs/deploy.md) must stay ready without
+    them, or no job could ever arrive to scale them up."""
     try:
         queue.ping()
         workers = len(queue.workers())
@@ -150,7 +154,7 @@ def readyz(queue: QueueDep) -> Any:
         logger.exception("readiness check failed")
         body = Readiness(status="unavailable", workers=0, reason="queue check failed")
         return JSONResponse(body.model_dump(), status_code=503)
-    if workers == 0:
+    if workers == 0 and require_worker:
         body = Readiness(status="unavailable", workers=0, reason="no live worker")
         return JSONResponse(body.model_dump(), status_code=503)
     return Readiness(status="ready", workers=workers)

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", description="Empty: embedded in-process queue.")
     key_prefix: str = Field(default="textgenshap:", min_length=1, max_length=100)
     default_model: str = Field(default="gemma-3-270m", min_length=1)
+    scaled_models: str = Field(
+        default="",
+        description="Comma-separated models the gateway accepts while no live worker serves "
+        "them (workers scaled to zero by the queue, docs/deploy.md); the default model "
+        "always is.",
+    )
     lease_seconds: float = Field(default=30.0, gt=0.2, le=3600)
     result_ttl_seconds: int = Field(default=86_400, ge=1)
     max_deliveries: int = Field(default=3, ge=1, le=100)
@@ -91,6 +97,12 @@ class Settings(BaseSettings):
         if self.max_document_chars > self.max_total_chars:
             raise ValueError("max_document_chars must not exceed max_total_chars")
         return self
+
+    @property
+    def accepted_idle_models(self) -> set[str]:
+        """Models a request may name although no worker serves them right now."""
+        extra = {name.strip() for name in self.scaled_models.split(",") if name.strip()}
+        return extra | {self.default_model}
 
     @property
     def embedded(self) -> bool:

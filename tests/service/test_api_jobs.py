@@ -164,6 +164,27 @@ def test_readiness_and_models_follow_live_workers(make_stack: StackFactory) -> N
     assert stack.client.get("/readyz").status_code == 503
 
 
+def test_a_gateway_whose_workers_scale_to_zero_stays_ready_and_takes_their_jobs(
+    make_stack: StackFactory,
+) -> None:
+    """With KEDA the workers are scaled to zero on an empty queue: the gateway's readiness
+    probe must not need a worker, and jobs for a scaled model must queue, or no job could
+    arrive to scale the workers up (docs/deploy.md)."""
+    stack = make_stack(scaled_models="other, third")
+    assert stack.client.get("/readyz").status_code == 503
+    idle = stack.client.get("/readyz", params={"require_worker": "false"})
+    assert (idle.status_code, idle.json()) == (200, {"status": "ready", "workers": 0, "reason": ""})
+    queued = stack.client.post("/explain", json=explain_body(model="other"))
+    assert queued.status_code == 202
+    assert stack.client.get(queued.headers["location"]).json()["status"] == "queued"
+    refused = stack.client.post("/explain", json=explain_body(model="fourth"))
+    assert refused.status_code == 422
+    assert "served: ['fake', 'other', 'third']" in refused.text
+    stack.start_worker(FakeEngine("other"))
+    status_url = queued.headers["location"]
+    wait_until(lambda: stack.client.get(status_url).json()["status"] == "succeeded", timeout=20)
+
+
 def test_jobs_go_to_workers_serving_their_model(make_stack: StackFactory) -> None:
     stack = make_stack()
     fake, other = FakeEngine("fake"), FakeEngine("other")
