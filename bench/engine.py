@@ -3,7 +3,7 @@ switched on in turn, on NaturalQuestions questions, for the same random coalitio
 
     .venv/bin/python bench/engine.py [--models smollm2-135m,gemma-3-270m,tiny-t5-fid,tiny-t5]
         [--coalitions 12,128] [--docs 10] [--max-new-tokens 8] [--questions 1] [--threads 1]
-        [--modes WORDS] [--no-newline-stop]
+        [--modes WORDS] [--no-newline-stop] [--device cpu|cuda] [--json PATH]
 
 Prints one table row per (model, number of coalitions, mode): seconds, the speed-up over
 the naive loop, seconds per coalition after the full context (the marginal cost: the full
@@ -14,12 +14,15 @@ answer equals the naive loop's. ``x exact`` compares fast mode's marginal second
 the exact engine's (all options on) in the same run. Answers end at the first newline
 after their text (``EngineOptions.stop_at_newline``; the naive loop uses a
 ``StoppingCriteria`` with the same rule); ``--no-newline-stop`` turns that off everywhere.
-Figures go to docs/performance.md.
+Figures go to docs/performance.md. ``--json PATH`` also writes the rows, each with the
+attention backend it ran on, for ``bench/gpu_check.py`` (``make gpu-check``) to read
+instead of parsing this table; ``--device cuda`` runs everything on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import itertools
 import json
@@ -75,6 +78,7 @@ class Row:
     agreement: float
     lookup: float | None = None
     marginal: float = 0.0  # seconds after the full context, per later coalition
+    backend: str = ""  # the attention kernel the coalitions ran on
 
 
 def questions(count: int, docs: int) -> list[tuple[str, list[Document]]]:
@@ -138,16 +142,18 @@ def naive(
 
 
 def _naive_inputs(engine, session, question, docs, units, row):
+    """``generate``'s arguments for one coalition, on the model's device."""
+    device = engine.torch_device
     if engine.family == "causal":
-        ids = torch.tensor([session.prompt_ids(units, row)])
+        ids = torch.tensor([session.prompt_ids(units, row)], device=device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, ids.shape[1]
     if not engine.fid:
-        ids = torch.tensor([session.prompt_ids(units, row)])
+        ids = torch.tensor([session.prompt_ids(units, row)], device=device)
         return {"input_ids": ids, "attention_mask": (ids != engine.pad).long()}, ids.shape[1]
     kept = [d for d, keep in zip(docs, row, strict=True) if keep] or [Document("")]
     passages = [(*engine.codec.encode(fid_passage(question, d)[0]).ids, engine.eos) for d in kept]
     width = max(len(p) for p in passages)
-    ids = torch.tensor([list(p) + [engine.pad] * (width - len(p)) for p in passages])
+    ids = torch.tensor([list(p) + [engine.pad] * (width - len(p)) for p in passages], device=device)
     states = engine.model.get_encoder()(
         input_ids=ids, attention_mask=(ids != engine.pad).long()
     ).last_hidden_state
@@ -159,8 +165,14 @@ def _naive_inputs(engine, session, question, docs, units, row):
             last_hidden_state=states.reshape(1, -1, states.shape[-1])
         ),
         "attention_mask": mask,
-        "input_ids": torch.zeros(1, 1, dtype=torch.long),
+        "input_ids": torch.zeros(1, 1, dtype=torch.long, device=device),
     }, int(ids.numel())
+
+
+def naive_backend(engine) -> str:
+    """What plain ``generate`` attends with: calls without the engine's masks go to
+    transformers' own SDPA (``worker.engine.attention``); eager models stay eager."""
+    return str(getattr(engine, "sdpa_backend", engine.attention_backend))
 
 
 def _eos(engine) -> list[int]:
@@ -203,7 +215,7 @@ def _fitting(engine, question: str, docs: list[Document]) -> list[Document]:
 
 
 def bench_model(name, args) -> list[Row]:
-    engine = load_engine(name, device="cpu")
+    engine = load_engine(name, device=args.device)
     rows = []
     sizes = [int(n) for n in str(args.coalitions).split(",")]
     for (qi, (question, docs)), count in itertools.product(
@@ -219,7 +231,7 @@ def bench_model(name, args) -> list[Row]:
         )
         rows.append(
             Row(name, "naive generate loop", seconds, passes, tokens, len(masks), None, 1.0,
-                marginal=marginal)
+                marginal=marginal, backend=naive_backend(engine))
         )  # fmt: skip
         modes = {**MODES, **(CAUSAL_ONLY if engine.family == "causal" else {})}
         wanted = [w for w in args.modes.split(",") if w]
@@ -244,6 +256,7 @@ def bench_model(name, args) -> list[Row]:
                     agree,
                     lookup,
                     marginal,
+                    stats.attention_backend,
                 )
             )
         first = qi == 0 and count == sizes[0] and name == args.models.split(",")[0]
@@ -254,7 +267,7 @@ def bench_model(name, args) -> list[Row]:
 def shapley_gap(name: str, args: argparse.Namespace) -> None:
     """Exact vs fast mode on every coalition of the documents: agreement, and the exact
     document-level Shapley values of the game 1[answer(S) = full-context answer] under each."""
-    engine = load_engine(name, device="cpu")
+    engine = load_engine(name, device=args.device)
     question, docs = questions(1, args.docs)[0]
     n = len(docs)
     masks = np.array([[(s >> i) & 1 for i in range(n)] for s in range(2**n)], dtype=bool)
@@ -335,15 +348,32 @@ def main() -> int:
     parser.add_argument(
         "--no-newline-stop", action="store_true", help="let answers run past their line"
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--json", type=Path, help="also write the table's rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"# {args.coalitions} coalitions x {args.questions} NQ question(s), {args.docs} "
-        f"documents, max {args.max_new_tokens} new tokens, {args.threads} thread(s), CPU"
+        f"documents, max {args.max_new_tokens} new tokens, {args.threads} thread(s), "
+        f"{args.device}"
     )
+    rows: list[Row] = []
     for name in args.models.split(","):
-        shapley_gap(name, args) if args.shapley else bench_model(name, args)
+        if args.shapley:
+            shapley_gap(name, args)
+        else:
+            rows += bench_model(name, args)
+    if args.json:
+        write_json(args.json, rows, args)
     return 0
+
+
+def write_json(path: Path, rows: list[Row], args: argparse.Namespace) -> None:
+    """The rows as measured (seconds, passes and tokens in all, over ``coalitions``), with
+    the run's settings, so a reader derives its own columns from one source."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    record = {"settings": settings, "rows": [dataclasses.asdict(r) for r in rows]}
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,21 @@ def delete_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cuda``-marked tests where no CUDA device is, with a reason ``-ra`` shows (CI
+    here has none; ``make gpu-check`` runs them on a GPU). torch is imported only when such
+    a test was collected; ``TEXTGENSHAP_TEST_DEVICE=cpu`` runs them on the CPU instead."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    from tests.cuda.device import missing_cuda_reason
+
+    reason = missing_cuda_reason()
+    if reason:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis; a test needing it fails (not skips) when it is down."""

@@ -32,14 +32,24 @@ def causal_generate(
     model, tokenizer, ids: Sequence[int], max_new: int, eos: set[int], pad: int
 ) -> tuple[list[int], float]:
     """Greedy ids from ``generate`` (newline stop) and the smallest top-2 logit gap."""
+    tokens, gaps = causal_generate_steps(model, tokenizer, ids, max_new, eos, pad)
+    return tokens, min(gaps, default=float("inf"))
+
+
+def causal_generate_steps(
+    model, tokenizer, ids: Sequence[int], max_new: int, eos: set[int], pad: int
+) -> tuple[list[int], list[float]]:
+    """Greedy ids from ``generate`` (newline stop) and the top-2 logit gap at each step, on
+    the model's own device (tests/cuda runs the same references on a GPU in bf16, where
+    the gap at the step an answer diverged is the sharper near-tie test)."""
     out = model.generate(
-        torch.tensor([list(ids)]),
-        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        torch.tensor([list(ids)], device=model.device),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
         do_sample=False, max_new_tokens=max_new, eos_token_id=sorted(eos), pad_token_id=pad,
         output_scores=True, return_dict_in_generate=True, top_k=None, top_p=None,
         stopping_criteria=StoppingCriteriaList([NewlineStop(tokenizer, len(ids))]),
     )  # fmt: skip
-    return _until_eos(out.sequences[0, len(ids) :].tolist(), eos), _gap(out.scores)
+    return _until_eos(out.sequences[0, len(ids) :].tolist(), eos), _gaps(out.scores)
 
 
 def seq2seq_generate(model, tokenizer, max_new: int, eos: int, **inputs):
@@ -69,7 +79,7 @@ def encoder_outputs(states: torch.Tensor) -> BaseModelOutput:
 
 def causal_log_prob(model, prompt: Sequence[int], answer: Sequence[int]) -> float:
     """log p(answer | prompt) from one plain forward pass over prompt + answer."""
-    ids = torch.tensor([[*prompt, *answer]])
+    ids = torch.tensor([[*prompt, *answer]], device=model.device)
     logp = model(ids).logits[0].float().log_softmax(-1)
     start = len(prompt) - 1
     return sum(logp[start + i, t].item() for i, t in enumerate(answer))
@@ -82,6 +92,9 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
     return tokens
 
 
+def _gaps(scores: Sequence[torch.Tensor]) -> list[float]:
+    return [float(s[0].topk(2).values.diff().abs()) for s in scores]
+
+
 def _gap(scores: Sequence[torch.Tensor]) -> float:
-    gaps = [float(s[0].topk(2).values.diff().abs()) for s in scores]
-    return min(gaps) if gaps else float("inf")
+    return min(_gaps(scores), default=float("inf"))
