@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import peer_methods as pm  # noqa: E402
 
-from service.schemas import DocumentIn, ExplainRequest  # noqa: E402
+from service.contract.schemas import DocumentIn, ExplainRequest  # noqa: E402
 from worker.evaluation import metrics  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
 from worker.evaluation.rankers import document_scores  # noqa: E402

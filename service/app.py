@@ -1,4 +1,4 @@
-"""The application factory: one FastAPI app over any :class:`service.jobs.JobQueue`.
+"""The application factory: one FastAPI app over any :class:`service.contract.jobs.JobQueue`.
 
 Embedded and Redis modes differ only in the queue passed in; the gateway never imports
 torch or the worker.
@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, viewer
 from service.auth import KeyRing, host_name
-from service.jobs import JobQueue
+from service.contract.jobs import JobQueue
+from service.contract.settings import Settings
 from service.metrics import GatewayMetrics
 from service.ratelimit import limiter_for
 from service.routes import router
-from service.settings import Settings
 
 API_VERSION = "0.1.0"
 

@@ -3,7 +3,7 @@
 The gateway stores only sha256 hashes of keys (``TEXTGENSHAP_API_KEYS``, comma-separated,
 and/or ``TEXTGENSHAP_API_KEYS_FILE``, one hash a line, ``#`` comments allowed). A caller
 sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the key's hash is the job
-owner. Without configured keys every caller is :data:`service.jobs.ANONYMOUS`, which is
+owner. Without configured keys every caller is :data:`service.contract.jobs.ANONYMOUS`, which is
 allowed only on a loopback address (or with ``TEXTGENSHAP_ALLOW_ANONYMOUS=true`` behind
 an authenticating proxy): :func:`check_startup` refuses anything else.
 
@@ -22,8 +22,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.jobs import ANONYMOUS
-from service.settings import Settings
+from service.contract.jobs import ANONYMOUS
+from service.contract.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key itself")

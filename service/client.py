@@ -1,6 +1,6 @@
 """Python client for the textgenshap REST API (sync ``Client`` and async ``AsyncClient``).
 
-Both speak the contract in ``service.schemas`` and return its pydantic models, so callers
+Both speak the contract in ``service.contract.schemas`` and return its pydantic models, so callers
 (the CLI, the tests, notebooks) never handle raw JSON. Any non-2xx answer becomes an
 ``ApiError`` carrying the status and the server's ``detail``; a job that ends badly
 becomes ``JobFailed`` / ``JobCancelled``; a wait that runs out of time ``JobTimeout``.
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from service.schemas import (
+from service.contract.schemas import (
     ExplainRequest,
     ExplainResult,
     JobAccepted,

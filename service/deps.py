@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.jobs import JobQueue
+from service.contract.jobs import JobQueue
+from service.contract.settings import Settings
 from service.metrics import GatewayMetrics
-from service.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
-from service.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
+from service.contract.jobs import IdempotencyMismatch, QueueFull, QueueUnavailable
 from service.metrics import GatewayMetrics
 from service.ratelimit import check_unparsed
 

@@ -6,9 +6,9 @@ live workers serve. Each failure names the field it is about.
 
 from __future__ import annotations
 
+from service.contract.schemas import ExplainRequest
+from service.contract.settings import Settings
 from service.errors import RequestRejected
-from service.schemas import ExplainRequest
-from service.settings import Settings
 from worker.shapley.unit_bounds import first_overflow
 from worker.shapley.units import Document
 

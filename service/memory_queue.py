@@ -14,7 +14,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from service.jobs import (
+from service.contract.jobs import (
     TERMINAL,
     IdempotencyMismatch,
     JobRecord,
@@ -27,8 +27,8 @@ from service.jobs import (
     WorkerInfo,
     now,
 )
-from service.schemas import ErrorInfo, JobStatus, Progress
-from service.settings import Settings
+from service.contract.schemas import ErrorInfo, JobStatus, Progress
+from service.contract.settings import Settings
 
 ACTIVE_TTL_SECONDS = 7 * 86_400  # same as the Redis queue: unfinished records outlive waits
 SWEEP_SECONDS = 30.0
@@ -45,7 +45,7 @@ class _Held:
 
 
 class MemoryQueue:
-    """A thread-safe in-process :class:`service.jobs.JobQueue`."""
+    """A thread-safe in-process :class:`service.contract.jobs.JobQueue`."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

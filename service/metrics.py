@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.jobs import JobQueue, QueueUnavailable
+from service.contract.jobs import JobQueue, QueueUnavailable
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 REJECTION_REASONS = ("body_too_large", "rate_limit", "active_jobs", "queue_full", "unavailable")

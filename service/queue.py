@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.jobs import (
+from service.contract.jobs import (
     IdempotencyMismatch,
     JobRecord,
     Lease,
@@ -36,8 +36,8 @@ from service.jobs import (
     WorkerInfo,
     now,
 )
-from service.schemas import ErrorInfo, JobStatus, Progress
-from service.settings import Settings
+from service.contract.schemas import ErrorInfo, JobStatus, Progress
+from service.contract.settings import Settings
 
 # --- key names (all under Settings.key_prefix) and lifetimes, in one place
 JOB_KEY = "job:{job_id}"  # hash: record, status, progress, timestamps, result/error, ...
@@ -215,7 +215,7 @@ def _parse(fields: dict[str, str] | list[str]) -> JobRecord:
 
 
 class RedisQueue:
-    """:class:`service.jobs.JobQueue` over Redis Streams (see module docstring)."""
+    """:class:`service.contract.jobs.JobQueue` over Redis Streams (see module docstring)."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings

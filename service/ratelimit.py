@@ -22,9 +22,9 @@ import redis
 from fastapi import Depends, HTTPException, Request
 
 from service.auth import OwnerDep, caller_from_headers
-from service.jobs import TERMINAL, JobQueue
+from service.contract.jobs import TERMINAL, JobQueue
+from service.contract.settings import Settings
 from service.queue import JOB_KEY, redis_guard
-from service.settings import Settings
 
 # --- key names (under Settings.key_prefix) and lifetimes
 BUCKET_KEY = "rate:{owner}"  # hash: tokens, at (seconds, Redis clock)

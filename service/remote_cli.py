@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.client import Client, ClientError, describe_detail
+from service.contract.schemas import ExplainRequest, ExplainResult, JobView
 from service.report import default_answer, plus_minus, render_report
-from service.schemas import ExplainRequest, ExplainResult, JobView
 
 TIMEOUT_SECONDS = 3600.0
 SHOWN_CANDIDATES = 10  # small models can give dozens of one-off answers

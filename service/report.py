@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from service.schemas import DocumentIn, ExplainRequest, ExplainResult, Feature, LevelResult
+from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult, Feature, LevelResult
 from service.viewer import asset
 
 Key = tuple[int, int, int]  # (document, start, end) of a unit

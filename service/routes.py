@@ -12,12 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from service.auth import OwnerDep
-from service.deps import MetricsDep, QueueDep, SettingsDep
-from service.errors import JobConflict, JobNotFound
-from service.jobs import JobQueue, NewJob, QueueUnavailable
-from service.limits import check_request
-from service.ratelimit import RateLimitedOwner, active_slot
-from service.schemas import (
+from service.contract.jobs import JobQueue, NewJob, QueueUnavailable
+from service.contract.schemas import (
     ExplainRequest,
     JobAccepted,
     JobStatus,
@@ -25,6 +21,10 @@ from service.schemas import (
     ModelInfo,
     ModelsView,
 )
+from service.deps import MetricsDep, QueueDep, SettingsDep
+from service.errors import JobConflict, JobNotFound
+from service.limits import check_request
+from service.ratelimit import RateLimitedOwner, active_slot
 
 router = APIRouter()
 logger = logging.getLogger(__name__)

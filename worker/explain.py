@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from service.schemas import (
+from service.contract.schemas import (
     Candidate,
     ExplainRequest,
     ExplainResult,

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.contract.schemas import ExplainRequest, ExplainResult
 from service.remote_cli import InputError, add_remote_arguments, build_request
-from service.schemas import ExplainRequest, ExplainResult
 
 EXIT_USAGE = 2
 

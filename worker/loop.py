@@ -23,9 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.jobs import JobQueue, Lease, Outcome, QueueUnavailable, WorkerInfo, over_delivered
-from service.schemas import ErrorInfo, ExplainRequest, Progress
-from service.settings import Settings
+from service.contract.jobs import (
+    JobQueue,
+    Lease,
+    Outcome,
+    QueueUnavailable,
+    WorkerInfo,
+    over_delivered,
+)
+from service.contract.schemas import ErrorInfo, ExplainRequest, Progress
+from service.contract.settings import Settings
 from worker.metrics import WorkerMetrics
 from worker.shapley.units import Document
 

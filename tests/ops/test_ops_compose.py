@@ -26,7 +26,7 @@ from ops_assets import (
 from test_ops_dockerfile import parse_dockerfile
 
 from service.auth import check_startup, hash_key
-from service.settings import Settings
+from service.contract.settings import Settings
 
 
 @pytest.fixture(scope="module")

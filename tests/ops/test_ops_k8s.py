@@ -27,11 +27,11 @@ from ops_assets import ALERT_RULES, DASHBOARD_DIR, ROOT
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
-from service.jobs import NewJob, Outcome
+from service.contract.jobs import NewJob, Outcome
+from service.contract.schemas import ExplainRequest
+from service.contract.settings import Settings
 from service.memory_queue import MemoryQueue
 from service.queue import GROUP, STREAM_KEY, RedisQueue
-from service.schemas import ExplainRequest
-from service.settings import Settings
 from tests.service.payloads import explain_body
 from worker.loop import add_arguments
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.auth import AuthConfigError, KeyRing, check_startup, configured_hashes, hash_key
-from service.settings import Settings
+from service.contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

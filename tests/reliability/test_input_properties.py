@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.schemas import ExplainRequest
-from service.settings import Settings
+from service.contract.schemas import ExplainRequest
+from service.contract.settings import Settings
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.segment import (
     document_units,

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
-from service.jobs import JobQueue
+from service.contract.jobs import JobQueue
+from service.contract.settings import Settings
 from service.memory_queue import MemoryQueue
 from service.queue import RedisQueue
-from service.settings import Settings
 from worker.loop import Worker
 from worker.metrics import WorkerMetrics
 

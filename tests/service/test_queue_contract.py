@@ -6,10 +6,10 @@ import time
 
 import redis
 
-from service.jobs import NewJob, Outcome
+from service.contract.jobs import NewJob, Outcome
+from service.contract.schemas import ErrorInfo, ExplainRequest, JobStatus, Progress
+from service.contract.settings import Settings
 from service.queue import RedisQueue
-from service.schemas import ErrorInfo, ExplainRequest, JobStatus, Progress
-from service.settings import Settings
 from tests.service.conftest import StackFactory
 
 REQUEST = ExplainRequest(question="What is the capital of France?", documents=["Paris."])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.jobs import NewJob
-from service.schemas import ExplainRequest
+from service.contract.jobs import NewJob
+from service.contract.schemas import ExplainRequest
 from tests.fakes import FakeEngine
 from tests.service.conftest import StackFactory
 from tests.service.payloads import check_result, explain_body

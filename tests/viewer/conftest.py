@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry
 import service.viewer
 from service.app import create_app
 from service.auth import hash_key
+from service.contract.schemas import ExplainRequest, ExplainResult
+from service.contract.settings import Settings
+from service.embedded import EmbeddedWorker
 from service.memory_queue import MemoryQueue
-from service.schemas import ExplainRequest, ExplainResult
-from service.server import EmbeddedWorker
-from service.settings import Settings
 from tests.viewer import sample
 
 ENGINE_SPEC = "py:tests.viewer.nq_fake:make_nq_fake_engine"

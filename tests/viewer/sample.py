@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.schemas import ExplainRequest, ExplainResult
+from service.contract.schemas import ExplainRequest, ExplainResult
 
 DOC0 = "Paris is the capital. It is in France."
 DOC1 = "Berlin <b>is</b> big 🐻."

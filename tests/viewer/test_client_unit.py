@@ -18,7 +18,7 @@ from service.client import (
     JobTimeout,
     describe_detail,
 )
-from service.schemas import ExplainRequest, JobStatus
+from service.contract.schemas import ExplainRequest, JobStatus
 from tests.viewer.sample import sample_result
 
 REQUEST = ExplainRequest(question="q?", documents=["one", "two"])

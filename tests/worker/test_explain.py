@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.schemas import ExplainRequest, ExplainResult
+from service.contract.schemas import ExplainRequest, ExplainResult
 from tests.fakes import FakeEngine, FakeOracle, make_fake_engine, make_raising_engine
 from worker.explain import JobCancelled, run_explanation
 from worker.shapley.errors import ShapleyInputError

@@ -119,6 +119,15 @@ class CausalEngine(Engine):
         """The kernel coalitions run on: the linear layout's, or the tree layout's SDPA."""
         return self.kernel_name if self.linear else self.sdpa_backend
 
+    def attention_mass(self, question: str, documents: Sequence[Document]) -> list[float]:
+        """Per document, the attention share of the last prompt position (the evaluation's
+        attention baseline), on the prompt this engine's sessions build."""
+        from worker.engine.attention_mass import attention_mass
+
+        return attention_mass(
+            self.model, self.tokenizer, question, documents, self.options.prompt_style
+        )
+
     def open_session(
         self,
         question: str,

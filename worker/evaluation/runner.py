@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from service.schemas import DocumentIn, ExplainRequest, ExplainResult
+from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult
 from worker.evaluation import attention, contextcite, faithfulness, metrics, rankers
 from worker.evaluation.data import Example
 from worker.evaluation.methods import CONTEXTCITE, METHODS

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service import cli
-from service.schemas import ExplainResult
+from service.contract.schemas import ExplainResult
 
 DOCS = {
     "documents": [

@@ -1,13 +1,14 @@
 """Attention mass on a tiny random causal model: prompt layout and per-document mass."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from tests.fakes import make_fake_engine
-from worker.engine.tiny import build_tiny
-from worker.evaluation.attention import attention_scores, prompt_layout
+from worker.engine.attention_mass import prompt_layout
+from worker.engine.registry import load_engine
+from worker.evaluation.attention import attention_scores
 from worker.evaluation.data import Example
 from worker.shapley.units import Document
 
@@ -20,19 +21,18 @@ EXAMPLE = Example(id="q", question="What is the capital of France?", documents=D
 
 
 @pytest.fixture(scope="module")
-def tiny() -> SimpleNamespace:
-    loaded = build_tiny("tiny-llama", torch.device("cpu"))
-    return SimpleNamespace(model=loaded.model, tokenizer=loaded.tokenizer, family="causal")
+def tiny():
+    return load_engine("tiny-llama", device="cpu")
 
 
-def test_layout_spans_cover_exactly_each_document_text(tiny: SimpleNamespace) -> None:
+def test_layout_spans_cover_exactly_each_document_text(tiny) -> None:
     ids, spans = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS))
     for span, doc in zip(spans, DOCS, strict=True):
         assert tiny.tokenizer.decode(ids[span.start : span.stop]) == doc.text + "\n"
     assert spans[0].stop < spans[1].start < spans[1].stop < spans[2].start
 
 
-def test_mass_is_a_share_of_the_last_row_and_backend_is_restored(tiny: SimpleNamespace) -> None:
+def test_mass_is_a_share_of_the_last_row_and_backend_is_restored(tiny) -> None:
     before = tiny.model.config._attn_implementation
     scores = attention_scores(tiny, EXAMPLE)
     assert scores is not None
@@ -47,3 +47,18 @@ def test_engines_without_a_model_have_no_attention_ranker() -> None:
     assert attention_scores(make_fake_engine(), EXAMPLE) is None
     offered = SimpleNamespace(attention_mass=lambda q, docs: [0.5, 0.25, 0.25])
     assert attention_scores(offered, EXAMPLE) == [0.5, 0.25, 0.25]
+
+
+def test_the_mass_is_taken_on_the_prompt_the_engine_builds(tiny) -> None:
+    """The baseline reads the prompt the explanations see: the engine's prompt style."""
+    short = tiny.attention_mass(EXAMPLE.question, list(DOCS))
+    plain_options = replace(tiny.options, prompt_style="plain")
+    previous, tiny.options = tiny.options, plain_options
+    try:
+        plain = tiny.attention_mass(EXAMPLE.question, list(DOCS))
+    finally:
+        tiny.options = previous
+    ids_short, _ = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS), "short")
+    ids_plain, _ = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS), "plain")
+    assert len(ids_short) > len(ids_plain)  # the few-shot examples
+    assert short != plain

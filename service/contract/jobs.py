@@ -17,7 +17,14 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from service.schemas import ErrorInfo, ExplainRequest, ExplainResult, JobStatus, JobView, Progress
+from service.contract.schemas import (
+    ErrorInfo,
+    ExplainRequest,
+    ExplainResult,
+    JobStatus,
+    JobView,
+    Progress,
+)
 
 TERMINAL: frozenset[JobStatus] = frozenset(
     {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
