@@ -20,7 +20,6 @@ from service.auth import KeyRing, host_name
 from service.contract.jobs import JobQueue
 from service.contract.settings import Settings
 from service.metrics import GatewayMetrics
-from service.ratelimit import limiter_for
 from service.routes import router
 
 API_VERSION = "0.1.0"
@@ -142,7 +141,7 @@ def create_app(
     )
     app.state.settings, app.state.queue, app.state.metrics = settings, queue, metrics
     app.state.keys = KeyRing.from_settings(settings)  # service.auth: who owns which job
-    app.state.limiter = limiter_for(settings, queue)  # service.ratelimit: per-key limits
+    app.state.limiter = queue.limiter()  # per-key limits (service.ratelimit), the queue's own
     app.include_router(router)
     app.include_router(viewer.router)
     errors.install(app, metrics, settings.retry_after_seconds)
@@ -156,7 +155,7 @@ def create_app(
 
 def openapi_schema(app: FastAPI | None = None) -> dict[str, Any]:
     """The app's generated OpenAPI document (what ``openapi.yaml`` publishes)."""
-    from service.memory_queue import MemoryQueue
+    from service.queues.memory_queue import MemoryQueue
 
     if app is None:
         settings = Settings()

@@ -79,7 +79,7 @@ def embedded(
 ) -> tuple[Settings, object, EmbeddedWorker]:
     """Settings, in-process queue and worker of the embedded default. A ``py:`` factory
     is loaded here, at once, and its engine's name becomes the default model."""
-    from service.memory_queue import MemoryQueue
+    from service.queues.memory_queue import MemoryQueue
     from worker.loop import load_engine
 
     engines = None

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         settings, queue, worker = embedded(settings, registry)
         worker.start()
     else:
-        from service.queue import RedisQueue
+        from service.queues.redis_queue import RedisQueue
 
         queue = RedisQueue(settings)
     stop = worker.stop if worker is not None else None

@@ -8,7 +8,8 @@
 - ``service/contract/`` is a leaf: pydantic, pydantic-settings and the standard library;
 - in ``service/``, only ``service/embedded.py`` imports the worker runtime; the rest may
   use the pure ``worker.shapley`` (the gateway's submit-time unit bound segments the
-  documents exactly as the worker will).
+  documents exactly as the worker will);
+- only the queue adapters (``service/queues/``) speak Redis.
 """
 
 from __future__ import annotations
@@ -87,3 +88,10 @@ def test_only_the_embedded_composition_imports_the_worker_runtime(path: Path) ->
     for name in imports(path):
         if top(name) == "worker":
             assert under(name, "worker.shapley"), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", modules("service") + modules("worker"), ids=str)
+def test_only_the_queue_adapters_speak_redis(path: Path) -> None:
+    if path.is_relative_to(ROOT / "service" / "queues"):
+        return
+    assert "redis" not in {top(n) for n in imports(path)}

@@ -445,7 +445,7 @@ def main(args: argparse.Namespace) -> int:
     """Run ``--concurrency`` worker slots against Redis until SIGTERM."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from service.queue import RedisQueue
+    from service.queues.redis_queue import RedisQueue
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.concurrency < 1:

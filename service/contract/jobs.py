@@ -2,7 +2,7 @@
 
 A gateway submits, reads and cancels jobs; a worker takes a *lease* on one job, renews it
 while working, reports progress and stores exactly one outcome. Both adapters
-(``service.queue.RedisQueue`` and ``service.memory_queue.MemoryQueue``) implement
+(``service.queues``: ``RedisQueue`` and ``MemoryQueue``) implement
 :class:`JobQueue` with the same semantics, so the gateway and the worker loop never know
 which one they talk to. This module holds no I/O.
 """
@@ -184,6 +184,18 @@ class QueueCounts:
     finished: dict[str, int]
 
 
+UNBORN_SECONDS = 60  # a limiter's reservation without a job record after this long is stale
+
+
+class Limiter(Protocol):
+    """Per-key abuse limits (``service.ratelimit``): a submit rate and a cap on unfinished
+    jobs. Each queue adapter makes its own (``JobQueue.limiter()``), on its own store."""
+
+    def wait_seconds(self, owner: str) -> float: ...
+    def reserve(self, owner: str, job_id: str) -> bool: ...
+    def unreserve(self, owner: str, job_id: str) -> None: ...
+
+
 class JobQueue(Protocol):
     """The one interface between gateway, worker loop and the store behind them."""
 
@@ -194,6 +206,7 @@ class JobQueue(Protocol):
     def counts(self) -> QueueCounts: ...
     def workers(self) -> list[WorkerInfo]: ...
     def ping(self) -> None: ...
+    def limiter(self) -> Limiter: ...
 
     # --- worker side
     def heartbeat(self, worker: WorkerInfo) -> None: ...

@@ -30,8 +30,9 @@ from service.app import create_app
 from service.contract.jobs import NewJob, Outcome
 from service.contract.schemas import ExplainRequest
 from service.contract.settings import Settings
-from service.memory_queue import MemoryQueue
-from service.queue import GROUP, STREAM_KEY, RedisQueue
+from service.queues.memory_queue import MemoryQueue
+from service.queues.redis_base import GROUP, STREAM_KEY
+from service.queues.redis_queue import RedisQueue
 from tests.service.payloads import explain_body
 from worker.loop import add_arguments
 

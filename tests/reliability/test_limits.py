@@ -173,7 +173,7 @@ def test_gateways_sharing_redis_share_each_keys_limits(redis_url: str, key_prefi
 
     from service.app import create_app
     from service.contract.settings import Settings
-    from service.queue import RedisQueue
+    from service.queues.redis_queue import RedisQueue
 
     settings = Settings(
         redis_url=redis_url, key_prefix=key_prefix, default_model="fake",

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.contract.jobs import QueueUnavailable, WorkerInfo
 from service.contract.settings import Settings
-from service.queue import RedisQueue
+from service.queues.redis_queue import RedisQueue
 from tests.service.payloads import explain_body
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")

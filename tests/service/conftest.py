@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.contract.jobs import JobQueue
 from service.contract.settings import Settings
-from service.memory_queue import MemoryQueue
-from service.queue import RedisQueue
+from service.queues.memory_queue import MemoryQueue
+from service.queues.redis_queue import RedisQueue
 from worker.loop import Worker
 from worker.metrics import WorkerMetrics
 

@@ -111,8 +111,8 @@ def test_body_longer_than_its_declared_length_is_counted_and_refused() -> None:
 
     from service.app import BodyLimit
     from service.contract.settings import Settings
-    from service.memory_queue import MemoryQueue
     from service.metrics import GatewayMetrics
+    from service.queues.memory_queue import MemoryQueue
 
     seen: list[int] = []
 
@@ -215,7 +215,7 @@ def test_a_keyless_loopback_gateway_answers_only_loopback_host_names() -> None:
     from service.app import create_app
     from service.auth import allowed_hosts, host_name
     from service.contract.settings import Settings
-    from service.memory_queue import MemoryQueue
+    from service.queues.memory_queue import MemoryQueue
 
     settings = Settings()
     assert allowed_hosts(settings, "127.0.0.1") == ["localhost", "127.0.0.1", "[::1]"]

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from service.queue import JOB_KEY
+from service.queues.redis_base import JOB_KEY
 from tests.service.conftest import wait_until
 from tests.service.engines import DELAY_ENV
 from tests.service.payloads import check_result, explain_body

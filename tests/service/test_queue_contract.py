@@ -9,7 +9,7 @@ import redis
 from service.contract.jobs import NewJob, Outcome
 from service.contract.schemas import ErrorInfo, ExplainRequest, JobStatus, Progress
 from service.contract.settings import Settings
-from service.queue import RedisQueue
+from service.queues.redis_queue import RedisQueue
 from tests.service.conftest import StackFactory
 
 REQUEST = ExplainRequest(question="What is the capital of France?", documents=["Paris."])
@@ -140,8 +140,8 @@ def test_cancel_of_a_handed_back_job_ends_it_at_once(make_stack: StackFactory) -
 def test_the_embedded_queue_sweeps_ended_jobs_nobody_reads_again(monkeypatch) -> None:
     """Ended jobs, their delivery counts and idempotency keys go after their TTL on the
     queue's own clock (the worker's take), not only when someone reads them."""
-    from service import memory_queue
-    from service.memory_queue import MemoryQueue
+    from service.queues import memory_queue
+    from service.queues.memory_queue import MemoryQueue
 
     queue = MemoryQueue(Settings(result_ttl_seconds=5))
     ended = []

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.contract.settings import Settings
-from service.queue import RedisQueue
+from service.queues.redis_queue import RedisQueue
 from tests.service.payloads import explain_body
 
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1

@@ -26,7 +26,7 @@ from service.auth import hash_key
 from service.contract.schemas import ExplainRequest, ExplainResult
 from service.contract.settings import Settings
 from service.embedded import EmbeddedWorker
-from service.memory_queue import MemoryQueue
+from service.queues.memory_queue import MemoryQueue
 from tests.viewer import sample
 
 ENGINE_SPEC = "py:tests.viewer.nq_fake:make_nq_fake_engine"

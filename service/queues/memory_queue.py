@@ -1,6 +1,6 @@
 """The in-process queue of the embedded default (no Redis): same contract, one process.
 
-Semantics follow ``service.queue.RedisQueue`` where they mean anything in one process:
+Semantics follow ``service.queues.redis_queue.RedisQueue`` where they mean anything in one process:
 leases expire and are re-delivered with a delivery count, results are stored once (only
 by the lease holder), records expire after the result TTL, the queue has a bound, and an
 Idempotency-Key maps to one job. Everything is guarded by one lock; ``take`` waits on a
@@ -29,6 +29,7 @@ from service.contract.jobs import (
 )
 from service.contract.schemas import ErrorInfo, JobStatus, Progress
 from service.contract.settings import Settings
+from service.queues.memory_limiter import MemoryLimiter
 
 ACTIVE_TTL_SECONDS = 7 * 86_400  # same as the Redis queue: unfinished records outlive waits
 SWEEP_SECONDS = 30.0
@@ -272,6 +273,10 @@ class MemoryQueue:
             if record is not None and record.status == JobStatus.running:
                 record.status = JobStatus.queued
             self._lock.notify_all()
+
+    def limiter(self) -> MemoryLimiter:
+        """The per-key limits in this process (service.ratelimit)."""
+        return MemoryLimiter(self._settings, self)
 
     def close(self) -> None:
         return None
