@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.client.remote_cli import InputError, add_remote_arguments, build_request
 from service.contract.schemas import ExplainRequest, ExplainResult
-from service.remote_cli import InputError, add_remote_arguments, build_request
 
 EXIT_USAGE = 2
 
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     With ``--server`` the same options go to a running service through the client instead.
     """
     if args.server:
-        from service.remote_cli import run_remote
+        from service.client.remote_cli import run_remote
 
         return int(run_remote(args))
     try:
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     print(result.model_dump_json() if args.json else render(result, request))
     if args.html:
-        from service.report import render_report
+        from service.client.report import render_report
 
         Path(args.html).write_text(render_report(request, result), encoding="utf-8")
     return 0

@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from service.client import Client
+from service.client.api import Client
+from service.client.report import render_report
 from service.contract.schemas import ExplainRequest, ExplainResult, Feature
-from service.report import render_report
 from service.viewer import examples
 from tests.viewer.conftest import API_KEY, MODEL
 from tests.viewer.sample import with_candidates

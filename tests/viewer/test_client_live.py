@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.client import ApiError, AsyncClient, Client, JobCancelled
+from service.client.api import ApiError, AsyncClient, Client, JobCancelled
 from service.contract.schemas import ExplainRequest, ExplainResult, JobStatus, JobView
 from service.viewer import examples
 from tests.viewer.conftest import MODEL

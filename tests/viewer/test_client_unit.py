@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from service.client import (
+from service.client.api import (
     ApiError,
     AsyncClient,
     Client,

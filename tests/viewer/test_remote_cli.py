@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from service.client.remote_cli import add_remote_arguments, build_request, format_text, run_remote
 from service.contract.schemas import ExplainResult
-from service.remote_cli import add_remote_arguments, build_request, format_text, run_remote
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
 from tests.viewer.sample import DOC0, with_candidates

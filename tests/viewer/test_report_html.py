@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from service.client.report import default_answer, heat_colour, render_report, segments
 from service.contract.schemas import ExplainRequest, ExplainResult
-from service.report import default_answer, heat_colour, render_report, segments
 
 MARK = re.compile(r"<mark ([^>]*)>([^<]*)</mark>")
 ATTR = re.compile(r'([\w-]+)="([^"]*)"')

@@ -1,7 +1,7 @@
 """``textgenshap explain ... --server URL``: the same explanation, computed by a remote service.
 
 ``run_remote(args)`` reads the question and documents like the in-process command,
-submits them with ``service.client``, shows a progress bar on stderr, prints the result
+submits them with ``service.client.api``, shows a progress bar on stderr, prints the result
 (``--json`` for the exact API object) and writes ``--html FILE`` as a report.
 Exit codes: 0 done, 1 the service or the job failed, 2 bad input.
 """
@@ -19,9 +19,9 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.client import Client, ClientError, describe_detail
+from service.client.api import Client, ClientError, describe_detail
+from service.client.report import default_answer, plus_minus, render_report
 from service.contract.schemas import ExplainRequest, ExplainResult, JobView
-from service.report import default_answer, plus_minus, render_report
 
 TIMEOUT_SECONDS = 3600.0
 SHOWN_CANDIDATES = 10  # small models can give dozens of one-off answers
