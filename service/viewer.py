@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
+from service.client.report import asset
+
 router = APIRouter(tags=["viewer"])
 
 # Only these files are served: a fixed list keeps path tricks out by construction.
@@ -22,12 +24,6 @@ STATIC_TYPES: dict[str, str] = {
     "heatmap.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
-
-
-@cache
-def asset(name: str) -> str:
-    """Text of a file in ``service/static`` (read once per process)."""
-    return resources.files("service").joinpath("static", name).read_text(encoding="utf-8")
 
 
 @cache

@@ -9,7 +9,8 @@
 - in ``service/``, only ``service/embedded.py`` imports the worker runtime; the rest may
   use the pure ``worker.shapley`` (the gateway's submit-time unit bound segments the
   documents exactly as the worker will);
-- only the queue adapters (``service/queues/``) speak Redis.
+- only the queue adapters (``service/queues/``) speak Redis;
+- the caller's side (``service/client/``) needs the contract and httpx, not the gateway.
 """
 
 from __future__ import annotations
@@ -95,3 +96,11 @@ def test_only_the_queue_adapters_speak_redis(path: Path) -> None:
     if path.is_relative_to(ROOT / "service" / "queues"):
         return
     assert "redis" not in {top(n) for n in imports(path)}
+
+
+@pytest.mark.parametrize("path", modules("service/client"), ids=str)
+def test_the_client_side_needs_no_gateway(path: Path) -> None:
+    for name in imports(path):
+        if top(name) == "service":
+            assert under(name, "service.contract") or under(name, "service.client"), name
+        assert top(name) not in {"fastapi", "starlette", "uvicorn", "redis", "worker"}, name

@@ -12,10 +12,11 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from html import escape
+from importlib import resources
 
 from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult, Feature, LevelResult
-from service.viewer import asset
 
 Key = tuple[int, int, int]  # (document, start, end) of a unit
 
@@ -27,6 +28,13 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (153, 142, 195),
     (84, 39, 136),
 )
+
+
+@cache
+def asset(name: str) -> str:
+    """Text of a file in ``service/static``, the viewer's and the report's shared CSS and
+    JS (read once per process)."""
+    return resources.files("service").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def heat_colour(t: float) -> str:
