@@ -221,8 +221,10 @@ def _known(stderr: float) -> float | None:
 def _stderr_note(est: Estimate) -> str:
     if est.samples >= 2:
         return (
-            "an answer that no sampled coalition produced is scored by the efficiency "
-            "constraint alone: its standard errors are null; raise the budget"
+            "some standard errors are null: the sampled coalitions showed no spread to "
+            "measure them (an answer no sampled coalition produced, scored by the "
+            "efficiency constraint alone, or a feature whose sampled pairs all agree once "
+            "that constraint is applied); raise the budget"
         )
     return (
         f"{est.samples} independent sample(s) of the {est.method} estimator fit the budget: "

@@ -165,7 +165,9 @@ class Feature(BaseModel):
     """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``.
 
     ``stderr[i]`` is null where the estimator could not measure one (a single sample, or
-    an answer no sampled coalition produced); the level's ``stderr_note`` says why.
+    samples that showed no spread: an answer no sampled coalition produced, or pairs that
+    all agree once the efficiency constraint is applied); the level's ``stderr_note`` says
+    why.
     """
 
     document: int

@@ -249,8 +249,15 @@ def test_a_single_sample_gives_null_stderr_with_a_reason() -> None:
     assert level.stderr_note is not None
     assert "1 independent sample" in level.stderr_note
     sampled, _ = run(request(documents=docs, levels=["document"], budget=20))
-    assert sampled.levels[0].estimator == "kernel"  # auto: paired KernelSHAP, never one group
-    assert sampled.levels[0].stderr_note is None
+    level = sampled.levels[0]
+    assert level.estimator == "kernel"  # auto: paired KernelSHAP, never one group
+    y = [c.text for c in sampled.candidates].index(sampled.answer)
+    # the model's own answer and log p are measured for every document
+    assert all(f.stderr[y] is not None and f.logprob_stderr is not None for f in level.features)
+    # a filler that changes nothing can show no spread for the rarer answers: null, said so
+    nulls = [f.document for f in level.features if None in f.stderr]
+    assert (level.stderr_note is None) == (not nulls)
+    assert level.stderr_note is None or "no spread" in level.stderr_note
 
 
 def test_adaptive_stopping_spends_less_when_one_document_decides() -> None:
