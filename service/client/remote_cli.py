@@ -19,7 +19,8 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.client.api import Client, ClientError, describe_detail
+from service.client.api import Client
+from service.client.errors import ClientError, describe_detail
 from service.client.report import default_answer, plus_minus, render_report
 from service.contract.schemas import ExplainRequest, ExplainResult, JobView
 

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from service.client.api import ApiError, AsyncClient, Client, JobCancelled
+from service.client.api import AsyncClient, Client
+from service.client.errors import ApiError, JobCancelled
 from service.contract.schemas import ExplainRequest, ExplainResult, JobStatus, JobView
 from service.viewer import examples
 from tests.viewer.conftest import MODEL

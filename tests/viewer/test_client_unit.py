@@ -9,15 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from service.client.api import (
-    ApiError,
-    AsyncClient,
-    Client,
-    JobCancelled,
-    JobFailed,
-    JobTimeout,
-    describe_detail,
-)
+from service.client.api import AsyncClient, Client
+from service.client.errors import ApiError, JobCancelled, JobFailed, JobTimeout, describe_detail
 from service.contract.schemas import ExplainRequest, JobStatus
 from tests.viewer.sample import sample_result
 
