@@ -142,6 +142,8 @@ def one_question(engine: Any, example: Example, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     texts = session.answers(units, masks)  # the full coalition first, as the pipeline does
     y_text = texts[0]
+    if not normalize_answer(y_text):  # no answer to explain: no log p game (counted)
+        return {"id": example.id, "n": n, "skipped": "empty full-context answer"}
     logps = session.log_probs(units, masks, y_text)
     table_seconds = time.perf_counter() - started
     keys = [mask_key(m) for m in masks]
@@ -194,11 +196,13 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     metrics = [f"drop@{k}" for k in KS] + [f"flip@{k}" for k in KS] + ["keep@1", "lds"]
     out = []
     for model in sorted({r["model"] for r in rows}):
-        got = [r for r in rows if r["model"] == model]
+        got = [r for r in rows if r["model"] == model and "skipped" not in r]
+        skipped = sum(1 for r in rows if r["model"] == model and "skipped" in r)
         n = got[0]["n"]
         out += [
             f"\n{model}: N = {len(got)} questions cut to {n} documents, all {2**n} coalitions "
-            f"enumerated; {np.mean([r['table_seconds'] for r in got]):.0f} s per table",
+            f"enumerated; {np.mean([r['table_seconds'] for r in got]):.0f} s per table; "
+            f"{skipped} skipped (empty full-context answer)",
             "",
             "| method | " + " | ".join(metrics) + " |",
             "|---|" + "---|" * len(metrics),
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 row = {"model": name, **one_question(engine, example, args.docs)}
                 rows.append(row)
-                print(f"{name} {example.id} {row['table_seconds']:.0f} s", file=sys.stderr)
+                print(f"{name} {example.id} {row.get('table_seconds', 0):.0f} s", file=sys.stderr)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with path.open("a") as handle:
