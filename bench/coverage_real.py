@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.contract.schemas import ExplainRequest  # noqa: E402
-from worker.engine.registry import load_engine  # noqa: E402
+from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
 from worker.evaluation.paths import nq_file  # noqa: E402

@@ -39,8 +39,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.engine.base import EngineOptions  # noqa: E402
+from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.engine.prompts import fid_passage  # noqa: E402
-from worker.engine.registry import load_engine  # noqa: E402
 from worker.engine.stopping import ends_answer  # noqa: E402
 from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
@@ -171,7 +171,7 @@ def _naive_inputs(engine, session, question, docs, units, row):
 
 def naive_backend(engine) -> str:
     """What plain ``generate`` attends with: calls without the engine's masks go to
-    transformers' own SDPA (``worker.engine.attention``); eager models stay eager."""
+    transformers' own SDPA (``worker.engine.attention.sdpa``); eager models stay eager."""
     return str(getattr(engine, "sdpa_backend", engine.attention_backend))
 
 
@@ -191,7 +191,7 @@ def engine_mode(
 ) -> tuple[list, object, float, float]:
     """The pipeline's call pattern: the full context first, then batches of ``chunk``.
     Returns the answers, the session, the seconds in all and per coalition after the first."""
-    engine.options = options
+    engine = engine.tuned(options)  # the loaded engine's own options stay as they are
     units = segment.document_units(docs)
     start = time.perf_counter()
     session = engine.open_session(question, docs, max_new_tokens=max_new)

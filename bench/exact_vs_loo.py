@@ -48,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.contract.schemas import ExplainRequest  # noqa: E402
-from worker.engine.registry import load_engine  # noqa: E402
+from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
 from worker.evaluation.faithfulness import (  # noqa: E402
     keep_mask,

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine.registry import load_engine  # noqa: E402
+from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import load_examples  # noqa: E402
 from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley.kernel import KernelSampler  # noqa: E402

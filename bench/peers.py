@@ -107,7 +107,7 @@ def _ours(engine: Any, example: Example, args: argparse.Namespace, value: str) -
 
 
 def _job(engine: Any, example: Example, answer: str, args: argparse.Namespace) -> pm.Job:
-    from worker.engine.layout import PromptLayout
+    from worker.engine.prompt_layout import PromptLayout
     from worker.engine.prompts import Codec, document_block
 
     docs = list(example.documents)
@@ -286,7 +286,7 @@ def markdown(summary: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from worker.engine.registry import load_engine
+    from worker.engine.loading.registry import load_engine
 
     engine = load_engine(args.model)
     examples = [shrink(e, args.docs) for e in load_examples(args.data, limit=args.limit)]

@@ -23,7 +23,6 @@ Then the paired difference short - plain on the same questions, with an exact si
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -36,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine.registry import load_engine  # noqa: E402
+from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation import metrics  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference, sign_test  # noqa: E402
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models.split(","):
             base = load_engine(name)
             for style in args.styles.split(","):
-                engine = copy.copy(base)  # the loaded engine's own options stay as they are
-                engine.options = replace(base.options, prompt_style=style)
+                engine = base.tuned(replace(base.options, prompt_style=style))
                 for k, example in enumerate(examples):
                     if (name, style, example.id) in done:
                         continue

@@ -52,7 +52,8 @@ class EmbeddedWorker:
         self._thread.start()
 
     def _run(self) -> None:
-        from worker.loop import Worker, load_engines
+        from worker.loop import Worker
+        from worker.resident_engines import load_engines
 
         try:
             engines = self.engines or load_engines(
@@ -80,7 +81,7 @@ def embedded(
     """Settings, in-process queue and worker of the embedded default. A ``py:`` factory
     is loaded here, at once, and its engine's name becomes the default model."""
     from service.queues.memory_queue import MemoryQueue
-    from worker.loop import load_engine
+    from worker.resident_engines import load_engine
 
     engines = None
     if settings.default_model.startswith("py:"):

@@ -52,7 +52,7 @@ def under(name: str, package: str) -> bool:
 
 def test_the_rules_see_real_imports() -> None:
     """Guard against a checker that passes because it reads nothing."""
-    assert "torch" in imports(ROOT / "worker/engine/causal.py")
+    assert "torch" in imports(ROOT / "worker/engine/causal/engine.py")
     assert "worker.shapley.unit_bounds" in imports(ROOT / "service/limits.py")
     assert "worker.loop" in imports(ROOT / "service/embedded.py")  # a lazy import
 
@@ -104,3 +104,37 @@ def test_the_client_side_needs_no_gateway(path: Path) -> None:
         if top(name) == "service":
             assert under(name, "service.contract") or under(name, "service.client"), name
         assert top(name) not in {"fastapi", "starlette", "uvicorn", "redis", "worker"}, name
+
+
+ENGINE = ROOT / "worker" / "engine"
+FAMILIES = ("worker.engine.causal", "worker.engine.seq2seq")
+
+
+@pytest.mark.parametrize(
+    "path",
+    modules("worker/engine/attention")
+    + modules("worker/engine/batching")
+    + modules("worker/engine/speculation"),
+    ids=str,
+)
+def test_the_engine_families_sit_on_top(path: Path) -> None:
+    for name in imports(path):
+        assert not any(under(name, family) for family in FAMILIES), name
+        assert not under(name, "worker.engine.loading.registry"), name
+
+
+@pytest.mark.parametrize("path", modules("worker/engine"), ids=str)
+def test_only_the_registry_builds_engines_of_both_families(path: Path) -> None:
+    """A family's modules never reach into the other family; outside the families only the
+    registry (names and factories to engines) imports them."""
+    names = imports(path)
+    for family in FAMILIES:
+        package = ENGINE / family.rsplit(".", 1)[1]
+        if path.is_relative_to(package) or path == ENGINE / "loading" / "registry.py":
+            continue
+        assert not any(under(name, family) for name in names), f"{path.name} imports {family}"
+
+
+@pytest.mark.parametrize("path", modules("worker/engine/speculation"), ids=str)
+def test_speculation_is_plain_data(path: Path) -> None:
+    assert not {top(n) for n in imports(path)} & MODEL_LIBRARIES

@@ -93,12 +93,7 @@ def run_explanation(
     levels = _levels(request, docs, cache, plan, clock)
     with clock.stage("ranking", 1):
         ranked = _rank(request, cache, answer, levels[0])
-        passages, ties = passage_ranking(
-            levels[0].estimate,
-            [u.document for u in levels[0].units],
-            normalize_answer(answer),
-            request.rank_by,
-        )
+        passages, ties = _passages(request, answer, levels[0])
         clock.report("ranking", 1, 1)
     clock.seconds["total"] = time.perf_counter() - started
     logprob_key = LOGPROB_KEY if request.value == "answer" else normalize_answer(answer)
@@ -178,6 +173,18 @@ def _rank(
     if request.value == "logprob":
         return rank_candidates({key: 1}, {key: answer.strip()}, key, documents.estimate)
     return rank_candidates(cache.counts, cache.surface, key, documents.estimate)
+
+
+def _passages(
+    request: ExplainRequest, answer: str, documents: LevelScores
+) -> tuple[list[int], list[list[int]]]:
+    """Documents best first by their scores for the full-context answer, and the ties."""
+    return passage_ranking(
+        documents.estimate,
+        [u.document for u in documents.units],
+        normalize_answer(answer),
+        request.rank_by,
+    )
 
 
 def _candidate(c: RankedAnswer) -> Candidate:

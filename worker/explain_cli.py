@@ -73,7 +73,7 @@ def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult
     """Load the engine, open a session, and run the explanation with a progress bar."""
     from tqdm import tqdm
 
-    from worker.engine.registry import DEFAULT_MODEL, load_engine
+    from worker.engine.loading.registry import DEFAULT_MODEL, load_engine
     from worker.explain import run_explanation
     from worker.shapley.units import Document
 

@@ -42,7 +42,11 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry, worker_id: str) -> None:
         self.worker_id = worker_id
-        r = registry
+        self._add_job_costs(registry)
+        self._add_speculation(registry)
+        self._add_process_state(registry)
+
+    def _add_job_costs(self, r: CollectorRegistry) -> None:
         self.jobs = Counter("textgenshap_worker_jobs", "Jobs ended here.", ["status"], registry=r)
         self.stage = Histogram(
             "textgenshap_worker_stage_duration_seconds",
@@ -60,6 +64,8 @@ class WorkerMetrics:
             "textgenshap_worker_batch_size", "Coalitions per batch.", buckets=BATCH_BUCKETS,
             registry=r,
         )  # fmt: skip
+
+    def _add_speculation(self, r: CollectorRegistry) -> None:
         self.proposed = Counter(
             "textgenshap_worker_draft_tokens_proposed", "Draft tokens proposed.", registry=r
         )
@@ -71,6 +77,8 @@ class WorkerMetrics:
             "Draft acceptance of the last job.",
             registry=r,
         )
+
+    def _add_process_state(self, r: CollectorRegistry) -> None:
         self.info = Gauge(
             "textgenshap_worker_info",
             "Constant 1, labelled with what this worker serves.",

@@ -11,7 +11,6 @@ equality on a CPU (fp32, the reference kernel); the kernel check then skips itse
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ import torch
 from tests.cuda.device import coalitions, requested_device
 from tests.worker.engine.reference import answer_text, causal_generate_steps
 from tests.worker.engine.test_real_models import MAX_NEW, nq_example
-from worker.engine import flash
-from worker.engine.loading import pick_dtype
+from worker.engine.attention import flash
+from worker.engine.loading.models import pick_dtype
 from worker.shapley import segment
 
 pytestmark = pytest.mark.cuda
@@ -55,10 +54,11 @@ def _one_thread() -> Iterator[None]:
 def engine(request: pytest.FixtureRequest) -> Any:
     """The model on the test device in the linear layout, under the plain prompt (as the
     CPU test: exactness does not depend on the prompt's words), its kernel counting calls."""
-    from worker.engine.registry import load_engine
+    from worker.engine.base import EngineOptions
+    from worker.engine.loading.registry import load_engine
 
-    loaded = load_engine(request.param, device=str(DEVICE))
-    loaded.options = replace(loaded.options, prompt_style="plain", layout="linear")
+    options = EngineOptions(prompt_style="plain", layout="linear")
+    loaded = load_engine(request.param, device=str(DEVICE), options=options)
     inner, calls = loaded.kernel, []
 
     def counted(*args: Any, **kwargs: Any) -> torch.Tensor:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.cuda.device import requested_device
-from worker.engine.memory import is_oom, split_on_oom
+from worker.engine.batching.budget import is_oom, split_on_oom
 
 pytestmark = pytest.mark.cuda
 

@@ -40,7 +40,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def engines() -> dict[str, Any]:
-    from worker.engine.registry import load_engine
+    from worker.engine.loading.registry import load_engine
 
     return {name: load_engine(name, device=str(DEVICE)) for name in ("tiny-t5", "tiny-t5-fid")}
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from worker.engine.batching.budget import is_oom
 from worker.engine.errors import EngineError
-from worker.engine.memory import is_oom
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document
 

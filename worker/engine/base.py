@@ -7,9 +7,11 @@ outside this package branches on the model family.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +21,11 @@ from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Document, Masking, Unit
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineOptions:
-    """Optimisation switches (all on by default; the benchmark turns them on in turn).
+    """Optimisation switches (all on by default; the benchmark turns them on in turn),
+    settled when an engine is made: pass them to the constructor (or ``load_engine``), or
+    derive a tuned engine with :meth:`Engine.tuned`; a live engine's options never change.
 
     ``batch_tokens``: token positions per batched forward pass (0 = choose from memory);
     ``max_batch``: coalitions per batch (1 disables batching); ``prefix_cache``: reuse
@@ -37,13 +41,13 @@ class EngineOptions:
     ``"linear"`` (a row per coalition with one draft chain, the FlashAttention 2 kernel on
     CUDA) or ``"auto"`` (linear where FlashAttention 2 runs, tree elsewhere; fast mode is
     always tree). ``key_blocks`` (tree layout): attention runs in blocks of queries over
-    only the keys they can see (``worker.engine.key_blocks``) instead of one dense masked
+    only the keys they can see (``worker.engine.attention.key_blocks``) instead of one dense masked
     call per layer. ``screened_head`` (decoder-only, fp32 on a CPU): greedy tokens from a
     bf16 copy of the output head, each candidate within the bf16 error bound of the best
     recomputed in fp32 (``worker.engine.screened_head``; the same tokens): ``"auto"``
     where it measured faster at load, ``"on"``, ``"off"``. ``fast_bf16`` (fast mode, an
     fp32 model on a CPU): fast mode runs on a bf16 copy of the model
-    (``worker.engine.bf16_twin``; one more approximation, its agreement measured):
+    (``worker.engine.loading.bf16_twin``; one more approximation, its agreement measured):
     ``"auto"`` where bf16 products measured faster, ``"on"``, ``"off"``. ``stop_at_newline``: an
     answer ends at the first newline after non-whitespace text (QA evaluation's
     ``stop=["\\n"]``); its text is what precedes the newline. Small models otherwise run
@@ -123,6 +127,14 @@ class Engine(ABC):
     @abstractmethod
     def count_tokens(self, question: str, documents: list[Document]) -> int:
         """Tokens of the full-context prompt (what the context-window limit applies to)."""
+
+    def tuned(self, options: EngineOptions) -> Self:
+        """This engine over the same resident model with other options: a new object, so
+        that a benchmark or one evaluation run never changes the engine other callers
+        hold. Load-time measurements (head screening, bf16 timing) are kept."""
+        engine = copy.copy(self)
+        engine.options = options
+        return engine
 
 
 def check_masks(units: Sequence[Unit], masks: Masks) -> npt.NDArray[np.bool_]:

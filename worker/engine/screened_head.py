@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worker.engine.timing import best_seconds
+from worker.engine.loading.timing import best_seconds
 
 UNIT_ROUNDOFF = 2.0**-8  # bf16: 8 significant bits, round to nearest
 MARGIN_UNITS = 5.0  # the bound on |bf16 logit - fp32 logit|, in u * ||h|| * max ||W_v||

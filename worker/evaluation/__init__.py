@@ -3,5 +3,6 @@ what cost? Reads the NaturalQuestions and MIRACL files of ``shared/data`` (and M
 runs the pipeline per question, appends one JSON line per question and summarises.
 
 Pure parts (``data``, ``metrics``, ``summary``, ``store``) import neither torch nor the
-engine; ``runner`` and ``cli`` talk to an engine only through its public contract.
+engine; ``runner``, ``method_runs`` and ``cli`` talk to an engine only through its public
+contract.
 """

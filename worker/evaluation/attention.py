@@ -2,7 +2,7 @@
 pays to each document, averaged over heads and layers (a common, cheap baseline).
 
 The computation needs the model, so it lives in the engine
-(:mod:`worker.engine.attention_mass`, ``CausalEngine.attention_mass``); this harness
+(:mod:`worker.engine.causal.attention_mass`, ``CausalEngine.attention_mass``); this harness
 module only asks the engine. Engines without it (seq2seq, fakes) report the ranker as
 unavailable (None).
 """

@@ -10,13 +10,12 @@ the records without loading a model. Imports stay light until ``main`` runs.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from worker.engine.loading.factories import is_factory, load_factory
 from worker.evaluation.methods import METHODS
 
 
@@ -65,7 +64,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from worker.evaluation.runner import EvalConfig
+    from worker.evaluation.config import EvalConfig
 
     return EvalConfig(
         model=args.model,
@@ -100,16 +99,15 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
 
 
 def _load_engine(args: argparse.Namespace) -> Any:
-    """The registry's engine; ``py:module:attr`` factories are called directly, so duck-typed
-    test engines (``tests.fakes``) need not subclass the engine ABC."""
-    if args.model.startswith("py:"):
-        _, module_name, attr = args.model.split(":", 2)
-        return getattr(importlib.import_module(module_name), attr)()
-    from worker.engine.registry import load_engine
+    """The registry's engine with this run's prompt style; ``py:module:attr`` factories
+    (duck-typed test engines, ``tests.fakes``) are loaded without torch."""
+    if is_factory(args.model):
+        return load_factory(args.model)
+    from worker.engine.base import EngineOptions
+    from worker.engine.loading.registry import load_engine
 
-    engine = load_engine(args.model, device=args.device)
-    engine.options = replace(engine.options, prompt_style=args.prompt_style)  # this run's own
-    return engine
+    options = EngineOptions(prompt_style=args.prompt_style)
+    return load_engine(args.model, device=args.device, options=options)
 
 
 def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any]]:

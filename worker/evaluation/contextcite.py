@@ -63,7 +63,7 @@ def _import_package() -> Any:
 
 
 def _prompt_builder(engine: Any, question: str, docs: list[Document]) -> Callable[..., list[int]]:
-    from worker.engine.layout import PromptLayout
+    from worker.engine.prompt_layout import PromptLayout
     from worker.engine.prompts import Codec
 
     tok = engine.tokenizer

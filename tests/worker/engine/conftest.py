@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worker.engine.base import Engine
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document, Unit
 

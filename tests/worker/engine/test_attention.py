@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-from worker.engine.attention import _causal_blocks, engine_attention
+from worker.engine.attention.sdpa import _causal_blocks, engine_attention
 
 
 def causal_by_slot_mask(rows: int, queries: int, keys: int, seed: int) -> torch.Tensor:

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from worker.engine import memory
+from worker.engine.batching import budget as memory
+from worker.engine.batching.budget import kv_bytes_per_token, split_on_oom
 from worker.engine.errors import EngineError
-from worker.engine.memory import kv_bytes_per_token, split_on_oom
 
 
 def test_out_of_memory_halves_the_batch_until_it_fits():

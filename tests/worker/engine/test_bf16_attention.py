@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.engine import bf16_attention
+from worker.engine.attention import bf16 as bf16_attention
 
 
 def _inputs(queries: int, keys: int, dtype: torch.dtype, batch: int = 2):

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tests.worker.engine.conftest import DOCS, QUESTION, random_masks
-from worker.engine import bf16_twin, causal
-from worker.engine.registry import load_engine
+from worker.engine.causal import engine as causal
+from worker.engine.loading import bf16_twin
+from worker.engine.loading.registry import load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document
 
 
 @pytest.fixture
 def llama():
-    """A tiny Llama of its own (the options change per test)."""
+    """A tiny Llama of its own (its bf16 twin and timing are made per test)."""
     return load_engine("tiny-llama", device="cpu")
+
+
+def tuned(engine, **changes):
+    return engine.tuned(replace(engine.options, **changes))
 
 
 def test_copy_is_bf16_and_leaves_the_model_alone():
@@ -51,18 +58,16 @@ def test_only_fp32_cpu_models_have_a_twin():
 def test_choice_follows_the_option_and_the_timing(llama, monkeypatch):
     timings = []
     monkeypatch.setattr(causal, "bf16_pays", lambda width: timings.append(width) or False)
-    llama.options.fast_bf16 = "off"
-    assert not llama.fast_in_bf16
-    llama.options.fast_bf16 = "on"
-    assert llama.fast_in_bf16
-    llama.options.fast_bf16 = "auto"
-    assert not llama.fast_in_bf16
-    assert not llama.fast_in_bf16
+    assert not tuned(llama, fast_bf16="off").fast_in_bf16
+    assert tuned(llama, fast_bf16="on").fast_in_bf16
+    auto = tuned(llama, fast_bf16="auto")
+    assert not auto.fast_in_bf16
+    assert not auto.fast_in_bf16
     assert timings == [64]  # timed once, at the model's width
 
 
 def test_fast_sessions_run_on_the_twin_exact_ones_never(llama):
-    llama.options.fast, llama.options.fast_bf16 = True, "on"
+    llama = tuned(llama, fast=True, fast_bf16="on")
     fast = llama.open_session(QUESTION, DOCS, max_new_tokens=4)
     assert fast.engine.model.dtype == torch.bfloat16
     assert fast.engine.screen is None
@@ -71,14 +76,14 @@ def test_fast_sessions_run_on_the_twin_exact_ones_never(llama):
     # the twin is made once and kept
     again = llama.open_session(QUESTION, DOCS, max_new_tokens=4)
     assert again.engine.model is fast.engine.model
-    llama.options.fast = False
-    assert llama.open_session(QUESTION, DOCS).engine is llama
+    exact = llama.tuned(replace(llama.options, fast=False))
+    assert exact.open_session(QUESTION, DOCS).engine is exact
 
 
 def test_full_coalition_equals_generate_on_the_twin(llama):
     """With every document kept fast mode computes the full prompt exactly, so on the twin
     its answer is plain ``generate`` on the bf16 model."""
-    llama.options.fast, llama.options.fast_bf16 = True, "on"
+    llama = tuned(llama, fast=True, fast_bf16="on")
     units = segment.document_units(DOCS)
     full = np.ones((1, len(units)), dtype=bool)
     session = llama.open_session(QUESTION, DOCS, max_new_tokens=8)
@@ -100,7 +105,7 @@ def test_full_coalition_equals_generate_on_the_twin(llama):
 def test_removed_documents_stay_invisible_on_the_twin(llama):
     """Rewriting the hidden documents (same length, same positions) cannot change the
     answer: the kept first document's slots come before them, the tail does not see them."""
-    llama.options.fast, llama.options.fast_bf16 = True, "on"
+    llama = tuned(llama, fast=True, fast_bf16="on")
     other = DOCS[:1] + [Document("z" * len(d.text), d.title) for d in DOCS[1:]]
     answers = []
     for docs in (DOCS, other):
@@ -116,8 +121,9 @@ def test_twin_log_probs_are_fp32_fast_modes_to_bf16_precision(llama):
     masks = random_masks(len(units), 12, seed=3)
     scores = {}
     for choice in ("off", "on"):
-        llama.options.fast, llama.options.fast_bf16 = True, choice
-        session = llama.open_session(QUESTION, DOCS, max_new_tokens=6)
+        session = tuned(llama, fast=True, fast_bf16=choice).open_session(
+            QUESTION, DOCS, max_new_tokens=6
+        )
         scores[choice] = session.log_probs(units, masks, "Ada")
     assert np.all(scores["on"] < 0)
     assert np.allclose(scores["on"], scores["off"], rtol=0.03, atol=0.05)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.engine.draft import AnswerBook, DraftTree, greedy_walk
+from worker.engine.speculation.draft import AnswerBook, DraftTree, greedy_walk
 
 EOS = {1}
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
+from worker.engine.base import EngineOptions
 from worker.engine.errors import FastModeUnsupported
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document
 
 
 @pytest.fixture(scope="module")
 def fast_llama():
-    engine = load_engine("tiny-llama", device="cpu")
-    engine.options.fast = True
-    engine.options.fast_bf16 = "off"  # fp32 here; the bf16 twin has test_bf16_twin.py
-    return engine
+    # fp32 here; the bf16 twin has test_bf16_twin.py
+    return load_engine(
+        "tiny-llama", device="cpu", options=EngineOptions(fast=True, fast_bf16="off")
+    )
 
 
 def test_full_coalition_equals_exact_mode(engines, fast_llama):
@@ -55,8 +58,8 @@ def test_removed_documents_are_invisible_to_the_tail(fast_llama):
 
 
 def test_a_job_can_ask_for_fast_mode_without_changing_the_engine(engines, fast_llama, monkeypatch):
-    exact_engine = engines["tiny-llama"]
-    monkeypatch.setattr(exact_engine.options, "fast_bf16", "off")  # as fast_llama's
+    shared = engines["tiny-llama"]
+    exact_engine = shared.tuned(replace(shared.options, fast_bf16="off"))  # as fast_llama's
     units = mixed_units()
     masks = random_masks(len(units), 12, seed=4)
     asked = exact_engine.open_session(QUESTION, DOCS, max_new_tokens=6, fast=True)

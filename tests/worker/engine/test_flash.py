@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.flash import (
+from worker.engine.attention.flash import (
     flash_kvcache_attention,
     pick_kernel,
     reference_kvcache_attention,

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from transformers.integrations.sdpa_attention import repeat_kv
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
+from worker.engine.attention.key_blocks import KeyBlocks, computed_pairs, plan_row
 from worker.engine.base import EngineOptions
-from worker.engine.key_blocks import KeyBlocks, computed_pairs, plan_row
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 
 
 def packed_row(prompts: list[int], region: int, seed: int) -> np.ndarray:
@@ -83,8 +83,8 @@ def test_the_engine_gives_the_same_results_with_and_without_blocks(name: str) ->
     masks = random_masks(len(units), 40, seed=7)
     results = []
     for on in (False, True):
-        engine.options = EngineOptions(layout="tree", key_blocks=on)  # type: ignore[attr-defined]
-        session = engine.open_session(QUESTION, DOCS, max_new_tokens=5)
+        tuned = engine.tuned(EngineOptions(layout="tree", key_blocks=on))
+        session = tuned.open_session(QUESTION, DOCS, max_new_tokens=5)
         tokens = session.answer_tokens(units, masks)  # type: ignore[attr-defined]
         scores = session.log_probs(units, masks, session.answers(units, masks)[0])
         results.append((tokens, scores))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from worker.engine.kvcache import GrowingCache
+from worker.engine.batching.kvcache import GrowingCache
 
 
 def test_updates_append_in_place_and_grow_when_full():

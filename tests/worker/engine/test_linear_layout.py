@@ -4,20 +4,23 @@ PyTorch reference, and the automatic choice of layout and backend."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
 from tests.worker.engine.reference import causal_log_prob
 from tests.worker.engine.test_causal_exact import check_against_generate
-from worker.engine import causal, flash
-from worker.engine.registry import load_engine
+from worker.engine.attention import flash
+from worker.engine.base import EngineOptions
+from worker.engine.causal import engine as causal
+from worker.engine.loading.registry import load_engine
 
 
 def linear_engine(name: str):
     """A tiny engine in the linear layout whose kernel counts its calls."""
-    engine = load_engine(name, device="cpu")
-    engine.options.layout = "linear"
+    engine = load_engine(name, device="cpu", options=EngineOptions(layout="linear"))
     calls = []
 
     def counted(*args, **kwargs):
@@ -71,11 +74,11 @@ def test_flash_attention_picks_the_linear_layout(monkeypatch):
     assert engine.attention_backend == "flash_attention_2"
     session = engine.open_session(QUESTION, DOCS, max_new_tokens=4)
     assert session.stats.attention_backend == "flash_attention_2"
-    engine.options.fast = True  # fast mode masks slots out: trees and SDPA only
-    assert not engine.linear
-    assert engine.attention_backend == "sdpa"
-    engine.options.fast, engine.options.layout = False, "tree"
-    assert not engine.linear
+    fast = engine.tuned(replace(engine.options, fast=True))
+    assert not fast.linear  # fast mode masks slots out: trees and SDPA only
+    assert fast.attention_backend == "sdpa"
+    assert not engine.tuned(replace(engine.options, layout="tree")).linear
+    assert engine.linear  # the engine the others were derived from is unchanged
 
 
 def test_a_verified_chain_saves_decoding_steps(linear):
@@ -84,9 +87,8 @@ def test_a_verified_chain_saves_decoding_steps(linear):
     masks = random_masks(len(units), 40, seed=7)
     passes = {}
     for speculative in (False, True):
-        engine.options.speculative = speculative
-        session = engine.open_session(QUESTION, DOCS, max_new_tokens=8)
+        tuned = engine.tuned(replace(engine.options, speculative=speculative))
+        session = tuned.open_session(QUESTION, DOCS, max_new_tokens=8)
         session.answers(units, masks)
         passes[speculative] = session.stats.forward_passes
-    engine.options.speculative = True
     assert passes[True] < 0.7 * passes[False]  # measured: 123 against 202

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.engine.lookup import corpus_of, follow
+from worker.engine.speculation.lookup import corpus_of, follow
 
 
 def test_the_longest_matching_suffix_wins():

@@ -17,9 +17,9 @@ from tests.worker.engine.reference import causal_log_prob
 from tests.worker.engine.test_causal_exact import MAX_NEW, check_against_generate
 from tests.worker.engine.test_seq2seq_exact import compare, joint_reference
 from worker.engine.base import EngineOptions
-from worker.engine.causal import CausalEngine
-from worker.engine.seq2seq import Seq2SeqEngine
-from worker.engine.tiny import build_tiny
+from worker.engine.causal.engine import CausalEngine
+from worker.engine.loading.tiny import build_tiny
+from worker.engine.seq2seq.engine import Seq2SeqEngine
 
 NEWLINE = 13  # ByT5: byte 10 + 3
 BOOST = {"tiny-llama": 2.0, "tiny-gemma": 2.0, "tiny-t5": 2.5}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])

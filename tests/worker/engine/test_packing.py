@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.engine.packing import PackedTree, shared_prefix, split_rows
+from worker.engine.batching.packing import PackedTree, shared_prefix, split_rows
 
 
 def test_shared_leading_tokens_are_one_node_per_branch():

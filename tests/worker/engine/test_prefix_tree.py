@@ -3,25 +3,18 @@ look-up drafts change the cost of decoding, never the answers."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
-from worker.engine.packing import shared_prefix
+from worker.engine.batching.packing import shared_prefix
 from worker.shapley import segment
 
 
-@contextmanager
-def options(engine, **changes):
-    saved = {name: getattr(engine.options, name) for name in changes}
-    for name, value in changes.items():
-        setattr(engine.options, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(engine.options, name, value)
+def tuned(engine, **changes):
+    """The shared engine with other options (a new object: the shared one is unchanged)."""
+    return engine.tuned(replace(engine.options, **changes))
 
 
 def test_common_leading_tokens_are_computed_once(engines):
@@ -33,13 +26,13 @@ def test_common_leading_tokens_are_computed_once(engines):
     masks = np.array([[1, 0, 1, 1, 1], [1, 0, 1, 1, 0]], dtype=bool)
     cost, answers = {}, {}
     for tree in (False, True):
-        with options(engine, prefix_tree=tree, speculative=False, lookup_tokens=0):
-            session = engine.open_session(QUESTION, DOCS, max_new_tokens=1)
-            session.answers(units, masks[:1] | True)  # the full context (cache) first
-            plans = session.plans(units, masks)
-            before = session.stats.tokens_computed
-            answers[tree] = session.answer_tokens(units, masks)
-            cost[tree] = session.stats.tokens_computed - before
+        session_engine = tuned(engine, prefix_tree=tree, speculative=False, lookup_tokens=0)
+        session = session_engine.open_session(QUESTION, DOCS, max_new_tokens=1)
+        session.answers(units, masks[:1] | True)  # the full context (cache) first
+        plans = session.plans(units, masks)
+        before = session.stats.tokens_computed
+        answers[tree] = session.answer_tokens(units, masks)
+        cost[tree] = session.stats.tokens_computed - before
     assert answers[True] == answers[False]
     assert plans[0].start == plans[1].start
     shared = shared_prefix(plans[0].new, plans[1].new)
@@ -55,11 +48,11 @@ def test_the_tree_and_look_up_drafts_keep_every_answer(engines):
         engine = engines[name]
         got, tokens, proposed = {}, {}, 0
         for tree, lookup in ((False, 0), (True, 0), (True, 6)):
-            with options(engine, prefix_tree=tree, lookup_tokens=lookup):
-                session = engine.open_session(QUESTION, DOCS, max_new_tokens=8)
-                got[tree, lookup] = session.answer_tokens(units, masks)
-                tokens[tree, lookup] = session.stats.tokens_computed
-                proposed += session.lookup_proposed
+            session_engine = tuned(engine, prefix_tree=tree, lookup_tokens=lookup)
+            session = session_engine.open_session(QUESTION, DOCS, max_new_tokens=8)
+            got[tree, lookup] = session.answer_tokens(units, masks)
+            tokens[tree, lookup] = session.stats.tokens_computed
+            proposed += session.lookup_proposed
         assert got[True, 0] == got[False, 0]
         assert got[True, 6] == got[False, 0]
         assert tokens[True, 0] < 0.85 * tokens[False, 0]  # measured: -29% tiny-llama, -31% gemma
@@ -72,10 +65,10 @@ def test_batches_respect_the_token_budget_and_the_row_cap(engines):
     masks = random_masks(len(units), 12, seed=6)
     sizes = {}
     for budget, rows in ((1, 32), (100_000, 3)):
-        with options(engine, batch_tokens=budget, max_batch=rows, speculative=False):
-            session = engine.open_session(QUESTION, DOCS, max_new_tokens=2)
-            session.answers(units, masks)
-            sizes[budget] = session.stats.batch_sizes
+        session_engine = tuned(engine, batch_tokens=budget, max_batch=rows, speculative=False)
+        session = session_engine.open_session(QUESTION, DOCS, max_new_tokens=2)
+        session.answers(units, masks)
+        sizes[budget] = session.stats.batch_sizes
     assert set(sizes[1]) == {1}  # nothing fits: one coalition per batch, still decoded
     assert max(sizes[100_000]) == 3
     assert sum(sizes[1]) == sum(sizes[100_000])

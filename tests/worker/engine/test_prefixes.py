@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from tests.worker.engine.conftest import DOCS, QUESTION
-from tests.worker.engine.test_prefix_tree import options
-from worker.engine.prefixes import PrefixStore
+from tests.worker.engine.test_prefix_tree import tuned
+from worker.engine.batching.prefixes import PrefixStore
 from worker.shapley import segment
 
 
@@ -56,19 +56,19 @@ def test_a_later_call_reuses_the_prompts_an_earlier_one_computed(engines):
     b = np.array([[0, 1, 1, 1, 0]], dtype=bool)
     answers = {}
     for store in (False, True):
-        with options(engine, prefix_tree=store, speculative=False, lookup_tokens=0):
-            session = engine.open_session(QUESTION, DOCS, max_new_tokens=1)
-            session.answers(units, a)
-            before = session.stats.tokens_computed
-            answers[store] = session.answer_tokens(units, a) + session.answer_tokens(units, b)
-            cost = session.stats.tokens_computed - before
-            prompts = [session.prompt_ids(units, m) for m in (a[0], b[0])]
-            shared = next(i for i, (x, y) in enumerate(zip(*prompts, strict=False)) if x != y)
-            reused = session.plans(units, a)[0].reach
-            if store:
-                assert cost == len(prompts[1]) - shared
-                assert reused == len(prompts[0]) - 1
-            else:
-                assert cost == len(prompts[1]) - reused  # only the full-context prefix
-                assert shared - reused > 100  # document 2 onwards, at least
+        session_engine = tuned(engine, prefix_tree=store, speculative=False, lookup_tokens=0)
+        session = session_engine.open_session(QUESTION, DOCS, max_new_tokens=1)
+        session.answers(units, a)
+        before = session.stats.tokens_computed
+        answers[store] = session.answer_tokens(units, a) + session.answer_tokens(units, b)
+        cost = session.stats.tokens_computed - before
+        prompts = [session.prompt_ids(units, m) for m in (a[0], b[0])]
+        shared = next(i for i, (x, y) in enumerate(zip(*prompts, strict=False)) if x != y)
+        reused = session.plans(units, a)[0].reach
+        if store:
+            assert cost == len(prompts[1]) - shared
+            assert reused == len(prompts[0]) - 1
+        else:
+            assert cost == len(prompts[1]) - reused  # only the full-context prefix
+            assert shared - reused > 100  # document 2 onwards, at least
     assert answers[True] == answers[False]

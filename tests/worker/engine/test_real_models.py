@@ -51,11 +51,10 @@ def engine(request):
     and the default few-shot prompt's ~190 extra tokens would make the 400 reference
     ``generate`` calls, most of this module's time, about 1.6 times as long. The
     capital-of-France test switches to the default prompt, whose answers it checks."""
-    from worker.engine.registry import load_engine
+    from worker.engine.base import EngineOptions
+    from worker.engine.loading.registry import load_engine
 
-    loaded = load_engine(request.param, device="cpu")
-    loaded.options = replace(loaded.options, prompt_style="plain")
-    return loaded
+    return load_engine(request.param, device="cpu", options=EngineOptions(prompt_style="plain"))
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +85,13 @@ def test_answers_and_log_probs_equal_plain_model(engine, references, layout, cou
     question, docs, units, masks, prompts, refs = references
     masks, prompts = masks[:count], prompts[:count]
     assert len(set(prompts)) >= 0.75 * count
-    engine.options.layout = layout
-    try:
-        session = engine.open_session(question, docs, max_new_tokens=MAX_NEW)
-        session.answers(units, masks[:1])  # as the pipeline does: the full context first
-        got = session.answer_tokens(units, masks)
-        texts = session.answers(units, masks)
-        answer = texts[0]
-        scored = session.log_probs(units, masks[:8], answer)
-    finally:
-        engine.options.layout = "auto"
+    laid_out = engine.tuned(replace(engine.options, layout=layout))
+    session = laid_out.open_session(question, docs, max_new_tokens=MAX_NEW)
+    session.answers(units, masks[:1])  # as the pipeline does: the full context first
+    got = session.answer_tokens(units, masks)
+    texts = session.answers(units, masks)
+    answer = texts[0]
+    scored = session.log_probs(units, masks[:8], answer)
     near_ties = 0
     for prompt, mine, text in zip(prompts, got, texts, strict=True):
         ref, gap = refs[prompt]
@@ -120,15 +116,12 @@ def test_the_capital_of_france_is_answered_on_one_line(engine):
     ]
     units, full = segment.document_units(docs), np.ones((1, 3), dtype=bool)
     answers = {}
-    try:
-        engine.options.prompt_style = "short"  # the default prompt
-        for stop in (False, True):
-            engine.options.stop_at_newline = stop
-            session = engine.open_session("What is the capital of France?", docs, max_new_tokens=16)
-            answers[stop] = session.answers(units, full)[0]
-    finally:
-        engine.options.stop_at_newline = True
-        engine.options.prompt_style = "plain"
+    for stop in (False, True):  # under the default prompt
+        options = replace(engine.options, prompt_style="short", stop_at_newline=stop)
+        session = engine.tuned(options).open_session(
+            "What is the capital of France?", docs, max_new_tokens=16
+        )
+        answers[stop] = session.answers(units, full)[0]
     answer = answers[True]
     assert "\n" in answers[False]  # without the stop both models run on past the line
     assert answers[False].startswith(answer)
@@ -148,14 +141,11 @@ def test_fast_mode_on_the_bf16_twin(engine, references):
     masks = masks[:60]
     exact = [refs[p][0] for p in prompts[:60]]
     agreement = {}
-    try:
-        for choice in ("off", "on"):
-            engine.options.fast_bf16 = choice
-            session = engine.open_session(question, docs, max_new_tokens=MAX_NEW, fast=True)
-            got = session.answer_tokens(units, masks)
-            agreement[choice] = np.mean([list(g) == e for g, e in zip(got, exact, strict=True)])
-    finally:
-        engine.options.fast_bf16 = "auto"
+    for choice in ("off", "on"):
+        tuned = engine.tuned(replace(engine.options, fast_bf16=choice))
+        session = tuned.open_session(question, docs, max_new_tokens=MAX_NEW, fast=True)
+        got = session.answer_tokens(units, masks)
+        agreement[choice] = np.mean([list(g) == e for g, e in zip(got, exact, strict=True)])
     assert session.engine.model.dtype == torch.bfloat16
     assert session.stats.fast
     twin = session.engine.model

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine import loading
 from worker.engine.errors import ContextTooLong, EngineError, ModelNotFound
-from worker.engine.registry import DEFAULT_MODEL, KNOWN_MODELS, load_engine
+from worker.engine.loading import models as loading
+from worker.engine.loading.registry import DEFAULT_MODEL, KNOWN_MODELS, load_engine
 from worker.shapley import segment
 from worker.shapley.units import Document
 
@@ -78,7 +78,7 @@ def test_publish_keeps_the_winner_of_a_race(tmp_path):
 
 def test_a_local_model_directory_loads(tmp_path, engines):
     """What ``save_pretrained`` writes (or a dequantised GGUF cache holds) loads by path."""
-    from worker.engine.tiny import build_tiny
+    from worker.engine.loading.tiny import build_tiny
 
     tiny = build_tiny("tiny-llama", torch.device("cpu"))
     tiny.model.save_pretrained(tmp_path)

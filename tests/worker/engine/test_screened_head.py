@@ -10,7 +10,7 @@ import torch
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
 from worker.engine import screened_head
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 from worker.engine.screened_head import ScreenedHead, calibrate, plain_argmax
 
 
@@ -119,15 +119,11 @@ def test_engine_answers_equal_with_and_without_screening(name: str) -> None:
     engine = load_engine(name, device="cpu")
     units = mixed_units()
     masks = random_masks(len(units), 60, seed=13)
-    saved = engine.options  # type: ignore[attr-defined]
     answers = {}
-    try:
-        for choice in ("off", "on"):
-            engine.options = dataclasses.replace(saved, screened_head=choice)  # type: ignore[attr-defined]
-            session = engine.open_session(QUESTION, DOCS, max_new_tokens=6)
-            answers[choice] = session.answer_tokens(units, masks)  # type: ignore[attr-defined]
-    finally:
-        engine.options = saved  # type: ignore[attr-defined]
+    for choice in ("off", "on"):
+        tuned = engine.tuned(dataclasses.replace(engine.options, screened_head=choice))
+        session = tuned.open_session(QUESTION, DOCS, max_new_tokens=6)
+        answers[choice] = session.answer_tokens(units, masks)  # type: ignore[attr-defined]
     assert answers["on"] == answers["off"]
     assert engine.screen.candidates > 0  # type: ignore[attr-defined]  # it ran
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tests.worker.engine.conftest import DOCS, QUESTION, mixed_units, random_masks
-from worker.engine.seq2seq import GenericKernel, Memory, T5Kernel
+from worker.engine.seq2seq.kernel import EncoderMemory as Memory
+from worker.engine.seq2seq.kernel import GenericKernel
+from worker.engine.seq2seq.t5_kernel import T5Kernel
 
 MAX_NEW = 8
 
@@ -108,12 +110,14 @@ def test_look_up_drafts_never_change_answers(engines, monkeypatch, name):
     engine = engines[name]
     units = mixed_units()
     masks = random_masks(len(units), 40, seed=12)
-    monkeypatch.setattr(engine, "options", replace(engine.options, lookup_tokens=0))
-    plain = engine.open_session(QUESTION, DOCS, max_new_tokens=MAX_NEW)
+    plain = engine.tuned(replace(engine.options, lookup_tokens=0)).open_session(
+        QUESTION, DOCS, max_new_tokens=MAX_NEW
+    )
     without = plain.answer_tokens(units, masks)
     assert plain.lookup_proposed == 0
-    monkeypatch.setattr(engine, "options", replace(engine.options, lookup_tokens=6))
-    session = engine.open_session(QUESTION, DOCS, max_new_tokens=MAX_NEW)
+    session = engine.tuned(replace(engine.options, lookup_tokens=6)).open_session(
+        QUESTION, DOCS, max_new_tokens=MAX_NEW
+    )
     assert session.answer_tokens(units, masks) == without
     assert session.lookup_proposed > 0
     if session.lookup_accepted == 0:  # each rejection shortens the drafts: 6 + 5 + ... + 1

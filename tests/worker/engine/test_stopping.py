@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from worker.engine.loading.tiny import byte_tokenizer
 from worker.engine.stopping import StopRule, cut_answer, ends_answer, newline_ids
-from worker.engine.tiny import byte_tokenizer
 
 EOS = frozenset({1})
 

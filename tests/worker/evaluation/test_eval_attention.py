@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fakes import make_fake_engine
-from worker.engine.attention_mass import prompt_layout
-from worker.engine.registry import load_engine
+from worker.engine.causal.attention_mass import prompt_layout
+from worker.engine.loading.registry import load_engine
 from worker.evaluation.attention import attention_scores
 from worker.evaluation.data import Example
 from worker.shapley.units import Document
@@ -52,12 +52,9 @@ def test_engines_without_a_model_have_no_attention_ranker() -> None:
 def test_the_mass_is_taken_on_the_prompt_the_engine_builds(tiny) -> None:
     """The baseline reads the prompt the explanations see: the engine's prompt style."""
     short = tiny.attention_mass(EXAMPLE.question, list(DOCS))
-    plain_options = replace(tiny.options, prompt_style="plain")
-    previous, tiny.options = tiny.options, plain_options
-    try:
-        plain = tiny.attention_mass(EXAMPLE.question, list(DOCS))
-    finally:
-        tiny.options = previous
+    plain_engine = tiny.tuned(replace(tiny.options, prompt_style="plain"))
+    plain = plain_engine.attention_mass(EXAMPLE.question, list(DOCS))
+    assert tiny.options.prompt_style == "short"  # the shared engine is not changed
     ids_short, _ = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS), "short")
     ids_plain, _ = prompt_layout(tiny.tokenizer, EXAMPLE.question, list(DOCS), "plain")
     assert len(ids_short) > len(ids_plain)  # the few-shot examples

@@ -5,10 +5,11 @@ ablations, and its smaller run is the larger run's first ablations."""
 import numpy as np
 import pytest
 
-from worker.engine.registry import load_engine
+from worker.engine.loading.registry import load_engine
 from worker.evaluation import contextcite
+from worker.evaluation.config import EvalConfig
 from worker.evaluation.data import Example
-from worker.evaluation.runner import EvalConfig, evaluate
+from worker.evaluation.runner import evaluate
 from worker.shapley.segment import document_units
 from worker.shapley.units import Document
 

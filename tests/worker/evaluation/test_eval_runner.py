@@ -9,9 +9,10 @@ import pytest
 from tests.fakes import make_fake_engine
 from tests.worker.evaluation.eval_fakes import RuleEngine, make_gold_engine
 from worker.evaluation import faithfulness
+from worker.evaluation.config import EvalConfig
 from worker.evaluation.data import Example, load_examples
 from worker.evaluation.report import question_metrics, summarize
-from worker.evaluation.runner import EvalConfig, evaluate
+from worker.evaluation.runner import evaluate
 from worker.shapley.units import Document
 
 DATA = Path(__file__).parent / "data"

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from worker.engine.kvcache import KV
+from worker.engine.batching.kvcache import KV
 
 Slots = npt.NDArray[np.int64]
 

@@ -1,4 +1,4 @@
-"""Explicit 4-D attention masks for a batch packed as a tree (``packing.PackedTree``).
+"""Explicit 4-D attention masks for a batch packed as a tree (``batching.packing.PackedTree``).
 
 A query sees a key when the key is one of its own ancestors (or itself) or a full-context
 slot its branch reuses, and, for sliding-window layers, when it lies within the window by
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.engine.key_blocks import KeyBlocks
-from worker.engine.packing import PackedTree
+from worker.engine.attention.key_blocks import KeyBlocks
+from worker.engine.batching.packing import PackedTree
 
 
 @dataclass(frozen=True)

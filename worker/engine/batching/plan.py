@@ -1,7 +1,7 @@
 """What a coalition costs the causal engine: which stored slots it reuses, what it computes.
 
 A plan is pure data shared by the session (which makes and re-makes plans against the
-prefix store) and the two batch layouts (``tree_batch``, ``linear_batch``) that run them.
+prefix store) and the two batch layouts (``batching.tree``, ``batching.linear``) that run them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ NO_SLOTS: Slots = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
-class Plan:
+class CoalitionPlan:
     """One coalition's work: reuse the stored slots ``keep``, then compute ``new`` from
     position ``start``; afterwards the first ``stored`` of them join the prefix store.
     ``prompt`` is what the answer is conditioned on (fast mode: the full context);
@@ -45,5 +45,5 @@ class Plan:
         """Plans with equal keys see the same stored slots (and may share nodes)."""
         return self.keep.tobytes()
 
-    def extended(self, tokens: tuple[int, ...]) -> Plan:
+    def extended(self, tokens: tuple[int, ...]) -> CoalitionPlan:
         return replace(self, new=self.new + tokens)

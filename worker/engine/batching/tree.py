@@ -3,27 +3,27 @@
 Each row holds the stored slots its coalitions reuse (gathered from the job's prefix
 store), then their prompts' new tokens as a prefix tree (shared leading tokens computed
 once), a copy of each coalition's draft tree below its prompt, and the decoding steps.
-One 4-D mask (``attend.build_mask``) lets each node see exactly its ancestors and the
+One 4-D mask (``attention.masks.build_mask``) lets each node see exactly its ancestors and the
 stored slots its branch reuses, so a row computes for every coalition what its prompt
 alone would give; rejected drafts are nobody's ancestors. Arbitrary masks need SDPA (or
-eager) attention; ``linear_batch`` is the layout FlashAttention can run.
+eager) attention; ``batching.linear`` is the layout FlashAttention can run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from worker.engine.attend import build_mask
-from worker.engine.draft import DraftTree
-from worker.engine.key_blocks import KeyBlocks
-from worker.engine.kvcache import KV, GrowingCache
-from worker.engine.packing import PackedTree, split_rows
-from worker.engine.plan import Plan
-from worker.engine.prefixes import PrefixStore
+from worker.engine.attention.key_blocks import KeyBlocks
+from worker.engine.attention.masks import build_mask
+from worker.engine.batching.kvcache import KV, GrowingCache
+from worker.engine.batching.model_facts import ModelFacts
+from worker.engine.batching.packing import PackedTree, split_rows
+from worker.engine.batching.plan import CoalitionPlan
+from worker.engine.batching.prefixes import PrefixStore
+from worker.engine.speculation.draft import DraftTree
 from worker.shapley.oracle import OracleStats
 
 
@@ -33,9 +33,9 @@ class TreeBatch:
 
     def __init__(
         self,
-        engine: Any,
+        engine: ModelFacts,
         store: PrefixStore,
-        plans: list[Plan],
+        plans: list[CoalitionPlan],
         drafts: Sequence[DraftTree | None],
         share: bool,
         stats: OracleStats,
@@ -179,7 +179,7 @@ class TreeBatch:
 
 
 def run_rows(
-    engine: Any,
+    engine: ModelFacts,
     rows: list[PackedTree],
     cache: GrowingCache,
     coalitions: int,
@@ -215,7 +215,7 @@ def run_rows(
     return hidden, first
 
 
-def full_context(engine: Any, full: Sequence[int], stats: OracleStats) -> list[KV]:
+def full_context(engine: ModelFacts, full: Sequence[int], stats: OracleStats) -> list[KV]:
     """Keys and values ``(kv_heads, len(full), head_dim)`` of the full-context prompt, from
     one plain causal pass (it counts as one forward pass)."""
     tree = PackedTree(0)

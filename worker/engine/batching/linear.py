@@ -6,9 +6,9 @@ them. Here every row is one coalition's sequence in a preallocated buffer
 ``(rows, slots, kv_heads, head_dim)``: the stored slots it reuses (its prefix in order,
 gathered from the job's prefix store), its new prompt tokens, and one draft chain (its
 likeliest answer); decoding appends to it. A rejected draft is undone by not advancing
-the row's length, so the next pass overwrites it. ``flash.pick_kernel`` runs the step
+the row's length, so the next pass overwrites it. ``attention.flash.pick_kernel`` runs the step
 (``flash_attn_with_kvcache`` on CUDA, its PyTorch reference elsewhere); the model's own
-modules compute everything else, and the attention function (``attention``) hands the
+modules compute everything else, and the attention function (``attention.sdpa``) hands the
 kernel the buffers through the ``linear_rows`` keyword argument.
 """
 
@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 
-from worker.engine.draft import DraftTree
-from worker.engine.flash import KvKernel
-from worker.engine.kvcache import KV
-from worker.engine.plan import Plan
-from worker.engine.prefixes import PrefixStore
+from worker.engine.attention.flash import KvKernel
+from worker.engine.batching.kvcache import KV
+from worker.engine.batching.model_facts import ModelFacts
+from worker.engine.batching.plan import CoalitionPlan
+from worker.engine.batching.prefixes import PrefixStore
+from worker.engine.speculation.draft import DraftTree
 from worker.shapley.oracle import OracleStats
 
 
@@ -66,9 +67,9 @@ class LinearBatch:
 
     def __init__(
         self,
-        engine: Any,
+        engine: ModelFacts,
         store: PrefixStore,
-        plans: list[Plan],
+        plans: list[CoalitionPlan],
         drafts: Sequence[DraftTree | None],
         kernel: KvKernel,
         room: int,
@@ -182,14 +183,14 @@ def _chain(draft: DraftTree | None) -> list[int]:
     return list(draft.tokens)
 
 
-def _empty(engine: Any, rows: int, capacity: int) -> KV:
+def _empty(engine: ModelFacts, rows: int, capacity: int) -> KV:
     shape = (rows, capacity, engine.kv_heads, engine.head_dim)
     device, dtype = engine.torch_device, engine.model.dtype
     keys = torch.zeros(shape, device=device, dtype=dtype)
     return keys, torch.zeros_like(keys)
 
 
-def _no_mask(engine: Any) -> Any:
+def _no_mask(engine: ModelFacts) -> Any:
     """A 4-D placeholder: transformers returns a ready mask as it is, so none is built
     (the kernel masks by row length)."""
     placeholder = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=engine.torch_device)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from worker.engine.layout import PromptLayout
+from worker.engine.prompt_layout import PromptLayout
 from worker.engine.prompts import Codec, PromptStyle, document_block
 from worker.shapley.units import Document
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import psutil
 import torch
 
+from worker.engine.batching.model_facts import MemoryFacts
 from worker.engine.errors import EngineError
 
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def head_read_rows(dtype: torch.dtype, device: torch.device) -> int:
     return int(balance * torch.finfo(dtype).bits / 8 / 2)
 
 
-def store_slots(engine: Any) -> int:
+def store_slots(engine: MemoryFacts) -> int:
     """Slots a job's prefix store may hold: an eighth of free memory (batches get a quarter)."""
     return max(0, free_bytes(engine.torch_device) // 8 // max(1, int(engine.kv_bytes)))
 
@@ -84,7 +85,7 @@ def _setting(config: object, names: tuple[str, ...], default: int) -> int:
     return default
 
 
-def token_budget(engine: Any, context: int) -> int:
+def token_budget(engine: MemoryFacts, context: int) -> int:
     """Token positions per batched pass: KV for ``context`` slots per row plus activations
     must fit in a quarter of free memory; on CPU also capped at ``CPU_TOKENS``."""
     device = engine.torch_device

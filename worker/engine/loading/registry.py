@@ -18,7 +18,8 @@ from pathlib import Path
 
 from worker.engine.base import Engine, EngineOptions
 from worker.engine.errors import EngineError, ModelNotFound
-from worker.engine.loading import (
+from worker.engine.loading.factories import is_factory, load_factory
+from worker.engine.loading.models import (
     LoadedModel,
     default_cache_dir,
     load_gguf,
@@ -37,26 +38,33 @@ KNOWN_MODELS: dict[str, str] = {
 DEFAULT_MODEL = "gemma-3-270m"
 
 
-def load_engine(name: str, *, cache_dir: Path | None = None, device: str | None = None) -> Engine:
-    """Load ``name`` (see the module docstring), warm it up, and return the resident engine."""
-    if name.startswith("py:"):
-        return _from_factory(name)
+def load_engine(
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    options: EngineOptions | None = None,
+) -> Engine:
+    """Load ``name`` (see the module docstring), warm it up, and return the resident engine
+    with ``options`` (the defaults where None; a factory's engine keeps its own)."""
+    if is_factory(name):
+        return load_factory(name)  # type: ignore[no-any-return]
     fid = name.startswith("fid:") or name == "tiny-t5-fid"
     base = "tiny-t5" if name == "tiny-t5-fid" else name.removeprefix("fid:")
     loaded = _load(base, cache_dir or default_cache_dir(), device)
-    return _wrap(loaded, name, fid)
+    return _wrap(loaded, name, fid, options or EngineOptions())
 
 
-def _wrap(loaded: LoadedModel, name: str, fid: bool) -> Engine:
+def _wrap(loaded: LoadedModel, name: str, fid: bool, options: EngineOptions) -> Engine:
     if loaded.family == "seq2seq":
-        from worker.engine.seq2seq import Seq2SeqEngine
+        from worker.engine.seq2seq.engine import Seq2SeqEngine
 
-        return Seq2SeqEngine(loaded, name, fid=fid, options=EngineOptions())
+        return Seq2SeqEngine(loaded, name, fid=fid, options=options)
     if fid:
         raise EngineError(f"FiD mode needs an encoder-decoder model; {name} is decoder-only")
-    from worker.engine.causal import CausalEngine
+    from worker.engine.causal.engine import CausalEngine
 
-    return CausalEngine(loaded, name, EngineOptions())
+    return CausalEngine(loaded, name, options)
 
 
 def _load(name: str, cache_dir: Path, device: str | None) -> LoadedModel:
@@ -77,7 +85,7 @@ def _load(name: str, cache_dir: Path, device: str | None) -> LoadedModel:
 
 def _tiny(kind: str) -> Callable[[Path, object], LoadedModel]:
     def build(_cache_dir: Path, device: object) -> LoadedModel:
-        from worker.engine.tiny import build_tiny
+        from worker.engine.loading.tiny import build_tiny
 
         return build_tiny(kind, device)  # type: ignore[arg-type]
 
@@ -119,15 +127,3 @@ _BUILTIN: dict[str, Callable[[Path, object], LoadedModel]] = {
     "tiny-gemma": _tiny("tiny-gemma"),
     "tiny-t5": _tiny("tiny-t5"),
 }
-
-
-def _from_factory(name: str) -> Engine:
-    try:
-        _, module_name, attr = name.split(":", 2)
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ValueError, ImportError, AttributeError) as error:
-        raise ModelNotFound(f"{name!r} is not a loadable py:module:attr factory") from error
-    engine = factory()
-    if not all(hasattr(engine, a) for a in ("open_session", "count_tokens", "name")):
-        raise EngineError(f"{name} returned {type(engine).__name__}, which is not an engine")
-    return engine  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@ keyword route, and each block of queries attends to its own keys only; otherwise
 passes run in blocks of queries that skip the keys after them (the masks are causal by
 slot). Calls without an explicit mask (plain ``generate`` on the same model)
 go to transformers' own SDPA function unchanged, so the model computes exactly what it did.
-The linear layout (``linear_batch``) passes its row buffers as a keyword argument, which
+The linear layout (``batching.linear``) passes its row buffers as a keyword argument, which
 transformers hands through to this function; then its kernel (FlashAttention 2 on CUDA)
 does the work.
 """
@@ -26,8 +26,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from worker.engine import bf16_attention
-from worker.engine.key_blocks import KeyBlocks
+from worker.engine.attention import bf16 as bf16_attention
+from worker.engine.attention.key_blocks import KeyBlocks
 
 NAME = "textgenshap_sdpa"
 BLOCK_QUERIES = 128  # the smallest block of queries worth a call of its own
@@ -45,7 +45,7 @@ def engine_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """SDPA over (batch, heads, queries, dim) with the engine's boolean mask, no head copies;
-    or, given ``linear_rows`` (``linear_batch.LinearRows``), its kernel over those rows."""
+    or, given ``linear_rows`` (``batching.linear.LinearRows``), its kernel over those rows."""
     rows = kwargs.pop("linear_rows", None)
     if rows is not None:
         window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")

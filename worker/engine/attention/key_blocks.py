@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from worker.engine import bf16_attention
+from worker.engine.attention import bf16 as bf16_attention
 
 # A call of its own (launch, gathers, the Python around them) costs about as much as this
 # many query-key pairs of scores and values on a CPU; a gathered key about one pair.

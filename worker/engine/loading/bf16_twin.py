@@ -6,7 +6,7 @@ present), and it is judged by how often its answers agree with the exact engine'
 CPU with bf16 matrix instructions the weights' products, most of a fast-mode coalition's
 time, run about twice as fast in bf16, and bf16 is what the same model computes on a GPU
 anyway. Measured on 10 NaturalQuestions documents and 128 coalitions, the copy (with
-``bf16_attention``) made fast mode 1.47x (SmolLM2) and 1.39x (Gemma 3) faster, and its
+``attention.bf16``) made fast mode 1.47x (SmolLM2) and 1.39x (Gemma 3) faster, and its
 answers agreed with the exact engine's as often as before (0.69 against 0.67, 0.62
 against 0.64; docs/performance.md). The exact engine never uses the copy: its answers
 must equal plain ``generate`` on the loaded model.
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from worker.engine.timing import best_seconds
+from worker.engine.loading.timing import best_seconds
 
 # bf16 must be at least this much faster than fp32 on a product of the model's width to
 # be worth an approximation on top of fast mode's (a CPU without bf16 instructions runs

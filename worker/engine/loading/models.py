@@ -27,8 +27,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from worker.engine.attention.flash import pick_kernel
 from worker.engine.errors import ModelNotFound
-from worker.engine.flash import pick_kernel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -66,8 +66,8 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 
 
 def pick_attention(device: torch.device) -> str:
-    """FlashAttention 2 where its kernel runs (``flash.pick_kernel``: an Ampere or newer GPU
-    and flash-attn importable), SDPA otherwise."""
+    """FlashAttention 2 where its kernel runs (``attention.flash.pick_kernel``: an Ampere or
+    newer GPU and flash-attn importable), SDPA otherwise."""
     return pick_kernel(device)[0]
 
 

@@ -22,7 +22,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from worker.engine.loading import LoadedModel, finish, pick_attention
+from worker.engine.loading.models import LoadedModel, finish, pick_attention
 
 VOCAB = 384  # 3 specials + 256 bytes + 125 sentinel ids, as ByT5
 SEED = 1234

@@ -10,12 +10,13 @@ changes an answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 Ids = npt.NDArray[np.int64]
+Done = Callable[[list[int]], bool]
 
 
 def follow(corpus: Ids, generated: Sequence[int], length: int, longest: int = 3) -> list[int]:
@@ -55,3 +56,45 @@ def corpus_of(texts: Sequence[Sequence[int]]) -> Ids:
         parts.extend(text)
         parts.append(-1)
     return np.asarray(parts, dtype=np.int64)
+
+
+class LookupDrafts:
+    """A session's look-up drafting: proposes, counts and (where ``adaptive``) schedules
+    the draft length as Hugging Face's assisted generation does: two more after a draft
+    accepted in full, one fewer after a rejection; at 0 the session stops drafting by
+    look-up. The seq2seq decoder adapts (every drafted position costs cross-attention over
+    the whole memory, and its lockstep batch pads to the longest draft); the causal
+    engine keeps the fixed length its layouts size their rows for."""
+
+    def __init__(self, limit: int, *, adaptive: bool) -> None:
+        self.limit, self.length, self.adaptive = limit, limit, adaptive
+        self.proposed = 0
+        self.accepted = 0
+
+    def guess(self, corpus: Ids, generated: Sequence[int], room: int) -> list[int]:
+        """A draft of at most ``room`` tokens continuing ``generated`` (counted as proposed)."""
+        draft = follow(corpus, generated, min(self.length, room))
+        self.proposed += len(draft)
+        return draft
+
+    def settle(self, proposed: int, taken: int) -> None:
+        """Count ``taken`` of a ``proposed``-token draft as accepted; adapt the length."""
+        self.accepted += taken
+        if not (self.adaptive and proposed):
+            return
+        if taken == proposed:
+            self.length = min(self.length + 2, self.limit)
+        else:
+            self.length -= 1
+
+
+def accept(out: list[int], draft: Sequence[int], greedy: Sequence[int], done: Done) -> int:
+    """Append greedy tokens to ``out`` while they confirm the draft (``greedy[i]``: the
+    greedy token after the draft's first ``i`` tokens); how many draft tokens were taken."""
+    taken = 0
+    while True:
+        token = greedy[taken]
+        out.append(token)
+        if done(out) or taken >= len(draft) or token != draft[taken]:
+            return taken
+        taken += 1

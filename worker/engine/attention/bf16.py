@@ -4,7 +4,7 @@ PyTorch's CPU SDPA kernel for bf16 has a large fixed cost per call: for 33 queri
 fast-mode coalition's question tail and draft) over 733 keys it took 1.6 ms, against
 0.7 ms for the same attention written out here and 0.9 ms for SDPA in fp32; for one
 query (a decoding step) 0.78 ms against 0.13 ms. From about 48 queries on, SDPA's
-blocked kernel is the faster again. Only fast mode's bf16 twin (``bf16_twin``) runs bf16
+blocked kernel is the faster again. Only fast mode's bf16 twin (``loading.bf16_twin``) runs bf16
 on a CPU; the scores are rounded to bf16 before the softmax (accumulated in fp32), which
 doubles SDPA's bf16 error (0.003 against 0.0014 on unit-variance inputs) and is part of
 the approximation fast mode's agreement measures.

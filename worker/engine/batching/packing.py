@@ -7,7 +7,7 @@ Draft tokens (the job's answer tree, look-up chains) hang off any node the same 
 node sees exactly its own ancestors (and the full-context slots its branch reuses), so a
 rejected draft never influences anything: it simply is nobody's ancestor.
 
-Everything here is plain data (numpy); ``causal.py`` turns it into model inputs.
+Everything here is plain data (numpy); ``causal.session`` turns it into model inputs.
 """
 
 from __future__ import annotations
@@ -152,6 +152,25 @@ def split_rows(
     attends to the reused slots and half its own family, whatever shares its row, so
     more rows only add padding and one row wins.
     """
+    families, sizes = _families(branches, prompts, extra)
+    best: tuple[float, list[list[int]]] | None = None
+    for count in range(1, len(families) + 1):
+        rows, width = _spread(sizes, count)
+        # queries skip keys after their own slot (``attention.sdpa``), or other families' keys
+        attended = reach + (max(sizes) if blocks else width) / 2
+        cost = count * width * (1 + key_cost * attended) + count * (reach + width) * slot_cost
+        if best is None or cost < best[0]:
+            members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]
+            best = (cost, members)
+    assert best is not None
+    return best[1]
+
+
+def _families(
+    branches: Sequence[object], prompts: Sequence[Sequence[int]], extra: int
+) -> tuple[list[list[int]], list[int]]:
+    """Runs of consecutive coalitions on one branch that share leading tokens, and the
+    nodes each family adds (shared tokens once, ``extra`` per coalition)."""
     families: list[list[int]] = []
     sizes: list[int] = []
     for i, prompt in enumerate(prompts):
@@ -163,21 +182,16 @@ def split_rows(
             sizes.append(0)
         families[-1].append(i)
         sizes[-1] += len(prompt) - shared + extra
-    best: tuple[float, list[list[int]]] | None = None
-    order = sorted(range(len(families)), key=lambda f: -sizes[f])
-    for count in range(1, len(families) + 1):
-        rows: list[list[int]] = [[] for _ in range(count)]
-        widths = [0] * count
-        for f in order:
-            r = widths.index(min(widths))
-            rows[r].append(f)
-            widths[r] += sizes[f]
-        width = max(widths)
-        # queries skip keys after their own slot (``attention``), or other families' keys
-        attended = reach + (max(sizes) if blocks else width) / 2
-        cost = count * width * (1 + key_cost * attended) + count * (reach + width) * slot_cost
-        if best is None or cost < best[0]:
-            members = [sorted(i for f in sorted(row) for i in families[f]) for row in rows]
-            best = (cost, members)
-    assert best is not None
-    return best[1]
+    return families, sizes
+
+
+def _spread(sizes: list[int], count: int) -> tuple[list[list[int]], int]:
+    """Families (by index) over ``count`` rows, longest first onto the emptiest row; and the
+    widest row's width."""
+    rows: list[list[int]] = [[] for _ in range(count)]
+    widths = [0] * count
+    for f in sorted(range(len(sizes)), key=lambda f: -sizes[f]):
+        r = widths.index(min(widths))
+        rows[r].append(f)
+        widths[r] += sizes[f]
+    return rows, max(widths)

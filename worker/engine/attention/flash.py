@@ -81,36 +81,12 @@ def reference_kvcache_attention(
     scores are computed explicitly (in at least float32, as the kernel accumulates).
     """
     _check(q, k_cache, v_cache, k, v, cache_seqlens, window, softcap)
-    batch, steps = q.shape[0], q.shape[1]
-    device = q.device
-    starts = cache_seqlens.to(device=device, dtype=torch.long)
-    positions = starts[:, None] + torch.arange(steps, device=device)  # (B, Sq) absolute
-    ends = starts + steps
-    if steps and int(ends.max()) > k_cache.shape[1]:
-        raise ValueError(
-            f"cache_seqlens + Sq reaches {int(ends.max())} but the buffer holds "
-            f"{k_cache.shape[1]} slots"
-        )
-    rows = torch.arange(batch, device=device)[:, None]
-    k_cache[rows, positions] = k
-    v_cache[rows, positions] = v
-    if steps == 0:
+    starts = cache_seqlens.to(device=q.device, dtype=torch.long)
+    positions = starts[:, None] + torch.arange(q.shape[1], device=q.device)  # (B, Sq) absolute
+    _write(k_cache, v_cache, k, v, positions)
+    if q.shape[1] == 0:
         return q.new_empty((*q.shape[:3], v_cache.shape[3]))
-
-    first = torch.zeros_like(starts) if window is None else (starts - window + 1).clamp(min=0)
-    span = int((ends - first).max())
-    key_pos = first[:, None] + torch.arange(span, device=device)  # (B, span) absolute
-    inside = key_pos < ends[:, None]
-    slots = key_pos.clamp(max=k_cache.shape[1] - 1)
-    keys = k_cache[rows, slots].masked_fill_(~inside[:, :, None, None], 0)
-    values = v_cache[rows, slots].masked_fill_(~inside[:, :, None, None], 0)
-
-    distance = positions[:, :, None] - key_pos[:, None, :]  # (B, Sq, span)
-    mask = distance >= 0
-    if window is not None:
-        mask &= distance < window
-    mask = mask[:, None]  # (B, 1, Sq, span): one mask shared by every head
-
+    keys, values, mask = _visible(k_cache, v_cache, positions, window)
     qh, kh, vh = q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)
     if softcap:
         out = _softcapped(qh, kh, vh, mask, softmax_scale, softcap)
@@ -182,6 +158,45 @@ def pick_kernel(device: torch.device) -> tuple[str, KvKernel]:
 def _capability(device: torch.device) -> tuple[int, int]:
     major, minor = torch.cuda.get_device_capability(device)
     return int(major), int(minor)
+
+
+def _write(
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+) -> None:
+    """The new keys and values into each row's buffer at their absolute positions."""
+    if positions.shape[1] and int(positions[:, -1].max()) >= k_cache.shape[1]:
+        raise ValueError(
+            f"cache_seqlens + Sq reaches {int(positions[:, -1].max()) + 1} but the buffer "
+            f"holds {k_cache.shape[1]} slots"
+        )
+    rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+    k_cache[rows, positions] = k
+    v_cache[rows, positions] = v
+
+
+def _visible(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor, window: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row the keys and values from the lowest slot any query sees to the row's end
+    (zeroed past the end), and the (B, 1, Sq, span) mask shared by every head."""
+    starts, ends = positions[:, 0], positions[:, -1] + 1
+    first = torch.zeros_like(starts) if window is None else (starts - window + 1).clamp(min=0)
+    span = int((ends - first).max())
+    key_pos = first[:, None] + torch.arange(span, device=positions.device)  # (B, span)
+    inside = key_pos < ends[:, None]
+    slots = key_pos.clamp(max=k_cache.shape[1] - 1)
+    rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+    keys = k_cache[rows, slots].masked_fill_(~inside[:, :, None, None], 0)
+    values = v_cache[rows, slots].masked_fill_(~inside[:, :, None, None], 0)
+    distance = positions[:, :, None] - key_pos[:, None, :]  # (B, Sq, span)
+    mask = distance >= 0
+    if window is not None:
+        mask &= distance < window
+    return keys, values, mask[:, None]
 
 
 def _softcapped(

@@ -1,0 +1,2 @@
+"""How coalitions sit in memory: tree and linear rows, packing, caches, the prefix store,
+the memory budget."""

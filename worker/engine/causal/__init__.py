@@ -1,0 +1,1 @@
+"""The decoder-only engine (Llama, Gemma, SmolLM): engine facts, the session, coalition planning."""

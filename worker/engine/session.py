@@ -1,0 +1,69 @@
+"""What every decoding session keeps for one job, whatever the model family: the answer
+memo (a coalition decoded once is never decoded again), the answers' token ids, the stop
+rule, the look-up drafts and their counters, and the warm-up both engines run at load."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Protocol
+
+import numpy as np
+
+from worker.engine.base import EngineSession
+from worker.engine.speculation.lookup import LookupDrafts
+from worker.engine.stopping import StopRule
+from worker.shapley import segment
+from worker.shapley.units import Document
+
+Answer = tuple[int, ...]
+
+
+class Opens(Protocol):
+    def open_session(
+        self, question: str, documents: list[Document], *, max_new_tokens: int
+    ) -> EngineSession: ...
+
+
+class DecodingSession(EngineSession):
+    """The family-independent half of a session (see the module docstring)."""
+
+    def __init__(self, stop: StopRule, lookup: LookupDrafts, target_end: int | None) -> None:
+        self.stop, self.lookup = stop, lookup
+        self._target_end = target_end  # appended to a scored answer's tokens (EOS)
+        self._memo: dict[Hashable, Answer] = {}
+        self._answer_ids: dict[str, Answer] = {}
+
+    @property
+    def lookup_proposed(self) -> int:
+        return self.lookup.proposed
+
+    @property
+    def lookup_accepted(self) -> int:
+        return self.lookup.accepted
+
+    def _remember(self, key: Hashable, answer: Answer) -> None:
+        self._memo[key] = answer
+        self._answer_ids.setdefault(self._text(answer), answer)
+
+    def _text(self, answer: Answer) -> str:
+        return self.stop.text(answer)
+
+    def _target(self, answer: str, encode: Encode) -> Answer:
+        """The token ids teacher forcing scores for ``answer``: the ids it was generated
+        as in this job where it was, else its encoding followed by the end token."""
+        if answer in self._answer_ids:
+            return self._answer_ids[answer]
+        end = () if self._target_end is None else (self._target_end,)
+        return (*encode(answer), *end)
+
+
+class Encode(Protocol):
+    def __call__(self, text: str) -> Answer: ...
+
+
+def warm_up(engine: Opens) -> None:
+    """One tiny coalition through a fresh session, so the first job pays no one-time costs
+    (kernel selection, allocator growth) inside its measured time."""
+    docs = [Document("Warm-up passage.", "Warm-up")]
+    units = segment.document_units(docs)
+    engine.open_session("Warm up?", docs, max_new_tokens=2).answers(units, np.ones((1, 1), bool))

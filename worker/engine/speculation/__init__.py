@@ -1,0 +1,1 @@
+"""Drafts the greedy decoder verifies: the job's answer book and look-up drafts."""
