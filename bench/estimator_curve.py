@@ -1,0 +1,237 @@
+"""Accuracy against cost of every document-level estimator, on games whose exact values are
+known: the recorded tables of ``bench/exact_vs_loo.py`` (every coalition of NQ questions cut
+to 6 documents evaluated once on the real models: log p(y | S) of the full-context answer y,
+and the greedy answer of S).
+
+No model runs here. Each estimator reads the same recorded table, so every method plays the
+same game on the same target, and the differences are the estimators' alone:
+
+- ``ours-<estimator>``: ``worker.shapley.estimate`` at several budgets (``auto`` is what the
+  service runs; below 2^6 = 64 coalitions it samples), ``--repeats`` seeds per question
+  (seeds from the question id, so no two questions share coalitions);
+- ``loo``: leave-one-out, v(N) - v(N without i) (7 coalitions);
+- ``contextcite-k``: ContextCite's surrogate (Cohen-Wang et al., 2024): a Lasso (alpha 0.01,
+  as its package) from the keep-mask to the value over k random ablations, each document
+  kept with probability 1/2; fitted on the same log p(y) game as everything else.
+
+Error is measured against the exact Shapley values of the game (all 64 coalitions):
+Spearman correlation, top-1 agreement (the method's top document is one of the exact top
+documents), and the top-3 overlap. Cost is in coalitions; "s" multiplies them by the engine's
+own seconds per coalition on that question (the recorded table's time / 64): a coalition
+costs every method the same there, because they all run through the same batched engine.
+Games: ``logprob`` (log p(y | S)) and ``answer`` (1 when S's greedy answer is y after QA
+normalisation). Means over questions with bootstrap 95% intervals.
+
+    .venv/bin/python bench/estimator_curve.py --records docs/results/exact-vs-loo/rows.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.evaluation.faithfulness import mask_key, question_seed, spearman  # noqa: E402
+from worker.evaluation.paired import bootstrap_mean  # noqa: E402
+from worker.shapley.estimators import estimate, fits  # noqa: E402
+from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
+from worker.shapley.kernel import constrained_solver  # noqa: E402
+
+Scores = Callable[[np.random.Generator], tuple[np.ndarray, int]]
+
+
+def table_of(record: dict[str, Any], game: str) -> dict[str, float]:
+    """The game's value per coalition key."""
+    if game == "logprob":
+        return {k: float(v) for k, v in record["values"].items()}
+    target = normalize_answer(record["answers"]["1" * record["n"]])
+    return {k: float(normalize_answer(a) == target) for k, a in record["answers"].items()}
+
+
+def exact_shapley(table: dict[str, float], n: int) -> np.ndarray:
+    game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
+    return estimate(game, estimator="exact", budget=2**n).mean[:, 0]
+
+
+def ours(table: dict[str, float], n: int, estimator: str, budget: int) -> Scores:
+    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
+        result = estimate(game, estimator=estimator, budget=budget, seed=rng)
+        return result.mean[:, 0], game.evaluations
+
+    return run
+
+
+def layered(table: dict[str, float], n: int, budget: int) -> Scores:
+    """Experimental: paired KernelSHAP whose first pairs are the n layer pairs ({i}, N
+    without i) the kernel weights most (sizes 1 and n-1, as the shap package fills whole
+    sizes first), the rest of the budget paired samples of the middle sizes; the
+    regression weighs the enumerated layer by its kernel mass."""
+    sizes = np.arange(1, n)
+    kernel = 1.0 / (sizes * (n - sizes))
+    layer_mass = (kernel[0] + kernel[-1]) / kernel.sum()
+    value = np.vectorize(lambda key: table[key])
+    empty, full = table["0" * n], table["1" * n]
+
+    def moments(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.array(["".join("1" if b else "0" for b in row) for row in z])
+        gains = value(keys) - empty
+        return z.T @ z / len(z), z.T @ gains / len(z)
+
+    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        eye = np.eye(n, dtype=bool)
+        a, b = moments(np.concatenate([eye, ~eye]).astype(float))
+        pairs = (budget - 2 - 2 * n) // 2
+        if pairs > 0 and n > 3:
+            middle = sizes[1:-1]
+            w = kernel[1:-1] / kernel[1:-1].sum()
+            s = rng.choice(middle, size=pairs, p=w)
+            first = np.argsort(rng.random((pairs, n)), axis=1).argsort(axis=1) < s[:, None]
+            a_r, b_r = moments(np.concatenate([first, ~first]).astype(float))
+            a = layer_mass * a + (1 - layer_mass) * a_r
+            b = layer_mass * b + (1 - layer_mass) * b_r
+        project, offset = constrained_solver(a)
+        used = 2 + 2 * n + 2 * max(0, pairs if n > 3 else 0)
+        return project @ b + offset * (full - empty), used
+
+    return run
+
+
+def loo(table: dict[str, float], n: int) -> Scores:
+    full = table["1" * n]
+    drops = [full - table["".join("0" if j == i else "1" for j in range(n))] for i in range(n)]
+    return lambda rng: (np.asarray(drops), n + 1)
+
+
+def contextcite(table: dict[str, float], n: int, ablations: int) -> Scores:
+    from sklearn.linear_model import Lasso
+
+    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        masks = rng.random((ablations, n)) < 0.5
+        values = np.asarray([table[mask_key(m)] for m in masks])
+        fit = Lasso(alpha=0.01).fit(masks.astype(float), values)
+        return np.asarray(fit.coef_, dtype=float), len({mask_key(m) for m in masks})
+
+    return run
+
+
+def top_set(scores: np.ndarray) -> set[int]:
+    return {int(i) for i in np.flatnonzero(np.isclose(scores, scores.max(), atol=1e-9))}
+
+
+def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
+    """Spearman, top-1 (a method's top document among the exact top ones; a tie at the top
+    of the method's own scores counts its share) and top-3 overlap with the exact values."""
+    mine = top_set(scores)
+    top1 = len(mine & top_set(exact)) / len(mine)
+    order = np.argsort(-exact, kind="stable")[:3]
+    guess = np.argsort(-scores, kind="stable")[:3]
+    rho = spearman(scores.tolist(), exact.tolist())
+    return {"spearman": rho, "top1": top1, "top3": len(set(order) & set(guess)) / 3}
+
+
+def methods(table: dict[str, float], n: int, budgets: list[int]) -> dict[str, Scores]:
+    out: dict[str, Scores] = {"loo": loo(table, n)}
+    for estimator, budget in itertools.product(("auto", "kernel", "owen", "permutation"), budgets):
+        if fits(estimator, n, budget):
+            out[f"ours-{estimator}@{budget}"] = ours(table, n, estimator, budget)
+    for budget in budgets:
+        if budget >= 2 + 2 * n:
+            out[f"layered-kernel@{budget}"] = layered(table, n, budget)
+    for k in (8, 16, 32):
+        out[f"contextcite-{k}"] = contextcite(table, n, k)
+    return out
+
+
+def rows_for(record: dict[str, Any], game: str, budgets: list[int], repeats: int) -> list[dict]:
+    n, table = record["n"], table_of(record, game)
+    exact = exact_shapley(table, n)
+    if np.ptp(exact) == 0:
+        return []  # a game nothing in the context moves: no ranking to recover
+    per_coalition = record["table_seconds"] / 2**n
+    out = []
+    for name, run in methods(table, n, budgets).items():
+        rng = np.random.default_rng([question_seed(record["id"]), 11])
+        for rep in range(1 if name == "loo" else repeats):
+            scores, used = run(rng)
+            out.append(
+                {"model": record["model"], "game": game, "id": record["id"], "method": name,
+                 "rep": rep, "coalitions": used, "seconds": used * per_coalition,
+                 **agreement(scores, exact)}
+            )  # fmt: skip
+    return out
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per model, game and method: the question means (over repeats) with intervals."""
+    groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(dict)
+    for row in rows:
+        groups[row["model"], row["game"], row["method"]].setdefault(row["id"], []).append(row)
+    out = []
+    for (model, game, method), by_question in groups.items():
+        line: dict[str, Any] = {"model": model, "game": game, "method": method}
+        for field in ("coalitions", "seconds", "spearman", "top1", "top3"):
+            means = [
+                float(np.mean(vals))
+                for reps in by_question.values()
+                if (vals := [r[field] for r in reps if r[field] is not None])
+            ]
+            line[field] = bootstrap_mean(means)
+        out.append(line)
+    return out
+
+
+def cell(interval: Any, digits: int = 2) -> str:
+    if interval.mean is None:
+        return "-"
+    if interval.low is None:
+        return f"{interval.mean:.{digits}f}"
+    return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def print_table(summary: list[dict]) -> None:
+    print("| model | game | method | coalitions | s (engine) | Spearman | top-1 | top-3 | N |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ordered = sorted(summary, key=lambda s: (s["model"], s["game"], s["coalitions"].mean))
+    for s in ordered:
+        print(
+            f"| {s['model']} | {s['game']} | {s['method']} | {s['coalitions'].mean:.1f} | "
+            f"{s['seconds'].mean:.1f} | {cell(s['spearman'])} | {cell(s['top1'])} | "
+            f"{cell(s['top3'])} | {s['spearman'].n} |"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--records", type=Path, default=Path("docs/results/exact-vs-loo/rows.jsonl")
+    )
+    parser.add_argument("--budgets", default="8,12,16,24,32,48")
+    parser.add_argument("--repeats", type=int, default=10, help="seeds per question")
+    parser.add_argument("--out", type=Path, help="also write every row (JSONL) here")
+    args = parser.parse_args()
+    records = [json.loads(line) for line in args.records.read_text().splitlines() if line]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    rows = [
+        row
+        for record, game in itertools.product(records, ("logprob", "answer"))
+        for row in rows_for(record, game, budgets, args.repeats)
+    ]
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"# {len(records)} recorded tables, {args.repeats} seeds per sampled method")
+    print_table(summarise(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
