@@ -14,6 +14,9 @@ same game on the same target, and the differences are the estimators' alone:
   as its package) from the keep-mask to the value over k random ablations, each document
   kept with probability 1/2; fitted on the same log p(y) game as everything else.
 
+``ours-layered`` is the estimator ``layered`` (``worker/shapley/layered.py``), first measured
+here as a prototype of this script (rows ``layered-kernel`` in the committed summary).
+
 Error is measured against the exact Shapley values of the game (all 64 coalitions):
 Spearman correlation, top-1 agreement (the method's top document is one of the exact top
 documents), and the top-3 overlap. Cost is in coalitions; "s" multiplies them by the engine's
@@ -44,8 +47,8 @@ from worker.evaluation.faithfulness import mask_key, question_seed, spearman  # 
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
 from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
-from worker.shapley.kernel import constrained_solver  # noqa: E402
 
+ESTIMATORS = ("auto", "kernel", "layered", "owen", "permutation")
 Scores = Callable[[np.random.Generator], tuple[np.ndarray, int]]
 
 
@@ -67,41 +70,6 @@ def ours(table: dict[str, float], n: int, estimator: str, budget: int) -> Scores
         game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
         result = estimate(game, estimator=estimator, budget=budget, seed=rng)
         return result.mean[:, 0], game.evaluations
-
-    return run
-
-
-def layered(table: dict[str, float], n: int, budget: int) -> Scores:
-    """Experimental: paired KernelSHAP whose first pairs are the n layer pairs ({i}, N
-    without i) the kernel weights most (sizes 1 and n-1, as the shap package fills whole
-    sizes first), the rest of the budget paired samples of the middle sizes; the
-    regression weighs the enumerated layer by its kernel mass."""
-    sizes = np.arange(1, n)
-    kernel = 1.0 / (sizes * (n - sizes))
-    layer_mass = (kernel[0] + kernel[-1]) / kernel.sum()
-    value = np.vectorize(lambda key: table[key])
-    empty, full = table["0" * n], table["1" * n]
-
-    def moments(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.array(["".join("1" if b else "0" for b in row) for row in z])
-        gains = value(keys) - empty
-        return z.T @ z / len(z), z.T @ gains / len(z)
-
-    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        eye = np.eye(n, dtype=bool)
-        a, b = moments(np.concatenate([eye, ~eye]).astype(float))
-        pairs = (budget - 2 - 2 * n) // 2
-        if pairs > 0 and n > 3:
-            middle = sizes[1:-1]
-            w = kernel[1:-1] / kernel[1:-1].sum()
-            s = rng.choice(middle, size=pairs, p=w)
-            first = np.argsort(rng.random((pairs, n)), axis=1).argsort(axis=1) < s[:, None]
-            a_r, b_r = moments(np.concatenate([first, ~first]).astype(float))
-            a = layer_mass * a + (1 - layer_mass) * a_r
-            b = layer_mass * b + (1 - layer_mass) * b_r
-        project, offset = constrained_solver(a)
-        used = 2 + 2 * n + 2 * max(0, pairs if n > 3 else 0)
-        return project @ b + offset * (full - empty), used
 
     return run
 
@@ -141,12 +109,9 @@ def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
 
 def methods(table: dict[str, float], n: int, budgets: list[int]) -> dict[str, Scores]:
     out: dict[str, Scores] = {"loo": loo(table, n)}
-    for estimator, budget in itertools.product(("auto", "kernel", "owen", "permutation"), budgets):
+    for estimator, budget in itertools.product(ESTIMATORS, budgets):
         if fits(estimator, n, budget):
             out[f"ours-{estimator}@{budget}"] = ours(table, n, estimator, budget)
-    for budget in budgets:
-        if budget >= 2 + 2 * n:
-            out[f"layered-kernel@{budget}"] = layered(table, n, budget)
     for k in (8, 16, 32):
         out[f"contextcite-{k}"] = contextcite(table, n, k)
     return out

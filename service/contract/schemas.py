@@ -58,10 +58,12 @@ class ExplainRequest(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     levels: list[LevelName] = Field(default_factory=lambda: list(LEVEL_ORDER[:2]))
     method: Literal["shapley", "banzhaf"] = "shapley"
-    estimator: Literal["auto", "exact", "permutation", "owen", "kernel"] = Field(
+    estimator: Literal["auto", "exact", "permutation", "owen", "kernel", "layered"] = Field(
         default="auto",
         description="Shapley estimator; 'auto' enumerates exactly when it fits the budget, "
-        "else uses Owen sampling with complement pairs. Ignored for banzhaf.",
+        "else uses Owen sampling with complement pairs. 'layered': KernelSHAP that first "
+        "evaluates every feature alone and left out (needs budget >= 2n + 2; no adaptive "
+        "stopping). Ignored for banzhaf.",
     )
     value: Literal["answer", "logprob"] = Field(
         default="answer",

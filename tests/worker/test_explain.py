@@ -65,7 +65,7 @@ def test_answer_candidates_and_passage_ranking() -> None:
     assert [level.level for level in result.levels] == ["document", "sentence", "word"]
 
 
-@pytest.mark.parametrize("estimator", ["auto", "permutation", "owen", "kernel"])
+@pytest.mark.parametrize("estimator", ["auto", "permutation", "owen", "kernel", "layered"])
 @pytest.mark.parametrize("masking", ["remove", "pad"])
 def test_every_level_sums_to_the_total_per_answer(estimator: str, masking: str) -> None:
     req = request(estimator=estimator, masking=masking)
@@ -269,3 +269,13 @@ def test_adaptive_stopping_spends_less_when_one_document_decides() -> None:
     assert early.levels[0].stopped_early
     assert early.levels[0].coalitions < fixed.levels[0].coalitions
     assert early.passage_ranking[0] == fixed.passage_ranking[0] == 0
+
+
+def test_the_layered_estimator_is_named_on_every_level_it_fits() -> None:
+    """Levels whose units need more than the budget's 2n + 2 fall back to kernel, named."""
+    result, _ = run(request(estimator="layered", budget=24))
+    for level in result.levels:
+        units = len(level.features)
+        expected = "layered" if 2 * units + 2 <= 24 else "kernel"
+        assert level.estimator == ("exact" if units == 1 else expected), (level.level, units)
+    assert {level.estimator for level in result.levels} >= {"layered"}

@@ -7,6 +7,7 @@ otherwise. One Owen group is never run by ``auto``: at n = 10 and budget 32 it g
 with one to five distinct values and no measurable standard error, while paired
 KernelSHAP spends the same budget on 15 independent pairs.
 For ``method="banzhaf"`` the estimator choice is exact or MSR by the same rule.
+``layered`` (opt-in) enumerates the kernel's heaviest sizes first (``layered.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from worker.shapley.errors import ShapleyInputError
 from worker.shapley.exact import shapley_exact
 from worker.shapley.game import Game
 from worker.shapley.kernel import KernelSampler
+from worker.shapley.layered import layer_cost, shapley_layered
 from worker.shapley.owen import OwenSampler
 from worker.shapley.permutation import PermutationSampler
 from worker.shapley.sampling import (
@@ -32,7 +34,7 @@ from worker.shapley.subsets import MAX_EXACT_FEATURES
 METHODS = ("shapley", "banzhaf")
 AUTO_MIN_GROUPS = 2
 """Sampling groups ``auto`` needs before it picks Owen sampling (a spread needs two)."""
-ESTIMATORS = ("auto", "exact", "permutation", "owen", "kernel")
+ESTIMATORS = ("auto", "exact", "permutation", "owen", "kernel", "layered")
 _SAMPLERS: dict[str, Sampler] = {
     "permutation": PermutationSampler(),
     "owen": OwenSampler(),
@@ -63,6 +65,8 @@ def estimate(
         return shapley_exact(game, budget)
     if choice == "banzhaf-exact":
         return banzhaf_exact(game, budget)
+    if choice == "layered":
+        return shapley_layered(game, budget, rng)  # no stopping rule: one planned design
     sampler = BanzhafSampler() if choice == "banzhaf-msr" else _SAMPLERS[choice]
     return run_sampler(game, sampler, budget, rng, target_stderr, separated)
 
@@ -81,6 +85,8 @@ def resolve(method: str, estimator: str, n: int, budget: int) -> str:
 
 def fits(estimator: str, n: int, budget: int) -> bool:
     """Whether one sample of ``estimator`` (plus the full and empty coalitions) fits."""
+    if estimator == "layered":
+        return budget >= layer_cost(n)
     sampler = _SAMPLERS.get(estimator)
     return sampler is None or budget >= 2 + sampler.group_cost(n)
 
