@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="gemma-3-270m", help="registry name, HF id, path or py:module:attr"
     )
     parser.add_argument("--budget", type=int, default=32, help="coalitions per explanation")
+    parser.add_argument(
+        "--estimator",
+        default="auto",
+        choices=["auto", "exact", "permutation", "owen", "kernel", "layered"],
+        help="the Shapley and Banzhaf methods' estimator (the request field)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--qrels", type=Path, default=None, help="TREC qrels: qid Q0 docid rel")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -69,6 +75,7 @@ def _config(args: argparse.Namespace) -> Any:
     return EvalConfig(
         model=args.model,
         budget=args.budget,
+        estimator=args.estimator,
         methods=tuple(args.methods),
         masking=args.masking,
         max_new_tokens=args.max_new_tokens,
@@ -93,6 +100,7 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
     previous = json.loads(path.read_text(encoding="utf-8"))
     # runs recorded before the prompt style existed used the plain prompt
     previous.setdefault("extra", {}).setdefault("prompt_style", "plain")
+    previous.setdefault("estimator", "auto")  # runs recorded before the option existed
     if previous != settings:
         return f"{out} holds a run with other settings ({path}); use another --out"
     return None

@@ -17,11 +17,13 @@ class EvalConfig:
 
     ``seed`` is the run's base seed: each question's seed derives from it and the
     question's id. ``ks``: the top-k of the removal and keep checks; ``recall_ks``: the
-    recall@k reported; ``heldout``: random coalitions per question for the LDS.
+    recall@k reported; ``heldout``: random coalitions per question for the LDS;
+    ``estimator``: the Shapley and Banzhaf methods' request estimator.
     """
 
     model: str
     budget: int = 32
+    estimator: str = "auto"
     methods: tuple[str, ...] = METHODS
     masking: str = "remove"
     max_new_tokens: int = 16

@@ -75,6 +75,7 @@ def _request(example: Example, config: EvalConfig, method: str, value: str, seed
         documents=docs,  # type: ignore[arg-type]
         levels=["document"],
         method=method,  # type: ignore[arg-type]
+        estimator=config.estimator,  # type: ignore[arg-type]
         budget=config.budget,
         masking=config.masking,  # type: ignore[arg-type]
         value=value,  # type: ignore[arg-type]

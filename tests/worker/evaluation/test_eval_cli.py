@@ -116,3 +116,21 @@ def test_miracl_run_with_qrels_reports_languages_and_recall(tmp_path: Path) -> N
 def test_missing_data_file_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         _run("--data", str(tmp_path / "none.jsonl"), "--model", FAKE, "--out", str(tmp_path))
+
+
+def test_the_estimator_reaches_the_explanations_and_old_runs_resume_as_auto(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "nq"
+    common = ["--data", str(NQ), "--model", GOLD, "--out", str(out), "--budget", "24"]
+    assert _run(*common, "--limit", "1", "--estimator", "layered") == 0
+    record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert json.loads((out / "run.json").read_text())["estimator"] == "layered"
+    assert "layered" in json.dumps(record)  # the level's estimator, as recorded
+    assert _run(*common, "--limit", "2") == 2  # auto is another setting: refused
+    older = tmp_path / "older"
+    assert _run(*common[:-4], "--out", str(older), "--limit", "1") == 0
+    run = json.loads((older / "run.json").read_text())
+    del run["estimator"]  # as runs were written before the option existed
+    (older / "run.json").write_text(json.dumps(run))
+    assert _run(*common[:-4], "--out", str(older), "--limit", "2") == 0
