@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.engine.loading.factories import is_factory, load_factory
 from worker.evaluation.methods import METHODS
+from worker.shapley.estimators import ESTIMATORS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="gemma-3-270m", help="registry name, HF id, path or py:module:attr"
     )
-    parser.add_argument("--budget", type=int, default=32, help="coalitions per explanation")
-    parser.add_argument(
-        "--estimator",
-        default="auto",
-        choices=["auto", "exact", "permutation", "owen", "kernel", "layered"],
-        help="the Shapley and Banzhaf methods' estimator (the request field)",
-    )
+    _explanation_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--qrels", type=Path, default=None, help="TREC qrels: qid Q0 docid rel")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -59,6 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="short",
         choices=["short", "plain"],
         help="the engine's prompt (worker.engine.prompts); records before it existed: plain",
+    )
+
+
+def _explanation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every Shapley and Banzhaf method's request is given."""
+    parser.add_argument("--budget", type=int, default=32, help="coalitions per explanation")
+    parser.add_argument(
+        "--estimator",
+        default="auto",
+        choices=list(ESTIMATORS),
+        help="the Shapley and Banzhaf methods' estimator (the request field)",
     )
 
 
