@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from worker.engine.base import EngineSession
+from worker.engine.prompts import Codec
 from worker.engine.speculation.lookup import LookupDrafts
 from worker.engine.stopping import StopRule
 from worker.shapley import segment
@@ -27,8 +28,10 @@ class Opens(Protocol):
 class DecodingSession(EngineSession):
     """The family-independent half of a session (see the module docstring)."""
 
-    def __init__(self, stop: StopRule, lookup: LookupDrafts, target_end: int | None) -> None:
-        self.stop, self.lookup = stop, lookup
+    def __init__(
+        self, codec: Codec, stop: StopRule, lookup: LookupDrafts, target_end: int | None
+    ) -> None:
+        self.codec, self.stop, self.lookup = codec, stop, lookup
         self._target_end = target_end  # appended to a scored answer's tokens (EOS)
         self._memo: dict[Hashable, Answer] = {}
         self._answer_ids: dict[str, Answer] = {}
@@ -48,17 +51,13 @@ class DecodingSession(EngineSession):
     def _text(self, answer: Answer) -> str:
         return self.stop.text(answer)
 
-    def _target(self, answer: str, encode: Encode) -> Answer:
+    def _target(self, answer: str) -> Answer:
         """The token ids teacher forcing scores for ``answer``: the ids it was generated
         as in this job where it was, else its encoding followed by the end token."""
         if answer in self._answer_ids:
             return self._answer_ids[answer]
         end = () if self._target_end is None else (self._target_end,)
-        return (*encode(answer), *end)
-
-
-class Encode(Protocol):
-    def __call__(self, text: str) -> Answer: ...
+        return (*self.codec.encode(answer).ids, *end)
 
 
 def warm_up(engine: Opens) -> None:

@@ -28,7 +28,13 @@ import numpy as np
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.game import Floats, Game, Masks
 from worker.shapley.kernel import ZERO_SPREAD, constrained_solver
-from worker.shapley.sampling import MAX_DRAW_FACTOR, Estimate, admit, evaluate_anchors
+from worker.shapley.sampling import (
+    MAX_DRAW_FACTOR,
+    Estimate,
+    admit,
+    evaluate_anchors,
+    total_of,
+)
 
 NAME = "layered"
 
@@ -102,12 +108,10 @@ def _part(game: Game, pairs: Masks) -> tuple[Floats, Floats]:
 
 
 def _finish(game: Game, layer: Masks, middle: Masks) -> tuple[Floats, Floats]:
-    n = game.n_features
-    anchor = game.values(np.stack([np.ones(n, np.bool_), np.zeros(n, np.bool_)]))
-    total = anchor[0] - anchor[1]
+    total = total_of(game)
     a, per_pair = _part(game, layer)
     b = per_pair.mean(axis=0)
-    mass = layer_mass(n) if len(middle) else 1.0
+    mass = layer_mass(game.n_features) if len(middle) else 1.0
     if len(middle):
         a_mid, per_mid = _part(game, middle)
         a = mass * a + (1 - mass) * a_mid

@@ -52,7 +52,7 @@ class CausalSession(DecodingSession):
         newline = engine.newline_ids if options.stop_at_newline else frozenset()
         stop = StopRule(engine.tokenizer, frozenset(engine.eos), max_new_tokens, newline)
         lookup = LookupDrafts(options.lookup_tokens, adaptive=False)
-        super().__init__(stop, lookup, min(engine.eos) if engine.eos else None)
+        super().__init__(engine.codec, stop, lookup, min(engine.eos) if engine.eos else None)
         self.stats = OracleStats(attention_backend=engine.attention_backend, fast=options.fast)
         self.book = AnswerBook()
         self.store = PrefixStore(max(store_slots(engine), len(self.full)))
@@ -79,7 +79,7 @@ class CausalSession(DecodingSession):
         self, units: Sequence[Unit], masks: Masks, answer: str
     ) -> npt.NDArray[np.float64]:
         plans = self.plans(units, masks)
-        target = self._target(answer, lambda text: self.engine.codec.encode(text).ids)
+        target = self._target(answer)
         out = np.zeros(len(plans), dtype=np.float64)
         for batch in self._batches(plans, extra=len(target)):
             batch = [(i, self.planner.replan(p)) for i, p in batch]

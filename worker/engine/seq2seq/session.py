@@ -45,7 +45,9 @@ class Seq2SeqSession(DecodingSession):
         options = engine.options
         newline = engine.newline_ids if options.stop_at_newline else frozenset()
         stop = StopRule(engine.codec.tokenizer, frozenset({engine.eos}), max_new_tokens, newline)
-        super().__init__(stop, LookupDrafts(options.lookup_tokens, adaptive=True), engine.eos)
+        super().__init__(
+            engine.codec, stop, LookupDrafts(options.lookup_tokens, adaptive=True), engine.eos
+        )
         self.stats = OracleStats(attention_backend=engine.attention_backend)
         self._counts: Counter[Answer] = Counter()
 
@@ -73,7 +75,7 @@ class Seq2SeqSession(DecodingSession):
         self, units: Sequence[Unit], masks: Masks, answer: str
     ) -> npt.NDArray[np.float64]:
         keys = [self.key(units, row) for row in check_masks(units, masks)]
-        target = self._target(answer, lambda text: self.engine.codec.encode(text).ids)
+        target = self._target(answer)
         out = np.zeros(len(keys), dtype=np.float64)
         for batch in self._batches(list(range(len(keys)))):
             scored = split_on_oom(lambda b: self._score(b, keys, target), batch)
