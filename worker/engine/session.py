@@ -1,22 +1,26 @@
 """What every decoding session keeps for one job, whatever the model family: the answer
-memo (a coalition decoded once is never decoded again), the answers' token ids, the stop
-rule, the look-up drafts and their counters, and the warm-up both engines run at load."""
+memo (a coalition decoded once is never decoded again), the answers' token ids, the book of
+answers the drafts come from, the stop rule, the look-up drafts and their counters, and the
+warm-up both engines run at load."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from worker.engine.base import EngineSession
 from worker.engine.prompts import Codec
+from worker.engine.speculation.draft import AnswerBook
 from worker.engine.speculation.lookup import LookupDrafts
 from worker.engine.stopping import StopRule
 from worker.shapley import segment
 from worker.shapley.units import Document
 
 Answer = tuple[int, ...]
+Mask = npt.NDArray[np.bool_]
 
 
 class Opens(Protocol):
@@ -35,6 +39,7 @@ class DecodingSession(EngineSession):
         self._target_end = target_end  # appended to a scored answer's tokens (EOS)
         self._memo: dict[Hashable, Answer] = {}
         self._answer_ids: dict[str, Answer] = {}
+        self.book = AnswerBook()  # the job's answers and who gave them: the drafts
 
     @property
     def lookup_proposed(self) -> int:
@@ -44,9 +49,20 @@ class DecodingSession(EngineSession):
     def lookup_accepted(self) -> int:
         return self.lookup.accepted
 
-    def _remember(self, key: Hashable, answer: Answer) -> None:
+    def _remember(
+        self, key: Hashable, answer: Answer, game: Hashable = None, mask: Mask | None = None
+    ) -> None:
+        """A coalition (``mask`` of the unit list ``game``) was decoded to ``answer``."""
         self._memo[key] = answer
         self._answer_ids.setdefault(self._text(answer), answer)
+        self.book.record(game, mask, answer)
+
+    def _vote_known(self, coalitions: Iterable[tuple[Hashable, Hashable, Mask | None]]) -> None:
+        """Coalitions (game, key, mask) already decoded, for another unit list or in an
+        earlier call, vote in their game's drafts too."""
+        for game, key, mask in coalitions:
+            if key in self._memo:
+                self.book.record(game, mask, self._memo[key])
 
     def _text(self, answer: Answer) -> str:
         return self.stop.text(answer)

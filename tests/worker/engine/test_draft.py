@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.engine.speculation.draft import AnswerBook, DraftTree, greedy_walk
+from worker.engine.speculation.acceptance import accept, greedy_walk
+from worker.engine.speculation.draft import AnswerBook, DraftTree
 
 EOS = {1}
 
@@ -112,3 +113,41 @@ def test_a_draft_stops_once_its_answers_hold_most_of_the_votes():
     far = book.draft(game, np.array([0, 0, 1], bool), max_nodes=64)
     assert far.tokens == [5, 6, 1, 7, 1]  # 3.75 against 1: both
     assert book.draft(game, np.array([1, 1, 0], bool), 64, mass=1.0).tokens == far.tokens
+
+
+def test_a_decoders_draft_map_continues_the_likeliest_answer_for_the_coalition():
+    """The seq2seq decoder drafts from the same book: each prefix of the likeliest answers ->
+    the rest of the likeliest one with that prefix, votes by distance as for a tree."""
+    book = AnswerBook()
+    game = ("g",)
+    for mask, answer in (([1, 0, 0], (2, 3, 1)), ([1, 1, 0], (2, 3, 1)), ([0, 0, 1], (2, 9, 1))):
+        book.record(game, np.array(mask, bool), answer)
+    near = book.continuations(game, np.array([0, 1, 1], bool), max_nodes=64)
+    assert near[()] == (2, 9, 1)
+    assert near[(2,)] == (9, 1)
+    assert near[(2, 3)] == (1,)
+    frequent = book.continuations(game, None, max_nodes=64)
+    assert frequent[()] == (2, 3, 1)
+    assert frequent[(2,)] == (3, 1)
+    assert (2, 9) in frequent
+    assert book.continuations(game, None, max_nodes=2) == {
+        (): (2, 3, 1),
+        (2,): (3, 1),
+        (2, 3): (1,),
+    }
+
+
+def test_a_path_draft_is_walked_like_a_tree_and_its_last_token_counts():
+    """``accept`` (a decoder's continuation or a look-up guess) is the tree walk over a path:
+    a confirmed token that ends the answer counts as accepted, the answer so far is kept."""
+    out = [4]
+    walk = accept(out, [5, 1], [5, 1, 0], until(10))
+    assert out == [4, 5, 1]
+    assert (walk.proposed, walk.accepted) == (2, 2)
+    out = [4]
+    walk = accept(out, [5, 6, 7], [5, 8, 0, 0], until(10))
+    assert out == [4, 5, 8]
+    assert (walk.proposed, walk.accepted) == (2, 1)
+    walk = accept([], [], [3], until(10))
+    assert walk.tokens == [3]
+    assert (walk.proposed, walk.accepted) == (0, 0)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from worker.engine.batching.kvcache import KV
-from worker.engine.speculation.draft import DraftTree, Walk, step
+from worker.engine.speculation.acceptance import Walk, step
+from worker.engine.speculation.draft import DraftTree
 from worker.engine.speculation.lookup import LookupDrafts
 from worker.engine.stopping import StopRule
 from worker.shapley.oracle import OracleStats
@@ -57,24 +58,13 @@ class GreedyWalks:
 
     def walks(self, drafts: list[DraftTree | None], hidden: list[torch.Tensor]) -> list[Walk]:
         """Greedy walks through every coalition's draft (``hidden[c]``: states after its
-        prompt and after each draft node). The output head runs on every state at once when
-        drafts are mostly paths (``greedy``), else one level of all walks at a time,
-        on the states the walks reach only: projecting every node of bushy drafts would cost
-        Gemma's 262k-word head more than its whole body for the nodes no walk takes."""
-        walks = [Walk([], -1, 0, 0) for _ in drafts]
-        going = list(range(len(drafts)))
-        levels = 1 + max((max(d.depths, default=-1) + 1 for d in drafts if d), default=0)
-        greedy = self.greedy(dict(enumerate(hidden)), levels)
-        while going:
-            tokens = greedy(going, [walks[c].last_node + 1 for c in going])
-            going = [
-                c for c, token in zip(going, tokens, strict=True)
-                if step(walks[c], drafts[c] or _NO_DRAFT, token, self.stop.done)
-            ]  # fmt: skip
-        for walk in walks:
+        prompt and after each draft node)."""
+        trees = dict(enumerate(d or _NO_DRAFT for d in drafts))
+        walks = self._walk(trees, {c: Walk([]) for c in trees}, dict(enumerate(hidden)))
+        for walk in walks.values():
             self.stats.draft_tokens_proposed += walk.proposed
             self.stats.draft_tokens_accepted += walk.accepted
-        return walks
+        return list(walks.values())
 
     def finish(self, rows: RowBatch, outputs: list[list[int]], corpora: list[Any]) -> None:
         """Cached greedy steps for the coalitions still going. Each step also proposes a
@@ -99,23 +89,31 @@ class GreedyWalks:
     ) -> dict[int, int]:
         """Append greedy tokens while they confirm each coalition's guess; per coalition how
         many guessed tokens were accepted (the index of the last chain node on its answer's
-        path). Like ``walks``, the output head runs only where a walk has got to."""
-        taken = dict.fromkeys(guesses, 0)
-        going = list(guesses)
-        levels = 1 + max((len(g) for g in guesses.values()), default=0)
+        path)."""
+        trees = {c: DraftTree.path(g) for c, g in guesses.items()}
+        walks = self._walk(trees, {c: Walk(outputs[c]) for c in guesses}, hidden)
+        for c, walk in walks.items():
+            self.lookup.settle(len(guesses[c]), walk.accepted)
+        return {c: walk.accepted for c, walk in walks.items()}
+
+    def _walk(
+        self, trees: dict[int, DraftTree], walks: dict[int, Walk], hidden: dict[int, torch.Tensor]
+    ) -> dict[int, Walk]:
+        """Every coalition's walk through its draft (``hidden[c]``: its states before the
+        draft and after each node). The output head runs on every state at once when drafts
+        are mostly paths (``greedy``), else one level of all walks at a time, on the states
+        the walks reach only: projecting every node of bushy drafts would cost Gemma's
+        262k-word head more than its whole body for the nodes no walk takes."""
+        levels = 1 + max((max(t.depths, default=0) for t in trees.values()), default=0)
         greedy = self.greedy(hidden, levels)
+        going = list(walks)
         while going:
-            still = []
-            for c, token in zip(going, greedy(going, [taken[c] for c in going]), strict=True):
-                out, guess = outputs[c], guesses[c]
-                out.append(token)
-                if self.stop.done(out) or taken[c] >= len(guess) or token != guess[taken[c]]:
-                    self.lookup.settle(len(guess), taken[c])
-                    continue
-                taken[c] += 1
-                still.append(c)
-            going = still
-        return taken
+            tokens = greedy(going, [walks[c].last_node + 1 for c in going])
+            going = [
+                c for c, token in zip(going, tokens, strict=True)
+                if step(walks[c], trees[c], token, self.stop.done)
+            ]  # fmt: skip
+        return walks
 
     def greedy(
         self, hidden: dict[int, torch.Tensor], levels: int

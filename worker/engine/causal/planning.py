@@ -19,6 +19,7 @@ from worker.engine.base import EngineOptions, check_masks
 from worker.engine.batching.plan import NO_SLOTS, CoalitionPlan, Slots
 from worker.engine.batching.prefixes import PrefixStore
 from worker.engine.prompt_layout import PromptLayout
+from worker.engine.speculation.draft import game_of
 from worker.shapley.oracle import Masks
 from worker.shapley.units import Unit
 
@@ -29,11 +30,6 @@ class Planner(Protocol):
     def replan(self, plan: CoalitionPlan) -> CoalitionPlan:
         """The plan against what the store holds now."""
         ...
-
-
-def game_of(units: Sequence[Unit]) -> tuple[tuple[int, int, int], ...]:
-    """Which unit list a coalition belongs to (draft votes count within one game)."""
-    return tuple((u.document, u.start, u.end) for u in units)
 
 
 class ExactPlanner:

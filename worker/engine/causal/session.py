@@ -28,7 +28,7 @@ from worker.engine.causal.planning import ExactPlanner, FastPlanner, Planner
 from worker.engine.errors import ContextTooLong
 from worker.engine.prompt_layout import PromptLayout
 from worker.engine.session import DecodingSession
-from worker.engine.speculation.draft import DRAFT_MASS, FAST_DRAFT_MASS, AnswerBook, DraftTree
+from worker.engine.speculation.draft import DRAFT_MASS, FAST_DRAFT_MASS, DraftTree
 from worker.engine.speculation.lookup import LookupDrafts, corpus_of
 from worker.engine.stopping import StopRule
 from worker.shapley.oracle import Masks, OracleStats
@@ -54,7 +54,6 @@ class CausalSession(DecodingSession):
         lookup = LookupDrafts(options.lookup_tokens, adaptive=False)
         super().__init__(engine.codec, stop, lookup, min(engine.eos) if engine.eos else None)
         self.stats = OracleStats(attention_backend=engine.attention_backend, fast=options.fast)
-        self.book = AnswerBook()
         self.store = PrefixStore(max(store_slots(engine), len(self.full)))
         self.walker = GreedyWalks(engine, stop, lookup, max_new_tokens, self.stats)
         self.planner: Planner = (
@@ -67,9 +66,7 @@ class CausalSession(DecodingSession):
 
     def answers(self, units: Sequence[Unit], masks: Masks) -> list[str]:
         plans = self.plans(units, masks)
-        for plan in plans:
-            if plan.key in self._memo:  # decoded for another unit list: it votes here too
-                self.book.record(plan.game, plan.mask, self._memo[plan.key])
+        self._vote_known((p.game, p.key, p.mask) for p in plans)
         todo = list({p.key: p for p in plans if p.key not in self._memo}.values())
         if todo:
             self._decode(todo)
@@ -200,8 +197,7 @@ class CausalSession(DecodingSession):
 
     def _keep(self, plan: CoalitionPlan, output: list[int]) -> None:
         answer = tuple(output)
-        self._remember(plan.key, answer)
-        self.book.record(plan.game, plan.mask, answer)
+        self._remember(plan.key, answer, plan.game, plan.mask)
 
     # --- teacher forcing -----------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Greedy decoding with speculation and teacher forcing over encoder states (both modes).
 
-Every decoder call feeds each row its last token plus a proposed continuation, the rest of
-the most frequent answer already generated in the job that extends the row's answer so far
-(a prefix tree of answers), or where the tree has none a look-up draft (``LookupDrafts``:
+Every decoder call feeds each row its last token plus a proposed continuation: the rest of
+the likeliest answer for the coalition that extends the row's answer so far (the job's
+``AnswerBook``, votes by the nearest coalitions decoded, as the causal engine drafts), or
+where there is none a look-up draft (``LookupDrafts``:
 what followed the last generated tokens in the job's answers or the coalition's passages;
 its length adapts to how often it is accepted), and keeps the proposed tokens that equal
 greedy's. Rows sit at their own positions in one lockstep batch, so rows that leave the
@@ -12,8 +13,7 @@ draft at different points never split the batch; finished rows drop out.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +23,10 @@ import torch
 from worker.engine.base import check_masks
 from worker.engine.batching.budget import split_on_oom, token_budget
 from worker.engine.seq2seq.kernel import Decoding, EncoderMemory
-from worker.engine.session import DecodingSession
-from worker.engine.speculation.lookup import LookupDrafts, accept, corpus_of
+from worker.engine.session import DecodingSession, Mask
+from worker.engine.speculation.acceptance import accept
+from worker.engine.speculation.draft import game_of
+from worker.engine.speculation.lookup import LookupDrafts, corpus_of
 from worker.engine.stopping import StopRule
 from worker.shapley.oracle import Masks, OracleStats
 from worker.shapley.units import Unit
@@ -49,7 +51,6 @@ class Seq2SeqSession(DecodingSession):
             engine.codec, stop, LookupDrafts(options.lookup_tokens, adaptive=True), engine.eos
         )
         self.stats = OracleStats(attention_backend=engine.attention_backend)
-        self._counts: Counter[Answer] = Counter()
 
     @abstractmethod
     def key(self, units: Sequence[Unit], mask: np.ndarray) -> Key:
@@ -64,11 +65,14 @@ class Seq2SeqSession(DecodingSession):
 
     def answer_tokens(self, units: Sequence[Unit], masks: Masks) -> list[Answer]:
         """The generated token ids per coalition, with the EOS or newline token that ended it."""
-        keys = [self.key(units, row) for row in check_masks(units, masks)]
+        rows = check_masks(units, masks)
+        keys = [self.key(units, row) for row in rows]
+        game = game_of(units)
+        self._vote_known((game, k, row) for k, row in zip(keys, rows, strict=True))
+        todo = {k: row for k, row in zip(keys, rows, strict=True) if k not in self._memo}
         # sorted by length so that a batch's rows pad little (joint mode: encoder inputs)
-        todo = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=len)
-        for batch in self._batches(todo):
-            split_on_oom(self._decode_batch, batch)
+        for batch in self._batches(sorted(todo, key=len)):
+            split_on_oom(lambda b: self._decode_batch(b, game, todo), batch)
         return [self._memo[k] for k in keys]
 
     def log_probs(
@@ -100,42 +104,51 @@ class Seq2SeqSession(DecodingSession):
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(len(target)), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
 
-    def _decode_batch(self, keys: list[Key]) -> list[None]:
+    def _decode_batch(self, keys: list[Key], game: Hashable, masks: dict[Key, Mask]) -> list[None]:
         memory = self.memory(keys)
         self.stats.batch_sizes.append(len(keys))
-        for key, out in zip(keys, self._generate(memory, keys), strict=True):
-            self._keep(key, tuple(out))
+        drafts = [self._drafts(game, masks[k]) for k in keys]
+        for key, out in zip(keys, self._generate(memory, keys, drafts), strict=True):
+            self._remember(key, tuple(out), game, masks[key])
         return []
 
-    def _generate(self, memory: EncoderMemory, keys: list[Key]) -> list[list[int]]:
+    def _drafts(self, game: Hashable, mask: Mask) -> dict[Answer, Answer]:
+        """The coalition's draft map: every prefix of the job's likeliest answers for it ->
+        the continuation of the likeliest one (``AnswerBook.continuations``)."""
+        if not self.engine.options.speculative:
+            return {}
+        return self.book.continuations(game, mask, self.engine.options.draft_nodes)
+
+    def _generate(
+        self, memory: EncoderMemory, keys: list[Key], drafts: list[dict[Answer, Answer]]
+    ) -> list[list[int]]:
         """Greedy answers for the rows of ``memory``. Each decoder call feeds every
         unfinished row its last token (the start token at first) and a draft: the
-        continuation of the row's answer so far in the job's answer tree, or where there is
-        none a look-up draft (``LookupDrafts.guess``); greedy tokens are appended while the fed
-        ones equal them. Each row keeps its own position in the cache."""
-        tree = self._draft_tree()
+        continuation of the row's answer so far in its draft map, or where there is none a
+        look-up draft (``LookupDrafts.guess``); greedy tokens are appended while the fed
+        ones equal them (``accept``). Each row keeps its own position in the cache."""
         decoding = self.engine.kernel.decoding(memory, 2 * self.max_new_tokens + 1)
         corpus = _Corpora(self, keys)
         outputs: list[list[int]] = [[] for _ in range(memory.mask.shape[0])]
         active = list(range(len(outputs)))
         while active:
-            drafts = [self._draft(tree, outputs[r], corpus, r) for r in active]
-            width = 1 + max(len(g) for g, _ in drafts)
+            guesses = [self._draft(drafts[r], outputs[r], corpus, r) for r in active]
+            width = 1 + max(len(g) for g, _ in guesses)
             fed = [
                 [outputs[r][-1] if outputs[r] else self.engine.start, *g]
                 + [self.engine.pad] * (width - 1 - len(g))
-                for r, (g, _) in zip(active, drafts, strict=True)
+                for r, (g, _) in zip(active, guesses, strict=True)
             ]
             logits = self._run(decoding, torch.tensor(fed), [len(outputs[r]) for r in active])
             for r, (g, lookup), greedy in zip(
-                active, drafts, logits.argmax(-1).tolist(), strict=True
+                active, guesses, logits.argmax(-1).tolist(), strict=True
             ):
-                taken = accept(outputs[r], g, greedy, self.stop.done)
+                walk = accept(outputs[r], g, greedy, self.stop.done)
                 if lookup:
-                    self.lookup.settle(len(g), taken)
+                    self.lookup.settle(len(g), walk.accepted)
                 else:
-                    self.stats.draft_tokens_proposed += min(len(g), taken + 1)
-                    self.stats.draft_tokens_accepted += taken
+                    self.stats.draft_tokens_proposed += walk.proposed
+                    self.stats.draft_tokens_accepted += walk.accepted
             keep = [i for i, r in enumerate(active) if not self._done(outputs[r])]
             if len(keep) < len(active) and keep:
                 decoding.keep(keep)
@@ -143,29 +156,15 @@ class Seq2SeqSession(DecodingSession):
         return outputs
 
     def _draft(
-        self, tree: dict[Answer, Answer], out: list[int], corpus: _Corpora, r: int
+        self, drafts: dict[Answer, Answer], out: list[int], corpus: _Corpora, r: int
     ) -> tuple[Sequence[int], bool]:
-        """Row ``r``'s draft after ``out``: the answer tree's continuation, else a look-up
+        """Row ``r``'s draft after ``out``: its draft map's continuation, else a look-up
         draft (then True)."""
         room = self.max_new_tokens - len(out) - 1
-        guess: Sequence[int] = tree.get(tuple(out), ())[:room]
+        guess: Sequence[int] = drafts.get(tuple(out), ())[:room]
         if guess or not out or self.lookup.length <= 0:
             return guess, False
         return self.lookup.guess(corpus.of(r), out, room), True
-
-    def _draft_tree(self) -> dict[Answer, Answer]:
-        """The job's answer tree: every prefix of its answers -> the continuation of the
-        most frequent answer with that prefix (answers most frequent first while the tree
-        has fewer than ``draft_nodes`` nodes)."""
-        if not self.engine.options.speculative:
-            return {}
-        tree: dict[Answer, Answer] = {}
-        for answer, _ in self._counts.most_common():
-            if len(tree) >= self.engine.options.draft_nodes:
-                break
-            for i in range(len(answer)):
-                tree.setdefault(answer[:i], answer[i:])
-        return tree
 
     @abstractmethod
     def prompt_tokens(self, key: Key) -> Sequence[int]:
@@ -179,10 +178,6 @@ class Seq2SeqSession(DecodingSession):
 
     def _done(self, output: list[int]) -> bool:
         return self.stop.done(output)
-
-    def _keep(self, key: Key, answer: Answer) -> None:
-        self._remember(key, answer)
-        self._counts[answer] += 1
 
 
 class _Corpora:

@@ -7,11 +7,13 @@ forward pass as the prompt and only decodes further where greedy decoding leaves
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from worker.shapley.units import Unit
 
 
 @dataclass
@@ -32,6 +34,13 @@ class DraftTree:
     def child(self, node: int, token: int) -> int | None:
         """The child of ``node`` (-1 = root) carrying ``token``, if the tree has one."""
         return self._children.get((node, token))
+
+    @classmethod
+    def path(cls, tokens: Sequence[int]) -> DraftTree:
+        """A draft of one continuation (a chain of nodes)."""
+        tree = cls(max_nodes=len(tokens))
+        tree.add(tokens)
+        return tree
 
     def has_children(self, node: int) -> bool:
         return any(p == node for p in self.parents)
@@ -62,42 +71,9 @@ class DraftTree:
         return out
 
 
-@dataclass
-class Walk:
-    """The greedy path through the tree: accepted tokens, the next token, and counters."""
-
-    tokens: list[int]
-    last_node: int
-    proposed: int
-    accepted: int
-
-
-def greedy_walk(tree: DraftTree, argmax: Sequence[int], done: Callable[[list[int]], bool]) -> Walk:
-    """Follow greedy choices through the tree. ``argmax[0]`` is the greedy token after the
-    prompt, ``argmax[1 + i]`` the one after node ``i``. Stops where ``done`` says the answer
-    is complete (EOS, the token limit, the newline stop: the tree holds answers ended the
-    same way) or where greedy leaves the tree; a step counts as proposed when the current
-    node has children and as accepted when greedy takes one of them."""
-    walk = Walk([], -1, 0, 0)
-    while step(walk, tree, int(argmax[walk.last_node + 1]), done):
-        pass
-    return walk
-
-
-def step(walk: Walk, tree: DraftTree, token: int, done: Callable[[list[int]], bool]) -> bool:
-    """One step of a greedy walk: ``token`` is greedy after ``walk.last_node`` (-1: the
-    prompt). Returns whether the walk goes on (then from the child it moved to), so that a
-    caller can compute the next greedy token only for walks that need one."""
-    walk.tokens.append(token)
-    node = walk.last_node
-    child = tree.child(node, token)
-    if tree.has_children(node):
-        walk.proposed += 1
-        walk.accepted += child is not None
-    if child is None or done(walk.tokens):
-        return False
-    walk.last_node = child
-    return True
+def game_of(units: Sequence[Unit]) -> tuple[tuple[int, int, int], ...]:
+    """Which unit list a coalition belongs to (draft votes count within one game)."""
+    return tuple((u.document, u.start, u.end) for u in units)
 
 
 DRAFT_MASS = 0.95  # a coalition's draft holds the answers with this share of its votes
@@ -166,6 +142,22 @@ class AnswerBook:
             tree.add(self.answers[i])
             held += score
         return tree
+
+    def continuations(
+        self, game: object, mask: npt.NDArray[np.bool_] | None, max_nodes: int
+    ) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """A draft for a decoder that extends one answer at a time: every prefix of the
+        likeliest answers for this coalition -> the rest of the likeliest answer with that
+        prefix (answers taken in order of their votes while the map has fewer than
+        ``max_nodes`` prefixes)."""
+        out: dict[tuple[int, ...], tuple[int, ...]] = {}
+        for i, _ in self._scored(game, mask):
+            if len(out) >= max_nodes:
+                break
+            answer = self.answers[i]
+            for k in range(len(answer)):
+                out.setdefault(answer[:k], answer[k:])
+        return out
 
     def _scored(self, game: object, mask: npt.NDArray[np.bool_] | None) -> list[tuple[int, float]]:
         """(answer index, votes), most votes first: each coalition of the same unit list

@@ -10,13 +10,12 @@ changes an answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 Ids = npt.NDArray[np.int64]
-Done = Callable[[list[int]], bool]
 
 
 def follow(corpus: Ids, generated: Sequence[int], length: int, longest: int = 3) -> list[int]:
@@ -89,15 +88,3 @@ class LookupDrafts:
             self.length = min(self.length + 2, self.limit)
         else:
             self.length -= 1
-
-
-def accept(out: list[int], draft: Sequence[int], greedy: Sequence[int], done: Done) -> int:
-    """Append greedy tokens to ``out`` while they confirm the draft (``greedy[i]``: the
-    greedy token after the draft's first ``i`` tokens); how many draft tokens were taken."""
-    taken = 0
-    while True:
-        token = greedy[taken]
-        out.append(token)
-        if done(out) or taken >= len(draft) or token != draft[taken]:
-            return taken
-        taken += 1
