@@ -5,9 +5,13 @@ The Shapley kernel weighs coalition sizes by 1/(s(n-s)): sizes 1 and n-1 carry t
 sizes at random, rarely sees all of them on a small budget. This estimator spends its first
 2n coalitions on that layer, every {i} with its complement N without i (with the full and
 empty coalitions, 2n + 2), and samples complement pairs of the middle sizes 2 .. n-2 with
-the rest of the budget. The regression is KernelSHAP's, efficiency-constrained, with the
-second moments A and b of each part weighed by its kernel mass (the enumerated layer's
-exactly, the middle's by its sample means), as the shap package fills whole sizes first.
+the rest of the budget. Further layers (sizes 2 and n-2, then 3 and n-3, ...) are enumerated
+too while they fit the budget whole, and the middle is sampled from the sizes left, as the
+shap package fills whole sizes first; with every layer in the budget the result is exact.
+The regression is KernelSHAP's, efficiency-constrained, with the second moments A and b of
+each part weighed by its kernel mass (enumerated layers exactly, the middle by its sample
+means). On the 6-document tables, enumerating the second layer at budget 48 raised the log p
+game's Spearman from 0.95 to 0.97 (gemma; smollm2 0.98 either way).
 
 Why: the layer alone measures leave-one-out and leave-one-in for every feature, whose mean
 is the Shapley value exactly for games with interactions of order at most two. On the
@@ -22,6 +26,9 @@ scaled by the middle's mass. With fewer than two middle pairs the stderr is unkn
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
@@ -40,26 +47,52 @@ NAME = "layered"
 
 
 def layer_cost(n: int) -> int:
-    """Coalitions the layer needs with the full and empty ones."""
+    """Coalitions the first layer needs with the full and empty ones (the least budget)."""
     return 2 * n + 2
 
 
-def layer_pairs(n: int) -> Masks:
-    """(n, 2, n): every {i} with its complement."""
-    eye = np.eye(n, dtype=np.bool_)
-    return np.stack([eye, ~eye], axis=1)
+def size_cost(n: int, k: int) -> int:
+    """Coalitions of layer ``k``: every coalition of size k and of size n - k."""
+    return math.comb(n, k) * (1 if 2 * k == n else 2)
 
 
-def layer_mass(n: int) -> float:
-    """The kernel's probability of sizes 1 and n-1 (all of it for n <= 3)."""
-    sizes = np.arange(1, n)
-    kernel = 1.0 / (sizes * (n - sizes))
-    return float(kernel[[0, -1]].sum() / kernel.sum()) if n > 3 else 1.0
+def full_layers(n: int, budget: int) -> int:
+    """How many layers (sizes k and n - k, k = 1, 2, ...) fit the budget whole, after the
+    full and empty coalitions; at least the first."""
+    used, k = 2 + size_cost(n, 1), 1
+    while 2 * (k + 1) <= n and used + size_cost(n, k + 1) <= budget:
+        k += 1
+        used += size_cost(n, k)
+    return k
 
 
-def draw_middle(rng: np.random.Generator, n: int, count: int) -> Masks:
-    """``count`` complement pairs of sizes 2 .. n-2 drawn by the kernel (n > 3)."""
-    sizes = np.arange(2, n - 1)
+def layer_pairs(n: int, k: int = 1) -> Masks:
+    """(P, 2, n): every coalition of size k with its complement (for k = n/2, each pair
+    once)."""
+    first = [c for c in itertools.combinations(range(n), k) if 2 * k < n or 0 in c]
+    keep = np.zeros((len(first), n), dtype=np.bool_)
+    for row, members in enumerate(first):
+        keep[row, list(members)] = True
+    return np.stack([keep, ~keep], axis=1)
+
+
+def _kernel(n: int) -> Floats:
+    """The Shapley kernel's probability of each size 0 .. n (0 for the anchors)."""
+    sizes = np.arange(n + 1)
+    weights = np.zeros(n + 1)
+    weights[1:n] = 1.0 / (sizes[1:n] * (n - sizes[1:n]))
+    return weights / weights.sum()
+
+
+def layer_mass(n: int, k: int = 1) -> float:
+    """The kernel's probability of sizes k and n - k (all of it for n <= 3 and k = 1)."""
+    kernel = _kernel(n)
+    return float(kernel[k] + (kernel[n - k] if 2 * k != n else 0.0))
+
+
+def draw_middle(rng: np.random.Generator, n: int, count: int, low: int = 2) -> Masks:
+    """``count`` complement pairs of sizes ``low`` .. n - low drawn by the kernel."""
+    sizes = np.arange(low, n - low + 1)
     weights = 1.0 / (sizes * (n - sizes))
     s = rng.choice(sizes, size=count, p=weights / weights.sum())
     first = np.argsort(rng.random((count, n)), axis=1).argsort(axis=1) < s[:, None]
@@ -75,18 +108,23 @@ def shapley_layered(game: Game, budget: int, rng: np.random.Generator) -> Estima
             "empty coalitions); raise the budget or use the kernel estimator"
         )
     evaluate_anchors(game, budget)
-    layer = layer_pairs(n)
-    game.evaluate(layer.reshape(-1, n))
-    middle = _sample_middle(game, budget, rng) if n > 3 else np.zeros((0, 2, n), np.bool_)
-    mean, stderr = _finish(game, layer, middle)
+    depth = full_layers(n, budget)
+    layers = [layer_pairs(n, k) for k in range(1, depth + 1)]
+    for layer in layers:
+        game.evaluate(layer.reshape(-1, n))
+    if 2 * (depth + 1) <= n:
+        middle = _sample_middle(game, budget, rng, depth + 1)
+    else:
+        middle = np.zeros((0, 2, n), np.bool_)
+    mean, stderr = _finish(game, layers, middle)
     return Estimate(mean, stderr, game.evaluations, list(game.outputs), NAME, len(middle))
 
 
-def _sample_middle(game: Game, budget: int, rng: np.random.Generator) -> Masks:
+def _sample_middle(game: Game, budget: int, rng: np.random.Generator, low: int) -> Masks:
     n, kept, drawn = game.n_features, [], 0
     while drawn < MAX_DRAW_FACTOR * budget and budget - game.evaluations >= 2:
         count = (budget - game.evaluations) // 2
-        batch = draw_middle(rng, n, count)
+        batch = draw_middle(rng, n, count, low)
         drawn += 2 * count
         fits = admit(game, batch, budget)
         if fits:
@@ -107,20 +145,24 @@ def _part(game: Game, pairs: Masks) -> tuple[Floats, Floats]:
     return flat.T @ flat / len(flat), np.einsum("gpi,gpk->gik", z, gains) / 2
 
 
-def _finish(game: Game, layer: Masks, middle: Masks) -> tuple[Floats, Floats]:
-    total = total_of(game)
-    a, per_pair = _part(game, layer)
-    b = per_pair.mean(axis=0)
-    mass = layer_mass(game.n_features) if len(middle) else 1.0
+def _finish(game: Game, layers: list[Masks], middle: Masks) -> tuple[Floats, Floats]:
+    """The kernel-weighted regression: each enumerated layer's moments weighed by its
+    kernel mass, the middle's by the rest (renormalised over what was evaluated)."""
+    n, total = game.n_features, total_of(game)
+    masses = [layer_mass(n, k) for k in range(1, len(layers) + 1)]
+    rest = max(0.0, 1.0 - sum(masses)) if len(middle) else 0.0
+    scale = sum(masses) + rest
+    parts = [(m / scale, *_part(game, pairs)) for m, pairs in zip(masses, layers, strict=True)]
     if len(middle):
-        a_mid, per_mid = _part(game, middle)
-        a = mass * a + (1 - mass) * a_mid
-        b = mass * b + (1 - mass) * per_mid.mean(axis=0)
-    project, offset = constrained_solver(a)
+        parts.append((rest / scale, *_part(game, middle)))
+    a = sum(mass * a_part for mass, a_part, _ in parts)
+    b = sum(mass * per_pair.mean(axis=0) for mass, _, per_pair in parts)
+    project, offset = constrained_solver(np.asarray(a))
     mean: Floats = project @ b + offset[:, None] * total
     if len(middle) < 2:
         return mean, np.full(mean.shape, np.nan)  # nothing sampled twice: no spread
-    spread = (1 - mass) * np.einsum("ij,gjk->gik", project, per_mid - per_mid.mean(axis=0))
+    mass, _, per_mid = parts[-1]
+    spread = mass * np.einsum("ij,gjk->gik", project, per_mid - per_mid.mean(axis=0))
     count = len(middle)
     stderr: Floats = np.sqrt((spread**2).sum(axis=0) / (count - 1) / count)
     stderr[stderr <= ZERO_SPREAD * np.maximum(1.0, np.abs(total))] = np.nan

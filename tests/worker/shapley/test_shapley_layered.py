@@ -11,7 +11,7 @@ import pytest
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.estimators import estimate, fits
 from worker.shapley.game import CategoricalGame, RealGame
-from worker.shapley.layered import layer_cost, layer_mass
+from worker.shapley.layered import full_layers, layer_cost, layer_mass, size_cost
 
 
 def second_order(n: int, seed: int) -> tuple[RealGame, np.ndarray, np.ndarray]:
@@ -111,3 +111,27 @@ def test_small_games_are_enumerated_by_the_layer(n: int) -> None:
     est = estimate(game, estimator="layered", budget=2**n + 4, seed=0)
     np.testing.assert_allclose(est.mean[:, 0], phi, atol=1e-9)
     assert est.coalitions == len(set(itertools.product([0, 1], repeat=n)))
+
+
+def random_game(n: int, seed: int) -> RealGame:
+    table = np.random.default_rng(seed).normal(size=2**n)
+
+    def value(masks: np.ndarray) -> list[float]:
+        return [float(table[int("".join("1" if b else "0" for b in m), 2)]) for m in masks]
+
+    return RealGame(n, value)
+
+
+@pytest.mark.parametrize("n", [5, 6, 7])
+def test_whole_layers_that_fit_are_enumerated_and_all_of_them_are_exact(n: int) -> None:
+    """With every layer in the budget the kernel-weighted regression is the Shapley value
+    of any game; with the first two only, sizes 1, 2, n-2 and n-1 are all evaluated."""
+    exact = estimate(random_game(n, seed=n), estimator="exact", budget=2**n).mean
+    est = estimate(random_game(n, seed=n), estimator="layered", budget=2**n, seed=0)
+    assert est.coalitions == 2**n
+    np.testing.assert_allclose(est.mean, exact, atol=1e-9)
+    assert full_layers(n, 2 + 2 * n + size_cost(n, 2)) == 2
+    assert full_layers(n, 1 + 2 * n + size_cost(n, 2)) == 1
+    two = estimate(random_game(n, seed=n), estimator="layered", budget=2 + 2 * n + size_cost(n, 2))
+    assert two.coalitions == 2 + 2 * n + size_cost(n, 2)
+    assert two.samples == 0
