@@ -81,7 +81,8 @@ def _kernel(n: int) -> Floats:
     sizes = np.arange(n + 1)
     weights = np.zeros(n + 1)
     weights[1:n] = 1.0 / (sizes[1:n] * (n - sizes[1:n]))
-    return weights / weights.sum()
+    kernel: Floats = weights / weights.sum()
+    return kernel
 
 
 def layer_mass(n: int, k: int = 1) -> float:
