@@ -61,10 +61,12 @@ class ExplainRequest(BaseModel):
     estimator: Literal["auto", "exact", "permutation", "owen", "kernel", "layered"] = Field(
         default="auto",
         description="Shapley estimator; 'auto' enumerates exactly when it fits the budget, "
-        "else uses Owen sampling with complement pairs. 'layered': KernelSHAP that first "
+        "else runs 'layered' when the budget holds 2n + 2, else 'kernel'. 'layered': "
+        "KernelSHAP that first "
         "evaluates every feature alone and left out (needs budget >= 2n + 2), then every "
         "coalition of sizes 2 and n-2, 3 and n-3, ... while such a layer fits the budget "
-        "whole, and samples the rest (no adaptive stopping). Ignored for banzhaf.",
+        "whole, and samples the rest (adaptive stopping acts on the sampled rest). "
+        "Ignored for banzhaf.",
     )
     value: Literal["answer", "logprob"] = Field(
         default="answer",

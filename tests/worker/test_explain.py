@@ -248,9 +248,14 @@ def test_a_single_sample_gives_null_stderr_with_a_reason() -> None:
     assert all(f.stderr[y] is None and f.logprob_stderr is None for f in level.features)
     assert level.stderr_note is not None
     assert "1 independent sample" in level.stderr_note
-    sampled, _ = run(request(documents=docs, levels=["document"], budget=20))
+    layer_only, _ = run(request(documents=docs, levels=["document"], budget=20))
+    level = layer_only.levels[0]  # auto: layered, its first layer (18) and one middle pair
+    assert level.estimator == "layered"
+    assert all(f.logprob_stderr is None for f in level.features)
+    assert "1 independent sample" in (level.stderr_note or "")
+    sampled, _ = run(request(documents=docs, levels=["document"], budget=24))
     level = sampled.levels[0]
-    assert level.estimator == "kernel"  # auto: paired KernelSHAP, never one group
+    assert level.estimator == "layered"
     y = [c.text for c in sampled.candidates].index(sampled.answer)
     # the model's own answer and log p are measured for every document
     assert all(f.stderr[y] is not None and f.logprob_stderr is not None for f in level.features)
@@ -261,9 +266,12 @@ def test_a_single_sample_gives_null_stderr_with_a_reason() -> None:
 
 
 def test_adaptive_stopping_spends_less_when_one_document_decides() -> None:
+    """With Owen sampling every coalition is sampled, so stopping saves most; ``auto``
+    (layered) stops only within its middle pairs (test_shapley_stopping)."""
     docs = [*DOCUMENTS, *(f"Filler passage number {i}." for i in range(4))]
-    fixed, _ = run(request(documents=docs, levels=["document"], budget=200, adaptive=False))
-    early, _ = run(request(documents=docs, levels=["document"], budget=200))
+    owen = {"documents": docs, "levels": ["document"], "budget": 200, "estimator": "owen"}
+    fixed, _ = run(request(**owen, adaptive=False))
+    early, _ = run(request(**owen))
     assert not fixed.levels[0].stopped_early
     assert fixed.levels[0].coalitions > 180
     assert early.levels[0].stopped_early

@@ -17,7 +17,7 @@ from typing import Any
 
 from worker.engine.loading.factories import is_factory, load_factory
 from worker.evaluation.methods import METHODS
-from worker.shapley.estimators import ESTIMATORS
+from worker.shapley.estimators import AUTO_MEANS, ESTIMATORS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +91,7 @@ def _config(args: argparse.Namespace) -> Any:
             "data": args.data.name if args.data else None,
             "qrels": args.qrels.name if args.qrels else None,
             "prompt_style": args.prompt_style,
+            "auto": AUTO_MEANS,
         },
     )
 
@@ -107,6 +108,8 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
     # runs recorded before the prompt style existed used the plain prompt
     previous.setdefault("extra", {}).setdefault("prompt_style", "plain")
     previous.setdefault("estimator", "auto")  # runs recorded before the option existed
+    # before 2026-12-04 ``auto`` meant Owen sampling (paired KernelSHAP below two groups)
+    previous["extra"].setdefault("auto", "owen")
     if previous != settings:
         return f"{out} holds a run with other settings ({path}); use another --out"
     return None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,10 +37,10 @@ from worker.shapley.errors import ShapleyInputError
 from worker.shapley.game import Floats, Game, Masks
 from worker.shapley.kernel import ZERO_SPREAD, constrained_solver
 from worker.shapley.sampling import (
-    MAX_DRAW_FACTOR,
     Estimate,
-    admit,
+    Separated,
     evaluate_anchors,
+    run_sampler,
     total_of,
 )
 
@@ -100,7 +101,15 @@ def draw_middle(rng: np.random.Generator, n: int, count: int, low: int = 2) -> M
     return np.stack([first, ~first], axis=1)
 
 
-def shapley_layered(game: Game, budget: int, rng: np.random.Generator) -> Estimate:
+def shapley_layered(
+    game: Game,
+    budget: int,
+    rng: np.random.Generator,
+    target_stderr: float | None = None,
+    separated: Separated | None = None,
+) -> Estimate:
+    """The layers that fit, then middle pairs through the shared sampling loop (so the
+    target stderr and adaptive stopping act on the middle as on any sampler)."""
     n = game.n_features
     if budget < layer_cost(n):
         raise ShapleyInputError(
@@ -108,32 +117,40 @@ def shapley_layered(game: Game, budget: int, rng: np.random.Generator) -> Estima
             f"(needs {layer_cost(n)}: every feature alone and left out, plus the full and "
             "empty coalitions); raise the budget or use the kernel estimator"
         )
+    game.budget = budget
     evaluate_anchors(game, budget)
-    depth = full_layers(n, budget)
-    layers = [layer_pairs(n, k) for k in range(1, depth + 1)]
+    layers = [layer_pairs(n, k) for k in range(1, full_layers(n, budget) + 1)]
     for layer in layers:
         game.evaluate(layer.reshape(-1, n))
-    if 2 * (depth + 1) <= n:
-        middle = _sample_middle(game, budget, rng, depth + 1)
-    else:
-        middle = np.zeros((0, 2, n), np.bool_)
-    mean, stderr = _finish(game, layers, middle)
-    return Estimate(mean, stderr, game.evaluations, list(game.outputs), NAME, len(middle))
+    middle = MiddleSampler(game, layers)
+    if 2 * middle.low <= n and budget - game.evaluations >= 2:
+        return run_sampler(game, middle, budget, rng, target_stderr, separated)
+    mean, stderr = _finish(game, layers, np.zeros((0, 2, n), np.bool_))
+    return Estimate(mean, stderr, game.evaluations, list(game.outputs), NAME)
 
 
-def _sample_middle(game: Game, budget: int, rng: np.random.Generator, low: int) -> Masks:
-    n, kept, drawn = game.n_features, [], 0
-    while drawn < MAX_DRAW_FACTOR * budget and budget - game.evaluations >= 2:
-        count = (budget - game.evaluations) // 2
-        batch = draw_middle(rng, n, count, low)
-        drawn += 2 * count
-        fits = admit(game, batch, budget)
-        if fits:
-            game.evaluate(batch[:fits].reshape(-1, n))
-            kept.append(batch[:fits])
-        if fits < count:
-            break
-    return np.concatenate(kept) if kept else np.zeros((0, 2, n), np.bool_)
+@dataclass
+class MiddleSampler:
+    """Complement pairs of the sizes no whole layer covers, finished together with the
+    enumerated layers (whose values it reads from the game)."""
+
+    game: Game
+    layers: list[Masks]
+    name: str = NAME
+
+    @property
+    def low(self) -> int:
+        """The smallest size left to sample."""
+        return len(self.layers) + 1
+
+    def group_cost(self, n: int) -> int:
+        return 2
+
+    def draw(self, rng: np.random.Generator, n: int, count: int) -> Masks:
+        return draw_middle(rng, n, count, self.low)
+
+    def finish(self, groups: Masks, values: Floats, anchor: Floats) -> tuple[Floats, Floats]:
+        return _finish(self.game, self.layers, groups)
 
 
 def _part(game: Game, pairs: Masks) -> tuple[Floats, Floats]:

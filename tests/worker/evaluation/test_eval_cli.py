@@ -118,9 +118,11 @@ def test_missing_data_file_fails_loudly(tmp_path: Path) -> None:
         _run("--data", str(tmp_path / "none.jsonl"), "--model", FAKE, "--out", str(tmp_path))
 
 
-def test_the_estimator_reaches_the_explanations_and_old_runs_resume_as_auto(
+def test_the_estimator_reaches_the_explanations_and_old_auto_runs_are_not_mixed(
     tmp_path: Path,
 ) -> None:
+    """A run recorded before ``auto`` meant ``layered`` (no ``extra.auto``) is refused, so
+    no run mixes two defaults; one recorded with today's ``auto`` resumes."""
     out = tmp_path / "nq"
     common = ["--data", str(NQ), "--model", GOLD, "--out", str(out), "--budget", "24"]
     assert _run(*common, "--limit", "1", "--estimator", "layered") == 0
@@ -131,6 +133,9 @@ def test_the_estimator_reaches_the_explanations_and_old_runs_resume_as_auto(
     older = tmp_path / "older"
     assert _run(*common[:-4], "--out", str(older), "--limit", "1") == 0
     run = json.loads((older / "run.json").read_text())
-    del run["estimator"]  # as runs were written before the option existed
-    (older / "run.json").write_text(json.dumps(run))
+    assert run["estimator"] == "auto"
+    assert run["extra"]["auto"] == "layered"
     assert _run(*common[:-4], "--out", str(older), "--limit", "2") == 0
+    del run["estimator"], run["extra"]["auto"]  # as runs were written before both
+    (older / "run.json").write_text(json.dumps(run))
+    assert _run(*common[:-4], "--out", str(older), "--limit", "3") == 2
