@@ -14,7 +14,6 @@ look like that. One Owen group is never run by ``auto``.
 For ``method="banzhaf"`` the estimator choice is exact or MSR by the same rule.
 """
 
-
 from __future__ import annotations
 
 import numpy as np
