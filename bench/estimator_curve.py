@@ -107,30 +107,65 @@ def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
     return {"spearman": rho, "top1": top1, "top3": len(set(order) & set(guess)) / 3}
 
 
-def methods(table: dict[str, float], n: int, budgets: list[int]) -> dict[str, Scores]:
-    out: dict[str, Scores] = {"loo": loo(table, n)}
+Priced = tuple[Scores, float, float]
+"""A method, its seconds per coalition it evaluates, and the seconds it pays up front."""
+FastTable = tuple[dict[str, float], float]
+"""A fast-mode table of the same game and its seconds per coalition."""
+
+
+def methods(
+    table: dict[str, float], n: int, budgets: list[int], per: float, fast: FastTable | None
+) -> dict[str, Priced]:
+    out: dict[str, Priced] = {"loo": (loo(table, n), per, 0.0)}
     for estimator, budget in itertools.product(ESTIMATORS, budgets):
         if fits(estimator, n, budget):
-            out[f"ours-{estimator}@{budget}"] = ours(table, n, estimator, budget)
-    for k in (8, 16, 32):
-        out[f"contextcite-{k}"] = contextcite(table, n, k)
+            out[f"ours-{estimator}@{budget}"] = (ours(table, n, estimator, budget), per, 0.0)
+    for k in (8, 16, 32, 64):
+        out[f"contextcite-{k}"] = (contextcite(table, n, k), per, 0.0)
+    if fast is not None:
+        values, fast_per = fast
+        whole = fast_per * 2**n  # the whole fast table: its exact values are the base
+        out["fast-exact"] = (lambda rng: (exact_shapley(values, n), 2**n), fast_per, 0.0)
+        for budget in budgets:
+            if fits("auto", n, budget):
+                out[f"fast-auto@{budget}"] = (ours(values, n, "auto", budget), fast_per, 0.0)
+                out[f"cv-fast+auto@{budget}"] = (controlled(table, values, n, budget), per, whole)
     return out
 
 
-def rows_for(record: dict[str, Any], game: str, budgets: list[int], repeats: int) -> list[dict]:
+def controlled(table: dict[str, float], fast: dict[str, float], n: int, budget: int) -> Scores:
+    """Fast mode as a control variate (issue 20): the exact Shapley values of the whole
+    fast table plus ``auto``'s estimate of the exact-minus-fast game at ``budget`` exact
+    coalitions (the estimators are linear in the values, so this is the exact estimate
+    minus the fast one on the same coalitions): unbiased where ``auto`` is, and the
+    correction's game is small where fast mode is close."""
+    base = exact_shapley(fast, n)
+    difference = {k: table[k] - fast[k] for k in table}
+
+    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        correction, used = ours(difference, n, "auto", budget)(rng)
+        return base + correction, used
+
+    return run
+
+
+def rows_for(
+    record: dict[str, Any], game: str, budgets: list[int], repeats: int, fast: dict | None
+) -> list[dict]:
     n, table = record["n"], table_of(record, game)
     exact = exact_shapley(table, n)
     if np.ptp(exact) == 0:
         return []  # a game nothing in the context moves: no ranking to recover
     per_coalition = record["table_seconds"] / 2**n
+    fast_table = (table_of(fast, game), fast["table_seconds"] / 2**n) if fast else None
     out = []
-    for name, run in methods(table, n, budgets).items():
+    for name, (run, per, upfront) in methods(table, n, budgets, per_coalition, fast_table).items():
         rng = np.random.default_rng([question_seed(record["id"]), 11])
-        for rep in range(1 if name == "loo" else repeats):
+        for rep in range(1 if name in ("loo", "fast-exact") else repeats):
             scores, used = run(rng)
             out.append(
                 {"model": record["model"], "game": game, "id": record["id"], "method": name,
-                 "rep": rep, "coalitions": used, "seconds": used * per_coalition,
+                 "rep": rep, "coalitions": used, "seconds": upfront + used * per,
                  **agreement(scores, exact)}
             )  # fmt: skip
     return out
@@ -175,26 +210,98 @@ def print_table(summary: list[dict]) -> None:
         )
 
 
+CURVES = {"ours-auto": "ours: auto", "ours-owen": "ours: owen", "ours-kernel": "ours: kernel",
+          "contextcite": "ContextCite", "loo": "leave-one-out",
+          "fast-auto": "ours: auto, fast mode", "fast-exact": "fast mode, every coalition",
+          "cv-fast+auto": "fast table + auto's exact correction"}  # fmt: skip
+
+
+def key(record: dict[str, Any]) -> tuple[str, str]:
+    return record["model"], record["id"]
+
+
+def family(method: str) -> str:
+    """A curve's name: ``ours-owen@32`` -> ``ours-owen``, ``contextcite-16`` -> ``contextcite``."""
+    return "contextcite" if method.startswith("contextcite") else method.split("@")[0]
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """Spearman with the exact values against engine seconds, one panel per model and game,
+    one line per method family (interval bars: bootstrap 95% over questions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(s["model"], s["game"]) for s in summary})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (model, game) in zip(axes[0], panels, strict=True):
+        for prefix, label in CURVES.items():
+            points = sorted(
+                (s["seconds"].mean, s["spearman"])
+                for s in summary
+                if (s["model"], s["game"], family(s["method"])) == (model, game, prefix)
+                and s["spearman"].mean is not None
+            )  # fmt: skip
+            if not points:
+                continue
+            x = [c for c, _ in points]
+            y = [i.mean for _, i in points]
+            err = [[i.mean - (i.low or i.mean) for _, i in points],
+                   [(i.high or i.mean) - i.mean for _, i in points]]  # fmt: skip
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("engine seconds per question (recorded)")
+        ax.set_title(f"{model}, {game} game", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Spearman with exact Shapley")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--records", type=Path, default=Path("docs/results/exact-vs-loo/rows.jsonl")
+        "--records",
+        type=Path,
+        nargs="+",
+        default=[Path("docs/results/exact-vs-loo/rows.jsonl")],
+        help="rows.jsonl files of bench/exact_vs_loo.py",
     )
     parser.add_argument("--budgets", default="8,12,16,24,32,48")
     parser.add_argument("--repeats", type=int, default=10, help="seeds per question")
     parser.add_argument("--out", type=Path, help="also write every row (JSONL) here")
+    parser.add_argument(
+        "--fast", type=Path, nargs="*", default=[], help="fast_rows.jsonl of the same tables"
+    )
+    parser.add_argument("--plot", type=Path, help="also draw Spearman against cost (PNG)")
     args = parser.parse_args()
-    records = [json.loads(line) for line in args.records.read_text().splitlines() if line]
+    records = [
+        json.loads(line)
+        for path in args.records
+        for line in path.read_text().splitlines()
+        if line and "skipped" not in line
+    ]
     budgets = [int(b) for b in args.budgets.split(",")]
+    fast = {
+        key(row): row
+        for path in args.fast
+        for row in map(json.loads, path.read_text().splitlines())
+    }
     rows = [
         row
         for record, game in itertools.product(records, ("logprob", "answer"))
-        for row in rows_for(record, game, budgets, args.repeats)
+        for row in rows_for(record, game, budgets, args.repeats, fast.get(key(record)))
     ]
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"# {len(records)} recorded tables, {args.repeats} seeds per sampled method")
-    print_table(summarise(rows))
+    summary = summarise(rows)
+    print_table(summary)
+    if args.plot:
+        plot(summary, args.plot)
     return 0
 
 

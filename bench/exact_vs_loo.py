@@ -29,6 +29,11 @@ against leave-one-out come with bootstrap 95% intervals (N = questions).
 
     .venv/bin/python bench/exact_vs_loo.py --models gemma-3-270m,smollm2-135m \\
         --questions 30 --docs 6 --out docs/results/exact-vs-loo
+
+``--fast`` then records the same tables in the engine's fast mode (``fast_rows.jsonl``
+beside ``rows.jsonl``: log p of the same y, greedy answers, seconds), so that
+``bench/estimator_curve.py`` can put fast mode and a fast-mode control variate on the same
+curve.
 """
 
 from __future__ import annotations
@@ -184,6 +189,51 @@ def one_question(engine: Any, example: Example, n: int) -> dict[str, Any]:
     }
 
 
+def fast_table(engine: Any, example: Example, exact_row: dict[str, Any]) -> dict[str, Any]:
+    """The same table in fast mode (the full-context cache with removed documents masked
+    out): log p of the exact row's y and the greedy answer for every coalition, for
+    ``bench/estimator_curve.py --fast``."""
+    n = exact_row["n"]
+    documents = list(example.documents[:n])
+    units = segment.document_units(documents)
+    session = engine.open_session(example.question, documents, fast=True)
+    masks = all_masks(n)
+    started = time.perf_counter()
+    texts = session.answers(units, masks)
+    logps = session.log_probs(units, masks, exact_row["answer"])
+    keys = [mask_key(m) for m in masks]
+    return {
+        "model": exact_row["model"],
+        "id": example.id,
+        "n": n,
+        "mode": "fast",
+        "values": {k: float(v) for k, v in zip(keys, logps, strict=True)},
+        "answers": dict(zip(keys, texts, strict=True)),
+        "table_seconds": time.perf_counter() - started,
+    }
+
+
+def record_fast_tables(rows: list[dict[str, Any]], out: Path, models: list[str]) -> None:
+    """Fast-mode tables for the exact rows of ``out`` (resumes ``fast_rows.jsonl``)."""
+    path = out / "fast_rows.jsonl"
+    done = {(r["model"], r["id"]) for r in map(json.loads, _lines(path))}
+    todo = [r for r in rows if "values" in r and r["model"] in models]
+    examples = {e.id: e for e in load_examples(nq_file(10))}
+    for name in models:
+        engine = load_engine(name)
+        for row in todo:
+            if row["model"] != name or (name, row["id"]) in done:
+                continue
+            fast = fast_table(engine, examples[row["id"]], row)
+            print(f"{name} {row['id']} fast {fast['table_seconds']:.0f} s", file=sys.stderr)
+            with path.open("a") as handle:
+                handle.write(json.dumps(fast) + "\n")
+
+
+def _lines(path: Path) -> list[str]:
+    return [x for x in path.read_text().splitlines() if x] if path.exists() else []
+
+
 def cell(ci: Any, digits: int = 2) -> str:
     if ci.mean is None:
         return "-"
@@ -237,9 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="directory for rows.jsonl; a rerun resumes")
     parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument(
+        "--fast", action="store_true", help="record fast-mode tables of the exact rows in --out"
+    )
     args = parser.parse_args(argv)
     path = args.out / "rows.jsonl" if args.out else None
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path and path.exists() else []
+    if args.fast:
+        torch.set_num_threads(args.threads)
+        record_fast_tables(rows, args.out, args.models.split(","))
+        return 0
     if not args.summarize_only:
         torch.set_num_threads(args.threads)
         examples = load_examples(nq_file(10), limit=args.questions)
