@@ -31,6 +31,8 @@ from service.contract.schemas import (
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
+from worker.shapley.layered import MIN_SPREAD_PAIRS
+from worker.shapley.layered import NAME as LAYERED
 from worker.shapley.oracle import Oracle
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
 from worker.shapley.sampling import Estimate
@@ -226,7 +228,8 @@ def _known(stderr: float) -> float | None:
 
 
 def _stderr_note(est: Estimate) -> str:
-    if est.samples >= 2:
+    needs = MIN_SPREAD_PAIRS if est.method == LAYERED else 2
+    if est.samples >= needs:
         return (
             "some standard errors are null: the sampled coalitions showed no spread to "
             "measure them (an answer no sampled coalition produced, scored by the "
@@ -235,7 +238,8 @@ def _stderr_note(est: Estimate) -> str:
         )
     return (
         f"{est.samples} independent sample(s) of the {est.method} estimator fit the budget: "
-        "a standard error needs the spread of at least two, so it is null; raise the budget"
+        f"a standard error needs the spread of at least {needs}, so it is null; raise the "
+        "budget"
     )
 
 

@@ -11,7 +11,13 @@ import pytest
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.estimators import estimate, fits
 from worker.shapley.game import CategoricalGame, RealGame
-from worker.shapley.layered import full_layers, layer_cost, layer_mass, size_cost
+from worker.shapley.layered import (
+    MIN_SPREAD_PAIRS,
+    full_layers,
+    layer_cost,
+    layer_mass,
+    size_cost,
+)
 
 
 def second_order(n: int, seed: int) -> tuple[RealGame, np.ndarray, np.ndarray]:
@@ -135,3 +141,14 @@ def test_whole_layers_that_fit_are_enumerated_and_all_of_them_are_exact(n: int) 
     two = estimate(random_game(n, seed=n), estimator="layered", budget=2 + 2 * n + size_cost(n, 2))
     assert two.coalitions == 2 + 2 * n + size_cost(n, 2)
     assert two.samples == 0
+
+
+def test_a_stderr_needs_three_middle_pairs() -> None:
+    """Two pairs (one degree of freedom) covered the exact values of real games for only
+    0.80-0.83 of features within 2 stderr; three for 0.92-0.94 (``MIN_SPREAD_PAIRS``)."""
+    two = estimate(random_game(7, seed=1), estimator="layered", budget=20, seed=0)
+    assert two.samples == 2
+    assert np.isnan(two.stderr).all()
+    three = estimate(random_game(7, seed=1), estimator="layered", budget=22, seed=0)
+    assert three.samples == MIN_SPREAD_PAIRS == 3
+    assert np.isfinite(three.stderr).all()
