@@ -1,15 +1,15 @@
 """Accuracy against cost of every document-level estimator, on games whose exact values are
 known: the recorded tables of ``bench/exact_vs_loo.py`` (every coalition of NQ questions cut
-to 6 documents evaluated once on the real models: log p(y | S) of the full-context answer y,
-and the greedy answer of S).
+to n = 6 or 8 documents evaluated once on the real models: log p(y | S) of the full-context
+answer y, and the greedy answer of S).
 
 No model runs here. Each estimator reads the same recorded table, so every method plays the
 same game on the same target, and the differences are the estimators' alone:
 
 - ``ours-<estimator>``: ``worker.shapley.estimate`` at several budgets (``auto`` is what the
-  service runs; below 2^6 = 64 coalitions it samples), ``--repeats`` seeds per question
+  service runs; below 2^n coalitions it samples), ``--repeats`` seeds per question
   (seeds from the question id, so no two questions share coalitions);
-- ``loo``: leave-one-out, v(N) - v(N without i) (7 coalitions);
+- ``loo``: leave-one-out, v(N) - v(N without i) (n + 1 coalitions);
 - ``contextcite-k``: ContextCite's surrogate (Cohen-Wang et al., 2024): a Lasso (alpha 0.01,
   as its package) from the keep-mask to the value over k random ablations, each document
   kept with probability 1/2; fitted on the same log p(y) game as everything else.
@@ -17,11 +17,14 @@ same game on the same target, and the differences are the estimators' alone:
 ``ours-layered`` is the estimator ``layered`` (``worker/shapley/layered.py``), first measured
 here as a prototype of this script (rows ``layered-kernel`` in the committed summary).
 
-Error is measured against the exact Shapley values of the game (all 64 coalitions):
+Error is measured against the exact Shapley values of the game (all 2^n coalitions):
 Spearman correlation, top-1 agreement (the method's top document is one of the exact top
 documents), and the top-3 overlap. Cost is in coalitions; "s" multiplies them by the engine's
-own seconds per coalition on that question (the recorded table's time / 64): a coalition
+own seconds per coalition on that question (the recorded table's time / 2^n): a coalition
 costs every method the same there, because they all run through the same batched engine.
+With ``--fast`` (the tables' fast-mode twins, ``exact_vs_loo.py --fast``) fast-mode
+estimators are priced at the fast table's seconds per coalition and scored against the
+exact values; ``cv-fast+auto@b`` pays the whole fast table plus b exact coalitions.
 Games: ``logprob`` (log p(y | S)) and ``answer`` (1 when S's greedy answer is y after QA
 normalisation). Means over questions with bootstrap 95% intervals.
 
