@@ -36,7 +36,11 @@ class EngineOptions:
     also verifies up to this many tokens that followed the last generated ones in the job's
     answers or the coalition's prompt (0 = off); ``fast`` (decoder-only,
     opt-in, approximate): a coalition is the full-context KV cache with the removed units'
-    slots masked out, and only the question tail is recomputed. ``layout`` (decoder-only):
+    slots left out and the kept ones' keys moved to their positions in the coalition's own
+    prompt (``attention.rope_shift``); only the question tail is recomputed.
+    ``fast_recompute`` (0 to 1) also recomputes that share of the kept tokens after the first
+    removed one, the last ones (``causal.planning.hybrid_split``; 1 is exact up to the
+    documents' numbering). ``layout`` (decoder-only):
     how a batch sits in memory, ``"tree"`` (prefix trees under explicit masks, SDPA),
     ``"linear"`` (a row per coalition with one draft chain, the FlashAttention 2 kernel on
     CUDA) or ``"auto"`` (linear where FlashAttention 2 runs, tree elsewhere; fast mode is
@@ -66,6 +70,7 @@ class EngineOptions:
     draft_nodes: int = 64
     lookup_tokens: int = 6
     fast: bool = False
+    fast_recompute: float = 0.0
     layout: str = "auto"
     key_blocks: bool = True
     screened_head: str = "auto"

@@ -22,17 +22,21 @@ KV = tuple[torch.Tensor, torch.Tensor]
 class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transformers is untyped
     """One layer's keys and values, ``(rows, kv_heads, slots, head_dim)``, with spare room."""
 
-    def __init__(self, start: KV | None, room: int) -> None:
+    def __init__(self, start: KV | None, room: int, filled: int | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.room, self.length = room, 0
         if start is not None:
-            self._start(*start)
+            self._start(*start, filled=filled)
 
-    def _start(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def _start(self, keys: torch.Tensor, values: torch.Tensor, filled: int | None = None) -> None:
+        """Start from these keys and values; ``filled``: they are buffers whose first
+        ``filled`` slots are valid and whose rest is room (taken as they are, no copy)."""
         self.device = keys.device
-        self._keys = _with_room(keys, self.room)
-        self._values = _with_room(values, self.room)
-        self.length = keys.shape[-2]
+        if filled is None:
+            self._keys, self._values = _with_room(keys, self.room), _with_room(values, self.room)
+        else:
+            self._keys, self._values = keys, values
+        self.length = keys.shape[-2] if filled is None else filled
         self.is_initialized = True
         self._views()
 
@@ -77,10 +81,11 @@ def _with_room(tensor: torch.Tensor, room: int) -> torch.Tensor:
 
 class GrowingCache(Cache):
     """The cache a packed batch runs with: every layer starts from its rows' reused slots
-    (``None``: empty, shaped by the first update)."""
+    (``None``: empty, shaped by the first update; ``filled``: the slots given are buffers,
+    valid up to ``filled``, with their room already in them)."""
 
-    def __init__(self, layers: Sequence[KV | None], room: int) -> None:
-        super().__init__(layers=[GrowingLayer(start, room) for start in layers])
+    def __init__(self, layers: Sequence[KV | None], room: int, filled: int | None = None) -> None:
+        super().__init__(layers=[GrowingLayer(start, room, filled) for start in layers])
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Keep only these rows (in this order) in every layer."""

@@ -21,7 +21,10 @@ class CoalitionPlan:
     """One coalition's work: reuse the stored slots ``keep``, then compute ``new`` from
     position ``start``; afterwards the first ``stored`` of them join the prefix store.
     ``prompt`` is what the answer is conditioned on (fast mode: the full context);
-    ``game`` and ``mask`` say which coalition of which unit list it is (for draft votes)."""
+    ``game`` and ``mask`` say which coalition of which unit list it is (for draft votes);
+    ``placed``: the positions the ``keep`` slots take in this coalition's prompt, their
+    keys moved there (fast mode: every removed document's gap closed); None: the
+    positions they were stored at."""
 
     key: Hashable
     prompt: tuple[int, ...]
@@ -31,6 +34,7 @@ class CoalitionPlan:
     stored: int = 0
     game: Hashable = None
     mask: npt.NDArray[np.bool_] | None = None
+    placed: Slots | None = None
 
     @property
     def reach(self) -> int:

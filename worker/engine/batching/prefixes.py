@@ -71,9 +71,10 @@ class PrefixStore:
             self._append([(k.index_select(1, index), v.index_select(1, index)) for k, v in layers])
         return len(take)
 
-    def gather(self, regions: Sequence[Slots], width: int) -> list[KV]:
-        """Per layer ``(rows, kv_heads, width, head_dim)``: row ``r`` holds the slots of
-        ``regions[r]`` in order, then padding (copies of slot 0, never attended to)."""
+    def gather(self, regions: Sequence[Slots], width: int, room: int = 0) -> list[KV]:
+        """Per layer ``(rows, kv_heads, width + room, head_dim)``: row ``r`` holds the slots
+        of ``regions[r]`` in order, then padding (copies of slot 0, never attended to), then
+        ``room`` unwritten slots (a growing cache's, so it need not copy the rows again)."""
         index = np.zeros((len(regions), width), dtype=np.int64)
         for row, slots in enumerate(regions):
             index[row, : len(slots)] = slots
@@ -82,9 +83,13 @@ class PrefixStore:
         for keys, values in self._layers:
             heads, _, dim = keys.shape
             shape = (heads, len(regions), width, dim)
-            k = keys.index_select(1, flat).view(shape).transpose(0, 1).contiguous()
-            v = values.index_select(1, flat).view(shape).transpose(0, 1).contiguous()
-            out.append((k, v))
+            pair = []
+            for cached in (keys, values):
+                rows = cached.new_empty((len(regions), heads, width + room, dim))
+                picked = cached.index_select(1, flat).view(shape).transpose(0, 1)
+                rows[:, :, :width].copy_(picked)
+                pair.append(rows)
+            out.append((pair[0], pair[1]))
         return out
 
     def _append(self, layers: list[KV]) -> None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from worker.engine.attention.key_blocks import KeyBlocks
 from worker.engine.attention.masks import build_mask
+from worker.engine.attention.rope_shift import move_keys
 from worker.engine.batching.kvcache import KV, GrowingCache
 from worker.engine.batching.model_facts import ModelFacts
 from worker.engine.batching.packing import PackedTree, split_rows
-from worker.engine.batching.plan import CoalitionPlan
+from worker.engine.batching.plan import CoalitionPlan, Slots
 from worker.engine.batching.prefixes import PrefixStore
 from worker.engine.speculation.draft import DraftTree
 from worker.shapley.oracle import OracleStats
@@ -116,32 +118,21 @@ class TreeBatch:
     def _pack(self, store: PrefixStore, share: bool, extra: int) -> None:
         """Rows holding the stored slots their plans reuse, then the plans' new tokens as
         prefix trees (shared leading tokens computed once when ``share``); coalitions are
-        spread over rows by ``packing.split_rows``."""
-        plans, engine = self.plans, self.engine
-        branches = [p.branch_key if share else i for i, p in enumerate(plans)]
-        reach = max(p.reach for p in plans)
-        groups = split_rows(
-            branches,
-            [p.new for p in plans],
-            extra,
-            reach,
-            engine.key_cost,
-            engine.slot_cost,
-            blocks=engine.options.key_blocks,
-        )
+        spread over rows by ``packing.split_rows``, one row each where plans place their
+        slots themselves (``CoalitionPlan.placed``: a slot's key moves per coalition)."""
+        plans = self.plans
+        groups = self._groups(share, extra)
         regions = [np.unique(np.concatenate([plans[c].keep for c in group])) for group in groups]
         width = max(len(region) for region in regions)
-        start: list[KV | None] = [None] * engine.layers
-        if width:
-            start = list(store.gather(regions, width))
+        stored = np.asarray(store.positions, dtype=np.int64)
+        places = [self._places(stored, group[0], region, width) for group, region in
+                  zip(groups, regions, strict=True)]  # fmt: skip
         room = max(len(p.new) for p in plans) + extra + 64
-        self.cache = GrowingCache(start, room=room)
-        positions = np.asarray(store.positions, dtype=np.int64)
+        start = self._gather(store, regions, (width, room), stored, places)
+        self.cache = GrowingCache(start, room=room, filled=width if width else None)
         self.row_of, self.leaves = [0] * len(plans), [0] * len(plans)
         for r, (group, region) in enumerate(zip(groups, regions, strict=True)):
-            at = np.zeros(width, dtype=np.int64)
-            at[: len(region)] = positions[region]
-            tree = PackedTree(width, at)
+            tree = PackedTree(width, places[r])
             for c in group:
                 plan = plans[c]
                 seen = np.zeros(width, dtype=bool)
@@ -151,6 +142,54 @@ class TreeBatch:
                 self.row_of[c] = r
             self.rows.append(tree)
         self.last = list(self.leaves)
+
+    def _groups(self, share: bool, extra: int) -> list[list[int]]:
+        plans, engine = self.plans, self.engine
+        if any(p.placed is not None for p in plans):
+            return [[c] for c in range(len(plans))]
+        return split_rows(
+            [p.branch_key if share else i for i, p in enumerate(plans)],
+            [p.new for p in plans],
+            extra,
+            max(p.reach for p in plans),
+            engine.key_cost,
+            engine.slot_cost,
+            blocks=engine.options.key_blocks,
+        )
+
+    def _places(
+        self, stored: npt.NDArray[np.int64], first: int, region: Slots, width: int
+    ) -> npt.NDArray[np.int64]:
+        """The positions a row's reused slots take (padding at 0, never attended to); a row
+        of placed slots holds one plan, ``first``."""
+        at = np.zeros(width, dtype=np.int64)
+        placed = self.plans[first].placed
+        at[: len(region)] = stored[region] if placed is None else placed
+        return at
+
+    def _gather(
+        self,
+        store: PrefixStore,
+        regions: list[Slots],
+        size: tuple[int, int],
+        stored: npt.NDArray[np.int64],
+        places: list[npt.NDArray[np.int64]],
+    ) -> list[KV | None]:
+        """The rows' reused keys and values (``size``: their width and the room after them),
+        keys moved where plans place their slots."""
+        width, room = size
+        if not width:
+            return [None] * self.engine.layers
+        layers = store.gather(regions, width, room)
+        if any(p.placed is not None for p in self.plans):
+            shifts = np.stack([
+                np.pad(stored[region], (0, width - len(region))) - at
+                for region, at in zip(regions, places, strict=True)
+            ])  # fmt: skip
+            config = self.engine.model.config.get_text_config()
+            shift = torch.from_numpy(shifts).to(self.engine.torch_device)
+            move_keys(self.engine.base, config, layers, shift)
+        return list(layers)
 
     def _hang(self, c: int, draft: DraftTree | None) -> list[int]:
         """A copy of the draft tree below the coalition's last prompt token (never shared:

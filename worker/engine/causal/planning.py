@@ -4,7 +4,10 @@ the session runs on), so no step of a job asks again which mode it is in.
 
 Exact: each coalition's own prompt, after the longest prefix the job's store holds (re-matched
 just before its batch runs, as earlier batches store more). Fast (approximate): the
-full-context cache's slots of what the coalition keeps, then the question tail.
+full-context cache's slots of what the coalition keeps, their keys moved to the positions
+they have in the coalition's own prompt (``attention.rope_shift``), then the question tail;
+with ``EngineOptions.fast_recompute`` the last share of the kept tokens that follow the
+first removed one is recomputed with the tail (``hybrid_split``).
 """
 
 from __future__ import annotations
@@ -67,22 +70,47 @@ class ExactPlanner:
 
 class FastPlanner:
     def __init__(
-        self, layout: PromptLayout, full: tuple[int, ...], compute_full: Callable[[], None]
+        self,
+        layout: PromptLayout,
+        full: tuple[int, ...],
+        compute_full: Callable[[], None],
+        recompute: float = 0.0,
     ) -> None:
         self.layout, self.full, self.compute_full = layout, full, compute_full
+        self.recompute = recompute
 
     def plans(self, units: Sequence[Unit], masks: Masks) -> list[CoalitionPlan]:
         rows = check_masks(units, masks)
         self.compute_full()
         game = game_of(units)
         tail = self.layout.tail
-        start = len(self.full) - len(tail)
         plans = []
         for row in rows:
-            keep = np.flatnonzero(self.layout.kept_slots(units, row)).astype(np.int64)
-            key = ("fast", keep.tobytes())
-            plans.append(CoalitionPlan(key, self.full, keep, tail, start, 0, game, row))
+            kept = self.layout.kept_slots(units, row)
+            keep, redo = hybrid_split(kept, self.recompute)
+            new = tuple(self.full[i] for i in redo) + tail
+            key = ("fast", kept.tobytes())
+            placed = np.arange(len(keep), dtype=np.int64)  # every removed gap closed
+            plan = CoalitionPlan(key, self.full, keep, new, len(keep), 0, game, row, placed)
+            plans.append(plan)
         return plans
 
     def replan(self, plan: CoalitionPlan) -> CoalitionPlan:
         return plan  # the full context is stored before any plan is made
+
+
+def hybrid_split(kept: np.ndarray, share: float) -> tuple[Slots, Slots]:
+    """Which kept full-context slots fast mode reuses and which it recomputes.
+
+    Slots before the first removed one hold exactly what the coalition's own prompt would
+    (the cache is causal); those after it saw removed text. The last ``share`` of them is
+    recomputed with the question tail (0: none, plain fast mode; 1: all, exact up to the
+    documents' numbering). Measured in ``bench/fast_recompute.py``: recomputing the last
+    tokens buys little agreement per token (docs/performance.md).
+    """
+    slots = np.flatnonzero(kept).astype(np.int64)
+    removed = np.flatnonzero(~kept)
+    if not len(removed):
+        return slots, NO_SLOTS
+    count = int(np.ceil(max(share, 0.0) * np.count_nonzero(slots > removed[0])))
+    return slots[: len(slots) - count], slots[len(slots) - count :]

@@ -57,7 +57,7 @@ class CausalSession(DecodingSession):
         self.store = PrefixStore(max(store_slots(engine), len(self.full)))
         self.walker = GreedyWalks(engine, stop, lookup, max_new_tokens, self.stats)
         self.planner: Planner = (
-            FastPlanner(layout, self.full, self._compute_full)
+            FastPlanner(layout, self.full, self._compute_full, options.fast_recompute)
             if options.fast
             else ExactPlanner(layout, self.store, options, self._compute_full)
         )
