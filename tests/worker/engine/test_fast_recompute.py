@@ -121,3 +121,22 @@ def test_plain_fast_mode_equals_generate_when_only_trailing_documents_are_remove
             engine.model, engine.tokenizer, prompt, MAX_NEW, engine.eos, engine.pad
         )
         assert list(mine) == ref
+
+
+def test_a_batch_counts_the_slots_each_fast_coalition_brings():
+    """Each fast-mode coalition gets its own row of moved slots: a batch's memory budget
+    counts them, so a budget of three full contexts holds at most three coalitions."""
+    engine = load_engine("tiny-llama", device="cpu", options=EngineOptions(fast=True))
+    session = engine.open_session(QUESTION, DOCS, max_new_tokens=1)
+    units = segment.document_units(DOCS)
+    plans = session.planner.plans(units, random_masks(len(units), 12, seed=8))
+    limited = engine.tuned(replace(engine.options, batch_tokens=3 * len(session.full)))
+    session.engine = limited
+    batches = session._batches(plans, extra=0)
+    assert sum(len(b) for b in batches) == 12
+    assert max(len(b) for b in batches) <= 3
+    assert all(
+        sum(p.reach + len(p.new) for _, p in b) <= 3 * len(session.full)
+        for b in batches
+        if len(b) > 1
+    )

@@ -123,14 +123,14 @@ class CausalSession(DecodingSession):
         used, known = 0, len(self._memo)
         for i in order:
             plan = plans[i]
-            cost = len(plan.new) + extra
+            cost = row_cost(plan, extra)
             if share and current and current[-1][1].branch_key == plan.branch_key:
                 cost -= shared_prefix(current[-1][1].new, plan.new)
             cap = min(options.max_batch, max(MIN_BATCH, 2 * known)) if grow else options.max_batch
             if current and (used + cost > budget or len(current) >= cap):
                 out.append(current)
                 known += len(current)
-                current, used, cost = [], 0, len(plan.new) + extra
+                current, used, cost = [], 0, row_cost(plan, extra)
             current.append((i, plan))
             used += cost
         if current:
@@ -213,3 +213,11 @@ class CausalSession(DecodingSession):
         logits = self.engine.logits(rows.forced(n))
         chosen = torch.log_softmax(logits, -1)[:, torch.arange(n), torch.tensor(target)]
         return chosen.double().sum(-1).tolist()
+
+
+def row_cost(plan: CoalitionPlan, extra: int) -> int:
+    """Token positions a plan adds to a batch: its new tokens and ``extra`` draft or target
+    tokens; a plan that places its reused slots itself (fast mode) also brings its own copy
+    of them (``TreeBatch`` gives it a row of its own), where others share the store's."""
+    own = plan.reach if plan.placed is not None else 0
+    return len(plan.new) + extra + own
