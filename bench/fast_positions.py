@@ -37,13 +37,11 @@ from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fast_recompute import coalitions  # noqa: E402
+from bench.fast_recompute import coalitions, recorded_questions  # noqa: E402
 from worker.engine.attention.rope_shift import move_keys  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
-from worker.evaluation.data import load_examples  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, question_seed  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
-from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.shapley import segment  # noqa: E402
 from worker.shapley.game import normalize_answer  # noqa: E402
 
@@ -194,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="append per-question rows (JSON lines) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rows = [json.loads(line) for line in (args.records / "rows.jsonl").open()]
-    rows = [r for r in rows if r["model"] == args.model and "values" in r][: args.questions]
-    examples = {e.id: e for e in load_examples(nq_file(10))}
+    rows, examples = recorded_questions(args.records, args.model, args.questions)
     engine = load_engine(args.model)
     results = []
     for row in rows:

@@ -46,6 +46,14 @@ from worker.shapley import segment  # noqa: E402
 from worker.shapley.game import normalize_answer  # noqa: E402
 
 
+def recorded_questions(records: Path, model: str, count: int) -> tuple[list[dict], dict]:
+    """The first ``count`` exact tables of ``model`` in an ``exact_vs_loo.py`` output, and
+    the NQ examples (by id) they were cut from."""
+    rows = [json.loads(line) for line in (records / "rows.jsonl").open()]
+    rows = [r for r in rows if r["model"] == model and "values" in r][:count]
+    return rows, {e.id: e for e in load_examples(nq_file(10))}
+
+
 def coalitions(n: int, count: int, seed: int) -> np.ndarray:
     """``count`` distinct coalitions other than the full one, the same for every mode."""
     rng = np.random.default_rng(seed)
@@ -156,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.shares = [FAR if s == "far" else float(s) for s in args.shares.split(",")]
     torch.set_num_threads(1)
-    rows = [json.loads(line) for line in (args.records / "rows.jsonl").open()]
-    rows = [r for r in rows if r["model"] == args.model and "values" in r][: args.questions]
-    examples = {e.id: e for e in load_examples(nq_file(10))}
+    rows, examples = recorded_questions(args.records, args.model, args.questions)
     engine = load_engine(args.model)
     engine = engine.tuned(replace(engine.options, fast_bf16="off"))  # the cache alone
     results = []

@@ -50,10 +50,9 @@ def move_keys(base: Any, config: Any, layers: list[KV], shifts: torch.Tensor) ->
             by_kind[kind] = turns(base, shifts, kind)
         cos, sin = by_kind[kind]
         part = keys[:, :, :width, : cos.shape[-1]]
-        turned = part if part.dtype == torch.float32 else part.float()
+        turned = part if part.dtype == torch.float32 else part.float()  # a copy unless fp32
         half = _rotate_half(turned)
-        turned = turned.mul_(cos) if turned is part else turned * cos
-        turned.addcmul_(half, sin, value=-1.0)  # a turn by -shift
+        turned.mul_(cos).addcmul_(half, sin, value=-1.0)  # a turn by -shift
         if turned is not part:
             part.copy_(turned)
 

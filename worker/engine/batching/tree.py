@@ -143,9 +143,14 @@ class TreeBatch:
             self.rows.append(tree)
         self.last = list(self.leaves)
 
+    @property
+    def _placed(self) -> bool:
+        """The plans place their reused slots themselves (fast mode): a row each, keys moved."""
+        return any(p.placed is not None for p in self.plans)
+
     def _groups(self, share: bool, extra: int) -> list[list[int]]:
         plans, engine = self.plans, self.engine
-        if any(p.placed is not None for p in plans):
+        if self._placed:
             return [[c] for c in range(len(plans))]
         return split_rows(
             [p.branch_key if share else i for i, p in enumerate(plans)],
@@ -181,7 +186,7 @@ class TreeBatch:
         if not width:
             return [None] * self.engine.layers
         layers = store.gather(regions, width, room)
-        if any(p.placed is not None for p in self.plans):
+        if self._placed:
             shifts = np.stack([
                 np.pad(stored[region], (0, width - len(region))) - at
                 for region, at in zip(regions, places, strict=True)
