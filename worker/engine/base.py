@@ -78,6 +78,12 @@ class EngineOptions:
     stop_at_newline: bool = True
     prompt_style: PromptStyle = "short"
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fast_recompute <= 1.0:
+            raise ValueError(
+                f"fast_recompute is a share of the kept tokens, 0 to 1; got {self.fast_recompute}"
+            )
+
 
 class EngineSession(ABC):
     """A model bound to one question and one set of documents: an ``Oracle``.

@@ -46,6 +46,12 @@ def test_a_share_recomputes_the_last_kept_slots():
     assert hybrid_split(flags("11011011"), 0.01)[1].tolist() == [7]
 
 
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_share_outside_zero_to_one_is_refused_by_name(share):
+    with pytest.raises(ValueError, match="fast_recompute"):
+        EngineOptions(fast=True, fast_recompute=share)
+
+
 def test_fast_plans_close_every_gap():
     """Kept slots take the positions they have in the coalition's own prompt, the tail
     follows them (``CoalitionPlan.placed``)."""
