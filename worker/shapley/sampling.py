@@ -156,8 +156,8 @@ def run_sampler(
         if fits:
             game.evaluate(batch[:fits].reshape(-1, n))
             kept.append(batch[:fits])
-        if fits < count:
-            break
+        if fits < count or budget - game.evaluations < cost:
+            break  # spent: a rule holding now saves nothing, so it is no early stop
         if round_size is not None and _reached(game, sampler, kept, target_stderr, separated):
             stopped = True
             break

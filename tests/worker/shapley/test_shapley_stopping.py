@@ -54,6 +54,16 @@ def test_the_layered_default_stops_in_its_middle() -> None:
     assert int(np.argmax(early.mean[:, 0])) == 0
 
 
+def test_a_stop_that_saves_nothing_is_not_an_early_stop() -> None:
+    """At n = 10 and budget 128 the layers take 112 coalitions and one round of 8 middle
+    pairs spends the rest: the rule holding after that round saved no coalition."""
+    early = estimate(
+        real_game(clear_winner, 10), budget=128, seed=1, separated=top_separated("value")
+    )
+    assert early.coalitions == 128
+    assert not early.stopped_early
+
+
 def test_two_equal_features_never_separate() -> None:
     game = categorical_game(unanimity(8, [0, 1]), 8)
     est = estimate(game, budget=120, seed=2, separated=top_separated("paris"))
