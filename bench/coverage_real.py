@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.rows import append_rows  # noqa: E402
 from service.contract.schemas import ExplainRequest  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
@@ -165,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"model": name, **r} for r in one_question(engine, example, budgets, args.seeds)
                 ]
                 rows += new
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with path.open("a") as handle:
-                        handle.writelines(json.dumps(r) + "\n" for r in new)
+                append_rows(path, new)
     print("\n".join(table(rows)))
     return 0
 

@@ -52,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.rows import append_rows  # noqa: E402
 from service.contract.schemas import ExplainRequest  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
@@ -226,8 +227,7 @@ def record_fast_tables(rows: list[dict[str, Any]], out: Path, models: list[str])
                 continue
             fast = fast_table(engine, examples[row["id"]], row)
             print(f"{name} {row['id']} fast {fast['table_seconds']:.0f} s", file=sys.stderr)
-            with path.open("a") as handle:
-                handle.write(json.dumps(fast) + "\n")
+            append_rows(path, [fast])
 
 
 def _lines(path: Path) -> list[str]:
@@ -309,10 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"model": name, **one_question(engine, example, args.docs)}
                 rows.append(row)
                 print(f"{name} {example.id} {row.get('table_seconds', 0):.0f} s", file=sys.stderr)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with path.open("a") as handle:
-                        handle.write(json.dumps(row) + "\n")
+                append_rows(path, [row])
     print("\n".join(table(rows)))
     return 0
 

@@ -38,6 +38,7 @@ from transformers import DynamicCache
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fast_recompute import coalitions, recorded_questions  # noqa: E402
+from bench.rows import append_rows  # noqa: E402
 from worker.engine.attention.rope_shift import move_keys  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, question_seed  # noqa: E402
@@ -198,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         results.append(one_question(engine, examples[row["id"]], row, args.coalitions))
         print(json.dumps(results[-1]), file=sys.stderr)
-        if args.out:
-            with args.out.open("a") as handle:
-                handle.write(json.dumps(results[-1]) + "\n")
+        append_rows(args.out, results[-1:])
     print("| model | variant | kept tokens recomputed | agreement with exact | N |")
     print("|---|---|---|---|---|")
     for key in VARIANTS:

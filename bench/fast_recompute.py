@@ -36,6 +36,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.rows import append_rows  # noqa: E402
 from worker.engine.causal import planning  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import load_examples  # noqa: E402
@@ -173,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         results += got
         for r in got:
             print(json.dumps(r), file=sys.stderr)
-        if args.out:
-            with args.out.open("a") as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in got)
+        append_rows(args.out, got)
     print("\n".join(summarise(results)))
     return 0
 

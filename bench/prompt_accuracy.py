@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.rows import append_rows  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation import metrics  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
@@ -167,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                         **answer_one(engine, example, k < args.loo),
                     }
                     rows.append(row)
-                    if args.out is not None:
-                        with args.out.open("a") as handle:
-                            handle.write(json.dumps(row) + "\n")
+                    append_rows(args.out, [row])
     print("\n".join(table(rows)))
     return 0
 
