@@ -36,9 +36,12 @@ class DocumentIn(BaseModel):
 class RefineSpec(BaseModel):
     """Which features of a level are split at the next level.
 
-    ``top_k``: the k features with the largest score for any candidate answer.
-    ``threshold``: features whose lower confidence bound (mean - stderr) exceeds
-    ``threshold`` for any candidate answer.
+    A feature's score is the one the passage ranking reads first for the full-context
+    answer (``rank_by``: its log-probability game by default), so the next level explains
+    the passages the ranking names; for an empty answer, the largest over the candidates.
+    ``top_k``: the k features with the largest positive score.
+    ``threshold``: features whose lower confidence bound (mean - stderr; the mean where
+    the stderr is unknown) exceeds ``threshold``.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -8,7 +8,8 @@ import pytest
 from tests.fakes import FakeOracle
 from worker.shapley.coalitions import CoalitionCache, input_key
 from worker.shapley.errors import ShapleyInputError
-from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan, matters
+from worker.shapley.game import LOGPROB_KEY
+from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan, matters, ranked_column
 from worker.shapley.sampling import Estimate
 from worker.shapley.segment import document_units, sentence_units, word_units
 from worker.shapley.units import Document
@@ -40,6 +41,39 @@ def test_threshold_uses_the_lower_confidence_bound() -> None:
     assert matters(est, "threshold", 2, 0.2) == [True, False, False]
     with pytest.raises(ShapleyInputError, match="unknown refine rule"):
         matters(est, "best", 2, 0.0)
+
+
+def test_a_column_scores_alone_and_an_unknown_stderr_leaves_the_mean() -> None:
+    est = fake_estimate([[0.1, 0.9], [0.6, 0.0], [0.3, -0.2]])
+    assert matters(est, "top_k", 1, 0.0, column=0) == [False, True, False]
+    assert matters(est, "top_k", 1, 0.0) == [True, False, False]  # best over the answers
+    unknown = Estimate(est.mean, np.full_like(est.mean, np.nan), 10, ["a", "b"], "x")
+    assert matters(unknown, "threshold", 2, 0.2, column=0) == [False, True, True]
+
+
+def ranked_estimate() -> Estimate:
+    """Document 3 carries another answer ("rome") most; log p(paris) and the answer game's
+    column for paris both put document 0 first."""
+    mean = [[0.4, -0.3, 2.0], [0.0, 0.0, 0.1], [0.1, 0.0, 0.3], [-0.1, 0.8, -0.5]]
+    return Estimate(np.array(mean), np.zeros((4, 3)), 10, ["paris", "rome", LOGPROB_KEY], "x")
+
+
+@pytest.mark.parametrize("rank_by", ["logprob", "answer"])
+def test_refinement_follows_the_passage_ranking_of_the_full_context_answer(rank_by) -> None:
+    est = ranked_estimate()
+    assert ranked_column(est, "paris", rank_by) == (2 if rank_by == "logprob" else 0)
+    assert matters(est, "top_k", 1, 0.0) == [False, False, False, True]  # the old rule
+    plan = Plan(k=1, answer_text="Paris", rank_by=rank_by)
+    hierarchy = Hierarchy(DOCS, CoalitionCache(FakeOracle("q?", DOCS)), plan)
+    units = hierarchy.refine(LevelScores("document", document_units(DOCS), est))
+    assert [u.level for u in units] == ["sentence"] * 3 + ["document"] * 3
+    assert {u.document for u in units if u.level == "sentence"} == {0}
+
+
+def test_without_the_answers_column_refinement_takes_the_best_over_answers() -> None:
+    est = fake_estimate([[0.5, -0.5], [0.1, 0.9]])
+    assert ranked_column(est, "", "logprob") is None
+    assert ranked_column(est, "c", "answer") is None
 
 
 def test_input_key_is_shared_across_levels() -> None:
