@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.measured_cost import CostModel  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, question_seed, spearman  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
@@ -101,13 +102,22 @@ def top_set(scores: np.ndarray) -> set[int]:
 
 def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
     """Spearman, top-1 (a method's top document among the exact top ones; a tie at the top
-    of the method's own scores counts its share) and top-3 overlap with the exact values."""
+    of the method's own scores counts its share), top-3 overlap with the exact values, and
+    the top-1 regret: how far below the exact top value the method's top document's exact
+    value lies, over the exact values' range. Top-1 agreement is a coin flip where the
+    exact top two nearly tie; the regret says how much such a miss costs."""
     mine = top_set(scores)
     top1 = len(mine & top_set(exact)) / len(mine)
+    regret = float(np.mean([exact.max() - exact[i] for i in mine]) / np.ptp(exact))
     order = np.argsort(-exact, kind="stable")[:3]
     guess = np.argsort(-scores, kind="stable")[:3]
     rho = spearman(scores.tolist(), exact.tolist())
-    return {"spearman": rho, "top1": top1, "top3": len(set(order) & set(guess)) / 3}
+    return {
+        "spearman": rho,
+        "top1": top1,
+        "top3": len(set(order) & set(guess)) / 3,
+        "regret": regret,
+    }
 
 
 Priced = tuple[Scores, float, float]
@@ -153,8 +163,15 @@ def controlled(table: dict[str, float], fast: dict[str, float], n: int, budget: 
 
 
 def rows_for(
-    record: dict[str, Any], game: str, budgets: list[int], repeats: int, fast: dict | None
+    record: dict[str, Any],
+    game: str,
+    budgets: list[int],
+    repeats: int,
+    fast: dict | None,
+    costs: CostModel | None = None,
 ) -> list[dict]:
+    """Every method's agreement with the exact values, repeated over seeds; with ``costs``
+    only the measured methods, priced in leave-one-out's seconds."""
     n, table = record["n"], table_of(record, game)
     exact = exact_shapley(table, n)
     if np.ptp(exact) == 0:
@@ -166,9 +183,14 @@ def rows_for(
         rng = np.random.default_rng([question_seed(record["id"]), 11])
         for rep in range(1 if name in ("loo", "fast-exact") else repeats):
             scores, used = run(rng)
+            seconds = upfront + used * per
+            if costs is not None:
+                if (measured := costs.cost(record["model"], name, used)) is None:
+                    break
+                seconds = measured
             out.append(
                 {"model": record["model"], "game": game, "id": record["id"], "method": name,
-                 "rep": rep, "coalitions": used, "seconds": upfront + used * per,
+                 "rep": rep, "coalitions": used, "seconds": seconds,
                  **agreement(scores, exact)}
             )  # fmt: skip
     return out
@@ -182,7 +204,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (model, game, method), by_question in groups.items():
         line: dict[str, Any] = {"model": model, "game": game, "method": method}
-        for field in ("coalitions", "seconds", "spearman", "top1", "top3"):
+        for field in ("coalitions", "seconds", "spearman", "top1", "top3", "regret"):
             means = [
                 float(np.mean(vals))
                 for reps in by_question.values()
@@ -201,15 +223,18 @@ def cell(interval: Any, digits: int = 2) -> str:
     return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
 
 
-def print_table(summary: list[dict]) -> None:
-    print("| model | game | method | coalitions | s (engine) | Spearman | top-1 | top-3 | N |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def print_table(summary: list[dict], unit: str = "s (engine)") -> None:
+    print(
+        f"| model | game | method | coalitions | {unit} | Spearman | top-1 | top-3 "
+        "| top-1 regret | N |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ordered = sorted(summary, key=lambda s: (s["model"], s["game"], s["coalitions"].mean))
     for s in ordered:
         print(
             f"| {s['model']} | {s['game']} | {s['method']} | {s['coalitions'].mean:.1f} | "
             f"{s['seconds'].mean:.1f} | {cell(s['spearman'])} | {cell(s['top1'])} | "
-            f"{cell(s['top3'])} | {s['spearman'].n} |"
+            f"{cell(s['top3'])} | {cell(s['regret'], 3)} | {s['spearman'].n} |"
         )
 
 
@@ -228,13 +253,16 @@ def family(method: str) -> str:
     return "contextcite" if method.startswith("contextcite") else method.split("@")[0]
 
 
-def plot(summary: list[dict], path: Path) -> None:
+def plot(
+    summary: list[dict], path: Path, xlabel: str = "engine seconds per question (recorded)"
+) -> None:
     """Spearman with the exact values against engine seconds, one panel per model and game,
     one line per method family (interval bars: bootstrap 95% over questions)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = sorted({(s["model"], s["game"]) for s in summary})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -254,7 +282,10 @@ def plot(summary: list[dict], path: Path) -> None:
                    [(i.high or i.mean) - i.mean for _, i in points]]  # fmt: skip
             ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=label)
         ax.set_xscale("log")
-        ax.set_xlabel("engine seconds per question (recorded)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
         ax.set_title(f"{model}, {game} game", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Spearman with exact Shapley")
@@ -280,7 +311,17 @@ def main() -> int:
         "--fast", type=Path, nargs="*", default=[], help="fast_rows.jsonl of the same tables"
     )
     parser.add_argument("--plot", type=Path, help="also draw Spearman against cost (PNG)")
+    parser.add_argument(
+        "--seconds",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="rows.jsonl of bench/method_seconds.py: price the log p game's measured methods "
+        "in leave-one-out's seconds instead of coalitions x seconds per coalition",
+    )
     args = parser.parse_args()
+    costs = CostModel.load(args.seconds) if args.seconds else None
+    games = ("logprob",) if costs else ("logprob", "answer")
     records = [
         json.loads(line)
         for path in args.records
@@ -295,16 +336,19 @@ def main() -> int:
     }
     rows = [
         row
-        for record, game in itertools.product(records, ("logprob", "answer"))
-        for row in rows_for(record, game, budgets, args.repeats, fast.get(key(record)))
+        for record, game in itertools.product(records, games)
+        for row in rows_for(record, game, budgets, args.repeats, fast.get(key(record)), costs)
     ]
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"# {len(records)} recorded tables, {args.repeats} seeds per sampled method")
     summary = summarise(rows)
-    print_table(summary)
+    unit = "x loo seconds (measured)" if costs else "s (engine)"
+    if costs:
+        print(f"# measured budgets per model and family: {costs.measured}")
+    print_table(summary, unit)
     if args.plot:
-        plot(summary, args.plot)
+        plot(summary, args.plot, unit if costs else "engine seconds per question (recorded)")
     return 0
 
 

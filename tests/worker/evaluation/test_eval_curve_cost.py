@@ -1,0 +1,67 @@
+"""The estimator curve's measured seconds (bench/measured_cost.py) and its top-1 regret."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from bench.estimator_curve import agreement  # noqa: E402
+from bench.measured_cost import CostModel, ratios  # noqa: E402
+
+
+def _row(qid: str, method: str, seconds: float, coalitions: int) -> dict[str, object]:
+    return {"model": "m", "id": qid, "method": method, "seconds": seconds, "coalitions": coalitions}
+
+
+@pytest.fixture
+def measured(tmp_path: Path) -> Path:
+    rows = []
+    for qid, loo in (("a", 10.0), ("b", 20.0)):
+        rows += [
+            _row(qid, "loo", loo, 9),
+            _row(qid, "layered-logprob@18", 1.1 * loo, 18),
+            _row(qid, "layered-logprob@64", 3.0 * loo, 64),
+            _row(qid, "contextcite-16", 2.5 * loo, 16),
+            _row(qid, "contextcite-32", 5.0 * loo, 32),
+        ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ratios_are_per_question_against_leave_one_out(measured: Path) -> None:
+    rows = [json.loads(x) for x in measured.read_text().splitlines()]
+    got = ratios(rows)
+    assert got["m", "loo"] == pytest.approx(1.0)
+    assert got["m", "layered-logprob@18"] == pytest.approx(1.1)
+    assert got["m", "contextcite-32"] == pytest.approx(5.0)
+
+
+def test_cost_model_reads_lines_at_the_coalitions_used(measured: Path) -> None:
+    costs = CostModel.load([measured])
+    assert costs.cost("m", "loo", 9) == pytest.approx(1.0)
+    assert costs.cost("m", "ours-layered@18", 18) == pytest.approx(1.1)
+    assert costs.cost("m", "ours-auto@64", 64) == pytest.approx(3.0)
+    assert costs.cost("m", "ours-layered@41", 41) == pytest.approx(1.1 + 23 * 1.9 / 46)
+    assert costs.cost("m", "contextcite-24", 24) == pytest.approx(3.75)
+    assert costs.measured["m", "contextcite"] == [16, 32]
+
+
+def test_unmeasured_methods_and_models_have_no_cost(measured: Path) -> None:
+    costs = CostModel.load([measured])
+    assert costs.cost("m", "ours-owen@32", 32) is None
+    assert costs.cost("other", "loo", 9) is None
+
+
+def test_top1_regret_is_the_exact_value_lost_over_the_range() -> None:
+    exact = np.array([3.0, 2.0, 1.0, 0.0])
+    assert agreement(np.array([0.0, 5.0, 1.0, 2.0]), exact)["regret"] == pytest.approx(1 / 3)
+    assert agreement(np.array([4.0, 4.0, 1.0, 0.0]), exact)["regret"] == pytest.approx(1 / 6)
+    right = agreement(np.array([9.0, 1.0, 0.5, 0.0]), exact)
+    assert right["regret"] == 0.0
+    assert right["top1"] == 1.0
