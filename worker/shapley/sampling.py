@@ -156,8 +156,10 @@ def run_sampler(
         if fits:
             game.evaluate(batch[:fits].reshape(-1, n))
             kept.append(batch[:fits])
-        if fits < count or budget - game.evaluations < cost:
-            break  # spent: a rule holding now saves nothing, so it is no early stop
+        if fits < count:
+            break
+        if game.evaluations >= budget:
+            continue  # spent (the next draw fits nothing): a rule holding now saves nothing
         if round_size is not None and _reached(game, sampler, kept, target_stderr, separated):
             stopped = True
             break

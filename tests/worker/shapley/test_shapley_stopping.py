@@ -113,3 +113,11 @@ def test_the_critical_value_is_students_t() -> None:
     assert critical_value(11) == 2.23  # the next smaller table entry: never too narrow
     assert critical_value(100) == 2.0
     assert critical_value(0) == float("inf")
+
+
+def test_a_spent_budget_still_takes_samples_the_memo_makes_free() -> None:
+    """At n = 2 the budget of 4 holds every coalition: once they are known, further
+    permutations cost nothing and keep lowering the variance (no stop rule involved)."""
+    est = estimate(real_game(clear_winner, 2), estimator="permutation", budget=4, seed=0)
+    assert est.coalitions == 4
+    assert est.samples >= 4  # the first sample alone fills the budget
