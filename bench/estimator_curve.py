@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measured_cost import CostModel  # noqa: E402
-from worker.evaluation.faithfulness import mask_key, question_seed, spearman  # noqa: E402
+from worker.evaluation.faithfulness import lds, mask_key, question_seed, spearman  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
 from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
@@ -177,6 +177,9 @@ def rows_for(
     if np.ptp(exact) == 0:
         return []  # a game nothing in the context moves: no ranking to recover
     per_coalition = record["table_seconds"] / 2**n
+    keys = [k for k in table if "1" in k and "0" in k]  # every coalition but full and empty
+    masks = np.array([[c == "1" for c in k] for k in keys], dtype=bool)
+    truth = [table[k] for k in keys]
     fast_table = (table_of(fast, game), fast["table_seconds"] / 2**n) if fast else None
     out = []
     for name, (run, per, upfront) in methods(table, n, budgets, per_coalition, fast_table).items():
@@ -191,7 +194,7 @@ def rows_for(
             out.append(
                 {"model": record["model"], "game": game, "id": record["id"], "method": name,
                  "rep": rep, "coalitions": used, "seconds": seconds,
-                 **agreement(scores, exact)}
+                 **agreement(scores, exact), "lds": lds(scores.tolist(), masks, truth)}
             )  # fmt: skip
     return out
 
@@ -204,7 +207,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (model, game, method), by_question in groups.items():
         line: dict[str, Any] = {"model": model, "game": game, "method": method}
-        for field in ("coalitions", "seconds", "spearman", "top1", "top3", "regret"):
+        for field in ("coalitions", "seconds", "spearman", "top1", "top3", "regret", "lds"):
             means = [
                 float(np.mean(vals))
                 for reps in by_question.values()
@@ -226,15 +229,15 @@ def cell(interval: Any, digits: int = 2) -> str:
 def print_table(summary: list[dict], unit: str = "s (engine)") -> None:
     print(
         f"| model | game | method | coalitions | {unit} | Spearman | top-1 | top-3 "
-        "| top-1 regret | N |"
+        "| top-1 regret | LDS | N |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ordered = sorted(summary, key=lambda s: (s["model"], s["game"], s["coalitions"].mean))
     for s in ordered:
         print(
             f"| {s['model']} | {s['game']} | {s['method']} | {s['coalitions'].mean:.1f} | "
             f"{s['seconds'].mean:.1f} | {cell(s['spearman'])} | {cell(s['top1'])} | "
-            f"{cell(s['top3'])} | {cell(s['regret'], 3)} | {s['spearman'].n} |"
+            f"{cell(s['top3'])} | {cell(s['regret'], 3)} | {cell(s['lds'])} | {s['spearman'].n} |"
         )
 
 
