@@ -67,6 +67,11 @@ class DecodingSession(EngineSession):
     def _text(self, answer: Answer) -> str:
         return self.stop.text(answer)
 
+    def target_ids(self, answer: str) -> tuple[int, ...]:
+        """The token ids ``log_probs`` scores for ``answer`` (see :meth:`_target`), for peers
+        that must score the same sequence (ContextCite in the evaluation harness)."""
+        return tuple(self._target(answer))
+
     def _target(self, answer: str) -> Answer:
         """The token ids teacher forcing scores for ``answer``: the ids it was generated
         as in this job where it was, else its encoding followed by the end token."""

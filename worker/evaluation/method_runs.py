@@ -229,7 +229,13 @@ def _contextcite_runs(
         why = reason or "the full-context answer is empty"
         return {}, dict.fromkeys(wanted.values(), why)
     cites = contextcite.contextcite_runs(
-        engine, example.question, example.documents, answer, list(wanted)
+        engine,
+        example.question,
+        example.documents,
+        answer,
+        list(wanted),
+        masking=config.masking,
+        max_new_tokens=config.max_new_tokens,
     )
     runs = {
         wanted[size]: MethodRun(

@@ -4,7 +4,9 @@ ablations, and its smaller run is the larger run's first ablations."""
 
 import numpy as np
 import pytest
+import torch
 
+from worker.engine.base import EngineOptions
 from worker.engine.loading.registry import load_engine
 from worker.evaluation import contextcite
 from worker.evaluation.config import EvalConfig
@@ -38,15 +40,35 @@ def test_contextcite_attributes_the_given_answer_with_its_own_ablations(engine) 
     assert contextcite.available(engine) is None
     session = engine.open_session(QUESTION, list(DOCS), max_new_tokens=6)
     answer = session.answers(document_units(list(DOCS)), np.ones((1, 6), dtype=bool))[0]
-    runs = contextcite.contextcite_runs(engine, QUESTION, DOCS, answer, [4, 8])
+    runs = contextcite.contextcite_runs(engine, QUESTION, DOCS, answer, [4, 8], max_new_tokens=6)
+    scored = engine.tokenizer.decode(session.target_ids(answer))
     for size, run in runs.items():
-        assert run.response == answer
+        assert run.response == scored
         assert len(run.scores) == 6
         assert all(np.isfinite(run.scores))
         expected = np.stack([_package_mask(i, 6) for i in range(size)])
         assert np.array_equal(run.masks, expected)
         assert run.forward_passes == size
     assert runs[4].seconds < runs[8].seconds
+
+
+@pytest.mark.parametrize("style", ["short", "plain"])
+def test_the_package_scores_the_log_p_game_every_other_method_explains(style) -> None:
+    """Its per-ablation log p of the response (token logit-probabilities through a log
+    sigmoid, as the package aggregates them) equals the engine's log p(y) on the same
+    coalitions: same prompt ids, same answer ids, in either prompt style."""
+    styled = load_engine("tiny-llama", options=EngineOptions(prompt_style=style))
+    docs, units = list(DOCS), document_units(list(DOCS))
+    session = styled.open_session(QUESTION, docs, max_new_tokens=6)
+    answer = session.answers(units, np.ones((1, 6), dtype=bool))[0]
+    target = contextcite.engine_target(styled, QUESTION, docs, answer, {"max_new_tokens": 6})
+    assert target.response_ids == session.target_ids(answer)
+    citer = contextcite._citer(styled, QUESTION, docs, target, 8)
+    masks, logit_probs = citer._masks, citer._logit_probs
+    package = torch.nn.functional.logsigmoid(torch.tensor(logit_probs)).sum(dim=1).numpy()
+    ours = session.log_probs(units, np.asarray(masks, dtype=bool), answer)
+    np.testing.assert_allclose(package, ours, atol=2e-3)
+    assert target.prompt_ids(masks[0]) == list(session.prompt_ids(units, masks[0]))
 
 
 def test_harness_runs_contextcite_beside_the_other_methods(engine) -> None:
