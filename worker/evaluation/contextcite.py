@@ -91,18 +91,16 @@ def engine_target(
     )
 
 
-def _citer(engine: Any, question: str, docs: list[Document], target: Target, ablations: int) -> Any:
-    context_cite, base_partitioner = _import_package()
-    prompt_ids = target.prompt_ids
-    n = len(docs)
+def _partitioner(base_partitioner: type, docs: list[Document]) -> Any:
+    """The package's sources: one per whole document (the prompt itself is the engine's)."""
 
-    class Documents(base_partitioner):  # type: ignore[misc, valid-type]
+    class Documents(base_partitioner):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__("\n".join(d.text for d in docs))
 
         @property
         def num_sources(self) -> int:
-            return n
+            return len(docs)
 
         def split_context(self) -> None:
             return None
@@ -113,17 +111,24 @@ def _citer(engine: Any, question: str, docs: list[Document], target: Target, abl
         def get_context(self, mask: np.ndarray | None = None) -> str:
             return str(self.context)
 
+    return Documents()
+
+
+def _citer(engine: Any, question: str, docs: list[Document], target: Target, ablations: int) -> Any:
+    context_cite, base_partitioner = _import_package()
+    n = len(docs)
+
     class EnginePromptCiter(context_cite.ContextCiter):  # type: ignore[misc, name-defined]
         def _get_prompt_ids(self, mask: np.ndarray | None = None, return_prompt: bool = False):  # type: ignore[no-untyped-def]
             keep = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
-            ids = prompt_ids(keep)
+            ids = target.prompt_ids(keep)
             return (ids, engine.tokenizer.decode(ids)) if return_prompt else ids
 
         @property
         def _response_ids(self) -> list[int]:  # the engine's ids of y, never re-tokenized
             return list(target.response_ids)
 
-    partitioner = Documents()
+    partitioner = _partitioner(base_partitioner, docs)
     citer = EnginePromptCiter(
         engine.model,
         engine.tokenizer,
@@ -133,9 +138,8 @@ def _citer(engine: Any, question: str, docs: list[Document], target: Target, abl
         partitioner=partitioner,
     )
     _, prompt = citer._get_prompt_ids(return_prompt=True)
-    citer._cache["output"] = prompt + engine.tokenizer.decode(
-        target.response_ids
-    )  # never generated
+    response = engine.tokenizer.decode(target.response_ids)
+    citer._cache["output"] = prompt + response  # never generated
     return citer
 
 
