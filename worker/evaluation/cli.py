@@ -3,8 +3,11 @@
 Results go to ``OUT/results.jsonl`` (one line per question, appended as each finishes; a
 rerun skips the ids already there), ``OUT/summary.json`` and ``OUT/summary.md``. The run's
 settings are kept in ``OUT/run.json``; resuming with different settings is refused, so one
-directory never mixes two configurations. ``--summarize-only`` rebuilds the summary from
-the records without loading a model. Imports stay light until ``main`` runs.
+directory never mixes two configurations, with one exception: resuming with more methods
+adds them to the questions still to run (``run.json`` notes, under ``methods_added``, how
+many records came before each addition; the report counts every method's own N).
+``--summarize-only`` rebuilds the summary from the records without loading a model.
+Imports stay light until ``main`` runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from worker.engine.loading.factories import is_factory, load_factory
 from worker.evaluation.methods import METHODS
+from worker.evaluation.store import ResultStore
 from worker.shapley.estimators import AUTO_MEANS, ESTIMATORS
 
 
@@ -110,6 +114,14 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
     previous.setdefault("estimator", "auto")  # runs recorded before the option existed
     # before 2026-12-04 ``auto`` meant Owen sampling (paired KernelSHAP below two groups)
     previous["extra"].setdefault("auto", "owen")
+    added = previous.pop("methods_added", [])
+    new_methods = [m for m in settings["methods"] if m not in previous["methods"]]
+    kept = set(previous["methods"]) <= set(settings["methods"])
+    if new_methods and kept and previous | {"methods": settings["methods"]} == settings:
+        done = len(ResultStore(out / "results.jsonl").done_ids())
+        added = [*added, {"methods": new_methods, "after_records": done}]
+        path.write_text(json.dumps({**settings, "methods_added": added}, indent=2) + "\n")
+        return None
     if previous != settings:
         return f"{out} holds a run with other settings ({path}); use another --out"
     return None
@@ -134,7 +146,6 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
     from worker.engine.errors import EngineError
     from worker.evaluation.data import load_examples, load_qrels
     from worker.evaluation.runner import evaluate
-    from worker.evaluation.store import ResultStore
 
     qrels = load_qrels(args.qrels) if args.qrels else None
     examples = load_examples(args.data, limit=args.limit, qrels=qrels, per_label=args.per_label)
@@ -160,7 +171,6 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
 
 
 def _summarize_only(args: argparse.Namespace, out: Path) -> list[dict[str, Any]] | None:
-    from worker.evaluation.store import ResultStore
 
     path = out / "results.jsonl"
     if not path.exists():

@@ -12,8 +12,14 @@ Sources are whole documents. The package seeds ablation ``i`` with ``i``, so the
 of a 64-ablation run are exactly a 32-ablation run's: both are fitted from one pass over
 64 ablations (the 32-ablation run is charged half the model time plus its own fit).
 
-Needs the ``eval`` extra (``context-cite``); engines without a Hugging Face causal model
-and tokenizer (seq2seq, the test fakes) report the method as unavailable.
+``engine_runs`` is the same estimator with our engine computing the ablations: the
+package's masks (its seeds, its keep probability), its sequence output (the logit of
+p(y), from the engine's log p(y)) and its solver; only the forward passes are ours
+(batched, prefix-cached). Its scores are the package's up to the engines' float error
+(tested); its seconds are what ContextCite costs on this engine, not as released.
+
+Needs the ``eval`` extra (``context-cite``); ``contextcite_runs`` needs a Hugging Face
+causal model and tokenizer (seq2seq engines and the test fakes report it unavailable).
 """
 
 from __future__ import annotations
@@ -40,11 +46,15 @@ class CiteRun:
     response: str
     """The response the package attributed: the decoded ids of the target answer, with the
     token that ended it."""
+    tokens_computed: int = 0
 
 
-def available(engine: Any) -> str | None:
-    """None when ContextCite can run on this engine, else why not."""
-    if getattr(engine, "family", None) != "causal" or not hasattr(engine, "tokenizer"):
+def available(engine: Any, *, own_forward: bool = True) -> str | None:
+    """None when ContextCite can run on this engine, else why not (``own_forward``: the
+    package runs the model itself, which needs a Hugging Face causal model)."""
+    if own_forward and (
+        getattr(engine, "family", None) != "causal" or not hasattr(engine, "tokenizer")
+    ):
         return "needs a decoder-only Hugging Face model"
     try:
         _import_package()
@@ -178,4 +188,74 @@ def contextcite_runs(
         seconds = model_seconds * size / largest + fit
         text = engine.tokenizer.decode(response)
         runs[size] = CiteRun(scores, np.asarray(masks[:size], bool), seconds, size, text)
+    return runs
+
+
+KEEP_PROBABILITY = 0.5
+"""The package's default ``ablation_keep_prob``."""
+
+
+def package_masks(n: int, count: int) -> np.ndarray:
+    """The package's ablations ``0 .. count - 1`` (its seeds), by its own function."""
+    _import_package()
+    from context_cite.utils import _create_mask
+
+    return np.stack([_create_mask(n, KEEP_PROBABILITY, seed) for seed in range(count)])
+
+
+def logit_of_probability(log_p: np.ndarray) -> np.ndarray:
+    """The package's sequence output (``aggregate_logit_probs``, "logit_prob"): log p -
+    log(1 - p), in float32 as it computes it. A p that rounds to 1 (where the package's
+    output is infinite and its solver fails) is held just below 1."""
+    lp = np.minimum(np.asarray(log_p, dtype=np.float32), np.float32(-1e-7))
+    return np.asarray(lp - np.log1p(-np.exp(lp)), dtype=np.float64)
+
+
+def fit_scores(masks: np.ndarray, log_p: np.ndarray, response_tokens: int) -> list[float]:
+    """The package's surrogate weights (its default solver, a Lasso with alpha 0.01 on
+    standardised masks and the output per response token) from each ablation's log p(y)."""
+    _import_package()
+    from context_cite.solver import LassoRegression
+
+    outputs = logit_of_probability(log_p)
+    weights, _bias = LassoRegression().fit(np.asarray(masks, bool), outputs, response_tokens)
+    return [float(w) for w in weights]
+
+
+def _response_tokens(session: Any, answer: str) -> int:
+    """y's scored tokens (the package divides its output by them before the Lasso);
+    sessions without token ids (the test fakes) count words."""
+    inner = getattr(session, "inner", session)
+    ids = getattr(inner, "target_ids", None)
+    return len(ids(answer)) if ids is not None else max(1, len(answer.split()))
+
+
+def engine_runs(
+    session: Any, units: Sequence[Any], answer: str, sizes: Sequence[int]
+) -> dict[int, CiteRun]:
+    """ContextCite at each number of ablations in ``sizes``, its ablations scored by the
+    engine ``session`` (y decoded on the full context first, as every engine method
+    does). The smaller runs are the larger's first ablations, charged the seconds,
+    passes and tokens spent up to their last ablation plus their own fit."""
+    n, largest = len(units), max(sizes)
+    stats = session.stats
+    passes, tokens, start = stats.forward_passes, stats.tokens_computed, time.perf_counter()
+    session.answers(units, np.ones((1, n), dtype=bool))
+    masks, done, log_p = package_masks(n, largest), 0, np.zeros(largest)
+    response_tokens = _response_tokens(session, answer)
+    spent: dict[int, tuple[float, int, int]] = {}
+    for size in sorted(set(sizes)):
+        log_p[done:size] = session.log_probs(units, masks[done:size], answer)
+        done = size
+        spent[size] = (
+            time.perf_counter() - start,
+            stats.forward_passes - passes,
+            stats.tokens_computed - tokens,
+        )
+    runs: dict[int, CiteRun] = {}
+    for size, (seconds, used_passes, used_tokens) in spent.items():
+        fit_start = time.perf_counter()
+        scores = fit_scores(masks[:size], log_p[:size], response_tokens)
+        seconds += time.perf_counter() - fit_start
+        runs[size] = CiteRun(scores, masks[:size].copy(), seconds, used_passes, answer, used_tokens)
     return runs

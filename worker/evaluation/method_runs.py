@@ -13,7 +13,7 @@ from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult, 
 from worker.evaluation import attention, contextcite, faithfulness, rankers
 from worker.evaluation.config import EvalConfig
 from worker.evaluation.data import Example
-from worker.evaluation.methods import CONTEXTCITE
+from worker.evaluation.methods import CONTEXTCITE, CONTEXTCITE_ENGINE
 from worker.evaluation.recording import RecordingOracle
 from worker.explain import run_explanation
 from worker.shapley import segment
@@ -54,7 +54,8 @@ def method_runs(
     cite_runs, cite_missing = _contextcite_runs(engine, example, config, answer)
     runs |= cite_runs
     missing |= cite_missing
-    return runs, missing
+    engine_cites, engine_missing = _contextcite_engine_runs(engine, example, config, answer)
+    return runs | engine_cites, missing | engine_missing
 
 
 def open_session(engine: Any, example: Example, config: EvalConfig) -> Oracle:
@@ -248,3 +249,29 @@ def _contextcite_runs(
         for size, run in cites.items()
     }
     return runs, {}
+
+
+def _contextcite_engine_runs(
+    engine: Any, example: Example, config: EvalConfig, answer: str
+) -> tuple[dict[str, MethodRun], dict[str, str]]:
+    """ContextCite's estimator over our engine's forward passes, on a fresh session."""
+    wanted = {int(m.rsplit("-", 1)[1]): m for m in CONTEXTCITE_ENGINE if m in config.methods}
+    if not wanted:
+        return {}, {}
+    reason = contextcite.available(engine, own_forward=False)
+    if reason is not None or not normalize_answer(answer):
+        return {}, dict.fromkeys(wanted.values(), reason or "the full-context answer is empty")
+    session = RecordingOracle(open_session(engine, example, config))
+    units = segment.document_units(list(example.documents))
+    cites = contextcite.engine_runs(session, units, answer, list(wanted))
+    return {
+        wanted[size]: MethodRun(
+            scores=run.scores,
+            seconds=run.seconds,
+            coalitions=size + 1,  # y's decoding on the full context, as leave-one-out's
+            forward_passes=run.forward_passes,
+            tokens_computed=run.tokens_computed,
+            seen={faithfulness.mask_key(row) for row in run.masks},
+        )
+        for size, run in cites.items()
+    }, {}

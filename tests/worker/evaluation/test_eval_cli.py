@@ -80,6 +80,33 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert len(_ids(out)) == 1
 
 
+def test_resume_with_more_methods_adds_them_to_the_questions_still_to_run(
+    tmp_path: Path,
+) -> None:
+    """A method added mid-run runs from the next question on; the run file says after how
+    many records, and the report counts each method's own N. Fewer methods, or more methods
+    with another setting changed, are refused."""
+    out = tmp_path / "nq"
+    common = ["--data", str(NQ), "--model", GOLD, "--out", str(out)]
+    assert _run(*common, "--limit", "2", "--methods", "given", "loo") == 0
+    more = ["--methods", "given", "loo", "contextcite-engine-32"]
+    assert main(["eval", "--budget", "64", *common, "--limit", "3", *more]) == 2
+    assert _run(*common, "--limit", "3", "--methods", "given") == 2
+    assert _run(*common, "--limit", "3", "--methods", "given", "contextcite-engine-32") == 2
+    assert _run(*common, "--limit", "3", *more) == 0
+    assert _run(*common, "--limit", "4", *more) == 0  # resumes as the extended run
+    run = json.loads((out / "run.json").read_text())
+    assert run["methods"] == ["given", "loo", "contextcite-engine-32"]
+    assert run["methods_added"] == [{"methods": ["contextcite-engine-32"], "after_records": 2}]
+    records = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert ["contextcite-engine-32" in r["methods"] for r in records] == [0, 0, 1, 1]
+    summary = json.loads((out / "summary.json").read_text())
+    cite = summary["strata"]["all"]["methods"]["contextcite-engine-32"]
+    assert cite["recall@1"]["n"] == 2
+    assert summary["strata"]["all"]["methods"]["loo"]["recall@1"]["n"] == 4
+    assert cite["recall@1"]["mean"] == 1.0  # the gold engine: the gold passage alone
+
+
 def test_runs_recorded_before_the_prompt_style_resume_only_as_plain(tmp_path: Path) -> None:
     out = tmp_path / "nq"
     assert _run("--data", str(NQ), "--limit", "1", "--model", GOLD, "--out", str(out)) == 0

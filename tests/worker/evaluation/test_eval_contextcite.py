@@ -71,6 +71,26 @@ def test_the_package_scores_the_log_p_game_every_other_method_explains(style) ->
     assert target.prompt_ids(masks[0]) == list(session.prompt_ids(units, masks[0]))
 
 
+def test_on_our_engine_the_estimator_gives_the_package_s_scores(engine) -> None:
+    """Same ablations, same output, same solver: only the forward passes differ (ours are
+    batched and prefix-cached), so the weights equal the package's up to the engines'
+    float error, and the smaller run is the larger's first ablations."""
+    docs, units = list(DOCS), document_units(list(DOCS))
+    session = engine.open_session(QUESTION, docs, max_new_tokens=6)
+    answer = session.answers(units, np.ones((1, 6), dtype=bool))[0]
+    package = contextcite.contextcite_runs(
+        engine, QUESTION, DOCS, answer, [16, 32], max_new_tokens=6
+    )
+    ours = contextcite.engine_runs(
+        engine.open_session(QUESTION, docs, max_new_tokens=6), units, answer, [16, 32]
+    )
+    for size in (16, 32):
+        assert np.array_equal(ours[size].masks, package[size].masks)
+        assert max(abs(w) for w in package[size].scores) > 0.05  # not a Lasso of zeros
+        np.testing.assert_allclose(ours[size].scores, package[size].scores, atol=1e-2)
+    assert ours[16].forward_passes < ours[32].forward_passes
+
+
 def test_harness_runs_contextcite_beside_the_other_methods(engine) -> None:
     example = Example(
         id="cc", question=QUESTION, documents=DOCS, answers=("Paris",), relevant=frozenset({0})

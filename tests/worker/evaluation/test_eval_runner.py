@@ -4,6 +4,7 @@ document the answer depends on, hence what every faithfulness metric must read."
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.fakes import make_fake_engine
@@ -169,3 +170,34 @@ def test_harness_seconds_count_a_shared_job_once() -> None:
     legacy = {**record, "harness_seconds_once": None}
     legacy["harness_seconds"] = record["harness_seconds"] - record["methods"]["shapley"]["seconds"]
     assert harness_seconds(legacy) == pytest.approx(record["harness_seconds"])
+
+
+def test_contextcite_on_our_engine_names_the_one_document_the_answer_needs() -> None:
+    """The package's estimator over the engine's log p(y): on a game where y needs document 3
+    alone (p(y) 0.9 with it, 0.1 without), its weight is near the logit difference log 81,
+    every other document's is zero, and its ablations are the
+    package's seeds, never held out."""
+    more = ["Bees make honey.", "Cats purr.", "Frogs croak."]
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3], *more]
+    methods = ("contextcite-engine-32", "contextcite-engine-64")
+    config = EvalConfig(model="fake", budget=8, heldout=6, methods=methods)
+    record = evaluate(RuleEngine([("zebra", "Zebra.")]), _example(texts, {3}), config)
+    assert not record["unavailable"]
+    small, large = (record["methods"][m] for m in methods)
+    for run in (small, large):
+        # the fake's length term (0.001 per context word, times 1 / (1 - p) through the
+        # logit) takes about 0.2 off log 81 and leaves the others a hundredth or two
+        assert 4.0 < run["scores"][3] < math.log(81)
+        assert max(abs(s) for i, s in enumerate(run["scores"]) if i != 3) < 0.05
+    assert (small["coalitions"], large["coalitions"]) == (33, 65)
+    assert (small["forward_passes"], large["forward_passes"]) == (33, 65)
+    assert small["seconds"] > 0
+    assert large["seconds"] > 0
+    draws = [np.random.RandomState(s).choice([False, True], 8, p=[0.5, 0.5]) for s in range(64)]
+    seen = {"".join("1" if k else "0" for k in row) for row in draws}
+    assert len(record["heldout"]) == 6
+    assert not set(record["heldout"]) & seen
+    metrics = question_metrics(record, "contextcite-engine-64")
+    assert metrics["recall@1"] == 1.0
+    assert metrics["flip@1"] is True
+    assert metrics["drop@1"] == pytest.approx(math.log(9), abs=0.02)
