@@ -47,6 +47,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measured_cost import CostModel  # noqa: E402
+from worker.evaluation.contextcite import (  # noqa: E402
+    KEEP_PROBABILITY,
+    fit_scores,
+    solver_weights,
+)
 from worker.evaluation.faithfulness import lds, mask_key, question_seed, spearman  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
@@ -84,14 +89,20 @@ def loo(table: dict[str, float], n: int) -> Scores:
     return lambda rng: (np.asarray(drops), n + 1)
 
 
-def contextcite(table: dict[str, float], n: int, ablations: int) -> Scores:
-    from sklearn.linear_model import Lasso
+def contextcite(table: dict[str, float], n: int, ablations: int, game: str, tokens: int) -> Scores:
+    """The package's estimator (``worker.evaluation.contextcite``): its output (the logit of
+    p(y)) and solver on the log p game; its solver on the 0/1 answer game (one "token").
+    Ablations drawn as the package draws them (each document kept with probability 1/2),
+    from the bench's seeds so that repeats differ."""
 
     def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        masks = rng.random((ablations, n)) < 0.5
+        masks = rng.random((ablations, n)) < KEEP_PROBABILITY
         values = np.asarray([table[mask_key(m)] for m in masks])
-        fit = Lasso(alpha=0.01).fit(masks.astype(float), values)
-        return np.asarray(fit.coef_, dtype=float), len({mask_key(m) for m in masks})
+        if game == "logprob":
+            weights = fit_scores(masks, values, tokens)
+        else:
+            weights = solver_weights(masks, values, 1)
+        return np.asarray(weights, dtype=float), len({mask_key(m) for m in masks})
 
     return run
 
@@ -127,14 +138,21 @@ FastTable = tuple[dict[str, float], float]
 
 
 def methods(
-    table: dict[str, float], n: int, budgets: list[int], per: float, fast: FastTable | None
+    table: dict[str, float],
+    n: int,
+    budgets: list[int],
+    per: float,
+    fast: FastTable | None,
+    cite: tuple[str, int] = ("logprob", 1),
 ) -> dict[str, Priced]:
+    """Every method on one table; ``cite``: the game and y's token count ContextCite's
+    solver divides by."""
     out: dict[str, Priced] = {"loo": (loo(table, n), per, 0.0)}
     for estimator, budget in itertools.product(ESTIMATORS, budgets):
         if fits(estimator, n, budget):
             out[f"ours-{estimator}@{budget}"] = (ours(table, n, estimator, budget), per, 0.0)
     for k in (8, 16, 32, 64):
-        out[f"contextcite-{k}"] = (contextcite(table, n, k), per, 0.0)
+        out[f"contextcite-{k}"] = (contextcite(table, n, k, *cite), per, 0.0)
     if fast is not None:
         values, fast_per = fast
         whole = fast_per * 2**n  # the whole fast table: its exact values are the base
@@ -169,6 +187,7 @@ def rows_for(
     repeats: int,
     fast: dict | None,
     costs: CostModel | None = None,
+    tokens: int = 1,
 ) -> list[dict]:
     """Every method's agreement with the exact values, repeated over seeds; with ``costs``
     only the measured methods, priced in leave-one-out's seconds."""
@@ -182,7 +201,8 @@ def rows_for(
     truth = [table[k] for k in keys]
     fast_table = (table_of(fast, game), fast["table_seconds"] / 2**n) if fast else None
     out = []
-    for name, (run, per, upfront) in methods(table, n, budgets, per_coalition, fast_table).items():
+    every = methods(table, n, budgets, per_coalition, fast_table, (game, tokens))
+    for name, (run, per, upfront) in every.items():
         rng = np.random.default_rng([question_seed(record["id"]), 11])
         for rep in range(1 if name in ("loo", "fast-exact") else repeats):
             scores, used = run(rng)
@@ -298,6 +318,18 @@ def plot(
     fig.savefig(path, dpi=120)
 
 
+def answer_tokens(records: list[dict[str, Any]]) -> dict[Any, int]:
+    """y's token count per table, as the engine scores it (its encoding and the token that
+    ended it; the tables do not keep the ids), from each model's own tokenizer."""
+    from worker.engine.loading.registry import load_engine
+
+    tokenizers = {m: load_engine(m).tokenizer for m in {r["model"] for r in records}}
+    return {
+        key(r): len(tokenizers[r["model"]].encode(r["answer"], add_special_tokens=False)) + 1
+        for r in records
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -337,10 +369,13 @@ def main() -> int:
         for path in args.fast
         for row in map(json.loads, path.read_text().splitlines())
     }
+    tokens = answer_tokens(records)
     rows = [
         row
         for record, game in itertools.product(records, games)
-        for row in rows_for(record, game, budgets, args.repeats, fast.get(key(record)), costs)
+        for row in rows_for(
+            record, game, budgets, args.repeats, fast.get(key(record)), costs, tokens[key(record)]
+        )
     ]
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))

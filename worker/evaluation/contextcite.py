@@ -212,12 +212,17 @@ def logit_of_probability(log_p: np.ndarray) -> np.ndarray:
 
 
 def fit_scores(masks: np.ndarray, log_p: np.ndarray, response_tokens: int) -> list[float]:
-    """The package's surrogate weights (its default solver, a Lasso with alpha 0.01 on
-    standardised masks and the output per response token) from each ablation's log p(y)."""
+    """The package's surrogate weights from each ablation's log p(y) (its output, the logit
+    of p(y), through its solver)."""
+    return solver_weights(masks, logit_of_probability(log_p), response_tokens)
+
+
+def solver_weights(masks: np.ndarray, outputs: np.ndarray, response_tokens: int) -> list[float]:
+    """The package's default solver (a Lasso, alpha 0.01, on standardised masks and the
+    output per response token), weights back in the output's units."""
     _import_package()
     from context_cite.solver import LassoRegression
 
-    outputs = logit_of_probability(log_p)
     weights, _bias = LassoRegression().fit(np.asarray(masks, bool), outputs, response_tokens)
     return [float(w) for w in weights]
 

@@ -65,3 +65,21 @@ def test_top1_regret_is_the_exact_value_lost_over_the_range() -> None:
     right = agreement(np.array([9.0, 1.0, 0.5, 0.0]), exact)
     assert right["regret"] == 0.0
     assert right["top1"] == 1.0
+
+
+def test_the_curve_s_contextcite_is_the_package_s_estimator() -> None:
+    """On a game that only document 2 moves, the package's solver gives it the whole effect
+    (less its Lasso shrinkage) and the others nothing; on the log p game the output is
+    the logit of p(y), so a coalition's p 0.9 against 0.1 is worth log 81, not log 9."""
+    from bench.estimator_curve import contextcite
+
+    n = 5
+    keys = [format(i, "05b") for i in range(2**n)]
+    answer = {k: float(k[2] == "1") for k in keys}
+    logp = {k: float(np.log(0.9 if k[2] == "1" else 0.1)) for k in keys}
+    for game, table, effect in (("answer", answer, 1.0), ("logprob", logp, np.log(81))):
+        weights, distinct = contextcite(table, n, 64, game, 3)(np.random.default_rng(0))
+        assert weights[2] == pytest.approx(effect, rel=0.05)
+        assert weights[2] < effect
+        assert np.abs(np.delete(weights, 2)).max() < 0.05
+        assert distinct <= 32
