@@ -35,15 +35,23 @@ def measured_family(method: str) -> str:
     return "contextcite" if method.startswith("contextcite") else method.split("@")[0]
 
 
-def ratios(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
-    """(model, measured method) -> geometric mean over questions of seconds / loo seconds."""
-    loo = {(r["model"], r["id"]): r["seconds"] for r in rows if r["method"] == "loo"}
+def log_ratios(
+    rows: list[dict[str, Any]], field: str = "seconds"
+) -> dict[tuple[str, str], list[float]]:
+    """(model, method) -> per question, log of its ``field`` over leave-one-out's (the log
+    scale averages ratios)."""
+    loo = {(r["model"], r["id"]): r[field] for r in rows if r["method"] == "loo"}
     logs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         base = loo.get((r["model"], r["id"]))
-        if base and r.get("seconds"):
-            logs[r["model"], r["method"]].append(float(np.log(r["seconds"] / base)))
-    return {k: float(np.exp(np.mean(v))) for k, v in logs.items()}
+        if base and r.get(field):
+            logs[r["model"], r["method"]].append(float(np.log(r[field] / base)))
+    return dict(logs)
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """(model, measured method) -> geometric mean over questions of seconds / loo seconds."""
+    return {k: float(np.exp(np.mean(v))) for k, v in log_ratios(rows).items()}
 
 
 @dataclass(frozen=True)

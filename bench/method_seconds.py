@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import agreement, exact_shapley, table_of  # noqa: E402
+from bench.measured_cost import log_ratios  # noqa: E402
 from bench.rows import append_rows, read_rows  # noqa: E402
 from service.contract.schemas import ExplainRequest  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
@@ -213,16 +214,6 @@ def _accuracy(scores: list[float], exact: np.ndarray) -> dict[str, Any]:
     return agreement(np.asarray(scores, dtype=float), exact)
 
 
-def _ratios(rows: list[dict[str, Any]], method: str, field: str) -> list[float]:
-    """Per question: ``method``'s ``field`` over leave-one-out's (log scale for averaging)."""
-    base = {(r["model"], r["id"]): r[field] for r in rows if r["method"] == "loo"}
-    return [
-        float(np.log(r[field] / base[(r["model"], r["id"])]))
-        for r in rows
-        if r["method"] == method and r.get(field) and base.get((r["model"], r["id"]))
-    ]
-
-
 def _ratio_cell(logs: list[float]) -> str:
     if not logs:
         return "-"
@@ -256,13 +247,14 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             "| Spearman | top-1 | N |",
             "|---|---|---|---|---|---|---|---|",
         ]
+        seconds, tokens = log_ratios(mine), log_ratios(mine, "tokens_computed")
         for method in dict.fromkeys(r["method"] for r in mine):
             got = [r for r in mine if r["method"] == method]
             lines.append(
                 f"| {method} | {np.mean([r['coalitions'] for r in got]):.1f} "
                 f"| {np.median([r['seconds'] for r in got]):.1f} "
-                f"| {_ratio_cell(_ratios(mine, method, 'seconds'))} "
-                f"| {_ratio_cell(_ratios(mine, method, 'tokens_computed'))} "
+                f"| {_ratio_cell(seconds.get((model, method), []))} "
+                f"| {_ratio_cell(tokens.get((model, method), []))} "
                 f"| {_mean_cell(got, 'spearman')} | {_mean_cell(got, 'top1')} | {len(got)} |"
             )
     return lines
