@@ -87,9 +87,12 @@ def method_names(records: Sequence[Record]) -> list[str]:
 
 
 def _table(records: Sequence[Record], methods: list[str]) -> dict[str, dict[str, list[Any]]]:
-    """metric values per method, aligned by question (None where a method did not run)."""
+    """metric values per method, aligned by question (None where a method did not run);
+    a method that ran on none of ``records`` (added to a run later) has no column."""
     table: dict[str, dict[str, list[Any]]] = {}
     for method in methods:
+        if not any(method in r["methods"] for r in records):
+            continue
         rows = [question_metrics(r, method) if method in r["methods"] else {} for r in records]
         keys = sorted({k for row in rows for k in row})
         table[method] = {k: [_as_float(row.get(k)) for row in rows] for k in keys}

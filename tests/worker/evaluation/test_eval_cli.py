@@ -105,6 +105,14 @@ def test_resume_with_more_methods_adds_them_to_the_questions_still_to_run(
     assert cite["recall@1"]["n"] == 2
     assert summary["strata"]["all"]["methods"]["loo"]["recall@1"]["n"] == 4
     assert cite["recall@1"]["mean"] == 1.0  # the gold engine: the gold passage alone
+    for record in records[2:]:  # a stratum without the added method's questions
+        record["full_correct"] = False
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["eval", "--summarize-only", "--out", str(out)]) == 0
+    correct = json.loads((out / "summary.json").read_text())["strata"]["full_correct"]
+    assert correct["n"] == 2
+    assert "contextcite-engine-32" not in correct["methods"]
+    assert "contextcite-engine-32" not in correct["paired"]
 
 
 def test_runs_recorded_before_the_prompt_style_resume_only_as_plain(tmp_path: Path) -> None:
