@@ -65,7 +65,11 @@ from worker.evaluation.faithfulness import (  # noqa: E402
     tie_order,
     top_documents,
 )
-from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
+from worker.evaluation.paired import (  # noqa: E402
+    bootstrap_mean,
+    expected_recall_at_k,
+    paired_difference,
+)
 from worker.evaluation.paths import nq_file  # noqa: E402
 from worker.explain import run_explanation  # noqa: E402
 from worker.shapley import segment  # noqa: E402
@@ -242,7 +246,9 @@ def cell(ci: Any, digits: int = 2) -> str:
     return f"{ci.mean:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
+def table(
+    rows: list[dict[str, Any]], relevant: dict[str, frozenset[int]] | None = None
+) -> list[str]:
     metrics = [f"drop@{k}" for k in KS] + [f"flip@{k}" for k in KS] + ["keep@1", "lds"]
     out = []
     for model in sorted({r["model"] for r in rows}):
@@ -276,6 +282,40 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             [r["checks"]["shapley"]["top"][0] == r["checks"]["loo"]["top"][0] for r in got]
         )
         out.append(f"\nexact Shapley and leave-one-out pick the same top document in {same:.2f}")
+        if relevant is not None:
+            out += gold_recall(got, relevant)
+    return out
+
+
+def gold_recall(rows: list[dict[str, Any]], relevant: dict[str, frozenset[int]]) -> list[str]:
+    """Expected recall@1 of the gold passage (ties broken at random) on the questions whose
+    gold passage is among the table's documents: the estimands compared without sampling
+    noise (the harness's recall, on exact values)."""
+    golden = [r for r in rows if {i for i in relevant.get(r["id"], ()) if i < r["n"]}]
+    if not golden:
+        return []
+    recall = {
+        method: [
+            expected_recall_at_k(
+                r["rankings"][method], frozenset(i for i in relevant[r["id"]] if i < r["n"]), 1
+            )
+            for r in golden
+        ]
+        for method in METHODS
+    }
+    out = [
+        f"\ngold passage among the {golden[0]['n']} documents in N = {len(golden)} questions; "
+        "expected recall@1 (ties at random), and paired against leave-one-out:",
+        "",
+        "| method | recall@1 | minus leave-one-out |",
+        "|---|---|---|",
+    ]
+    for method, values in recall.items():
+        difference = paired_difference(values, recall["loo"]) if method != "loo" else None
+        out.append(
+            f"| {method} | {cell(bootstrap_mean(values))} | "
+            f"{cell(difference) if difference else '-'} |"
+        )
     return out
 
 
@@ -310,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{name} {example.id} {row.get('table_seconds', 0):.0f} s", file=sys.stderr)
                 append_rows(path, [row])
-    print("\n".join(table(rows)))
+    relevant = {e.id: e.relevant for e in load_examples(nq_file(10))}
+    print("\n".join(table(rows, relevant)))
     return 0
 
 
