@@ -32,6 +32,7 @@ from service.contract.jobs import (
 )
 from service.contract.schemas import ErrorInfo
 from service.contract.settings import Settings
+from worker.engine.heap import release_free_memory
 from worker.job_watch import JobWatch
 from worker.metrics import WorkerMetrics
 from worker.resident_engines import load_engines, open_session
@@ -125,6 +126,7 @@ class Worker:
         finally:
             self._busy = False
             self.metrics.busy.set(0)
+            release_free_memory()  # a job's freed batches, back to the system (engine/heap)
 
     # --- one job
     def run(self, lease: Lease) -> None:

@@ -243,3 +243,20 @@ def test_the_queue_bound_holds_under_concurrent_submissions(make_stack: StackFac
         )
     assert sorted(codes) == [202] * 3 + [429] * 9
     assert stack.queue.counts().queued == 3
+
+
+def test_the_worker_hands_freed_memory_back_after_each_job(
+    make_stack: StackFactory, monkeypatch
+) -> None:
+    import worker.loop
+
+    released: list[int] = []
+    monkeypatch.setattr(worker.loop, "release_free_memory", lambda: released.append(1))
+    stack = make_stack()
+    stack.start_worker(FakeEngine("fake"))
+    for count in (1, 2):
+        job = stack.client.post("/explain", json=explain_body()).json()["job_id"]
+        assert stack.wait(job)["status"] == "succeeded"
+        wait_until(lambda n=count: len(released) == n)  # noqa: B023
+    time.sleep(0.3)  # idle polling releases nothing
+    assert len(released) == 2

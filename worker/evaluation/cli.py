@@ -144,6 +144,7 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
     from tqdm import tqdm
 
     from worker.engine.errors import EngineError
+    from worker.engine.heap import release_free_memory
     from worker.evaluation.data import load_examples, load_qrels
     from worker.evaluation.runner import evaluate
 
@@ -166,6 +167,7 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
         except EngineError as exc:  # e.g. context too long: recorded, skipped on rerun
             error = {"type": type(exc).__name__, "message": str(exc)}
             store.append({"id": example.id, "error": error})
+        release_free_memory()  # else a long run's resident size climbs (engine/heap)
     wanted = {e.id for e in examples}
     return [r for r in store.records() if r["id"] in wanted]
 
