@@ -120,10 +120,13 @@ def captum_scores(job: Job, method: str) -> list[float]:
     return [float(x) for x in result.seq_attr.cpu().tolist()]
 
 
-def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:
+def contextcite_citer(job: Job, ablations: int = 64) -> Any:
     """ContextCite with documents as sources and its default 64 ablations (keep prob 0.5,
-    LASSO surrogate). Its prompt is replaced by the engine's, so it generates (greedy, same
-    ``max_new_tokens``) and scores on exactly our prompts."""
+    LASSO surrogate), on the engine's prompts and the same target as the other peers: the
+    full-context answer's ids (``job.answer_ids``), never generated or re-tokenized by the
+    package. (Before 2026-12-05 the package generated its own response with
+    ``model.generate``, which does not stop at the newline as the engine does, and
+    re-tokenized prompt + response: it explained another target than the other methods.)"""
     from context_cite import ContextCiter
     from context_cite.context_partitioner import BaseContextPartitioner
 
@@ -154,6 +157,10 @@ def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:
             ids = job.prompt_ids(keep)
             return (ids, job.tokenizer.decode(ids)) if return_prompt else ids
 
+        @property
+        def _response_ids(self) -> list[int]:
+            return job.answer_ids()
+
     citer = EnginePromptCiter(
         job.model,
         job.tokenizer,
@@ -163,7 +170,16 @@ def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:
         num_ablations=ablations,
         partitioner=Documents(job.blocks),
     )
-    return [float(x) for x in citer.get_attributions(verbose=False)]
+    _, prompt = citer._get_prompt_ids(return_prompt=True)
+    citer._cache["output"] = prompt + job.tokenizer.decode(job.answer_ids())  # never generated
+    return citer
+
+
+def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:
+    """:func:`contextcite_citer`'s attributions over the whole answer."""
+    citer = contextcite_citer(job, ablations)
+    weights, _bias = citer._get_attributions_for_ids_range(0, len(job.answer_ids()))
+    return [float(x) for x in weights]
 
 
 def shap_scores(job: Job) -> list[float]:

@@ -63,3 +63,24 @@ def test_counted_passes_sees_direct_forward_calls_and_restores() -> None:
     assert "forward" not in vars(model)
     model(torch.zeros(1, 2))
     assert passes[0] == 2
+
+
+def test_contextcite_peer_explains_the_answer_every_other_peer_scores() -> None:
+    """The package is handed the full-context answer's ids (what Captum and shap score by
+    plain teacher forcing) and never generates: its per-ablation log p of the response
+    equals the plain forward's on the same prompt."""
+    import torch
+
+    from worker.engine.loading.registry import load_engine
+
+    engine = load_engine("tiny-llama")
+    example = load_examples(Path(__file__).parent / "data" / "nq-10docs-6.jsonl.gz")[0]
+    example = peers.shrink(example, 3)
+    args = type("Args", (), {"budget": 8, "max_new_tokens": 4})()
+    job = peers._job(engine, example, "Paris", args)
+    citer = pm.contextcite_citer(job, 4)
+    assert citer._response_ids == job.answer_ids()
+    package = torch.nn.functional.logsigmoid(torch.tensor(citer._logit_probs)).sum(dim=1)
+    plain = [pm.plain_log_prob(job, m, job.answer_ids()) for m in citer._masks]
+    np.testing.assert_allclose(package.numpy(), plain, atol=2e-3)
+    assert len(pm.contextcite_scores(job, 4)) == 3
