@@ -173,7 +173,6 @@ def _run(args: argparse.Namespace, out: Path, config: Any) -> list[dict[str, Any
 
 
 def _summarize_only(args: argparse.Namespace, out: Path) -> list[dict[str, Any]] | None:
-
     path = out / "results.jsonl"
     if not path.exists():
         print(f"no records to summarize: {path} does not exist", file=sys.stderr)

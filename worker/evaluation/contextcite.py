@@ -47,6 +47,9 @@ class CiteRun:
     """The response the package attributed: the decoded ids of the target answer, with the
     token that ended it."""
     tokens_computed: int = 0
+    coalitions: int = 0
+    """Coalitions charged: the ablations, plus y's full-context decoding where the run
+    paid for it (``engine_runs``)."""
 
 
 def available(engine: Any, *, own_forward: bool = True) -> str | None:
@@ -187,7 +190,8 @@ def contextcite_runs(
         fit = time.perf_counter() - fit_start
         seconds = model_seconds * size / largest + fit
         text = engine.tokenizer.decode(response)
-        runs[size] = CiteRun(scores, np.asarray(masks[:size], bool), seconds, size, text)
+        masks_used = np.asarray(masks[:size], bool)
+        runs[size] = CiteRun(scores, masks_used, seconds, size, text, coalitions=size)
     return runs
 
 
@@ -262,5 +266,7 @@ def engine_runs(
         fit_start = time.perf_counter()
         scores = fit_scores(masks[:size], log_p[:size], response_tokens)
         seconds += time.perf_counter() - fit_start
-        runs[size] = CiteRun(scores, masks[:size].copy(), seconds, used_passes, answer, used_tokens)
+        runs[size] = CiteRun(
+            scores, masks[:size].copy(), seconds, used_passes, answer, used_tokens, size + 1
+        )
     return runs

@@ -52,10 +52,7 @@ def method_runs(
     runs, missing = _cheap_runs(engine, example, config, answer)
     runs |= explained_runs(engine, example, config, answer, seed)
     cite_runs, cite_missing = _contextcite_runs(engine, example, config, answer)
-    runs |= cite_runs
-    missing |= cite_missing
-    engine_cites, engine_missing = _contextcite_engine_runs(engine, example, config, answer)
-    return runs | engine_cites, missing | engine_missing
+    return runs | cite_runs, missing | cite_missing
 
 
 def open_session(engine: Any, example: Example, config: EvalConfig) -> Oracle:
@@ -222,56 +219,51 @@ def _cheap_runs(
 def _contextcite_runs(
     engine: Any, example: Example, config: EvalConfig, answer: str
 ) -> tuple[dict[str, MethodRun], dict[str, str]]:
-    wanted = {int(m.split("-")[1]): m for m in CONTEXTCITE if m in config.methods}
-    if not wanted:
-        return {}, {}
-    reason = contextcite.available(engine)
-    if reason is not None or not normalize_answer(answer):
-        why = reason or "the full-context answer is empty"
-        return {}, dict.fromkeys(wanted.values(), why)
-    cites = contextcite.contextcite_runs(
-        engine,
-        example.question,
-        example.documents,
-        answer,
-        list(wanted),
-        masking=config.masking,
-        max_new_tokens=config.max_new_tokens,
-    )
-    runs = {
-        wanted[size]: MethodRun(
-            scores=run.scores,
-            seconds=run.seconds,
-            coalitions=size,
-            forward_passes=run.forward_passes,
-            seen={faithfulness.mask_key(row) for row in run.masks},
+    """ContextCite as released (the package runs the model) and over our engine (a fresh
+    session's forward passes), each at the requested numbers of ablations."""
+    runs: dict[str, MethodRun] = {}
+    missing: dict[str, str] = {}
+    for names, own_forward in ((CONTEXTCITE, True), (CONTEXTCITE_ENGINE, False)):
+        wanted = {int(m.rsplit("-", 1)[1]): m for m in names if m in config.methods}
+        if not wanted:
+            continue
+        reason = contextcite.available(engine, own_forward=own_forward)
+        if reason is not None or not normalize_answer(answer):
+            missing |= dict.fromkeys(wanted.values(), reason or "the full-context answer is empty")
+            continue
+        cites = _cites(engine, example, config, answer, list(wanted), own_forward)
+        runs |= {
+            wanted[size]: MethodRun(
+                scores=run.scores,
+                seconds=run.seconds,
+                coalitions=run.coalitions,
+                forward_passes=run.forward_passes,
+                tokens_computed=run.tokens_computed,
+                seen={faithfulness.mask_key(row) for row in run.masks},
+            )
+            for size, run in cites.items()
+        }
+    return runs, missing
+
+
+def _cites(
+    engine: Any,
+    example: Example,
+    config: EvalConfig,
+    answer: str,
+    sizes: list[int],
+    own_forward: bool,
+) -> dict[int, contextcite.CiteRun]:
+    if own_forward:
+        return contextcite.contextcite_runs(
+            engine,
+            example.question,
+            example.documents,
+            answer,
+            sizes,
+            masking=config.masking,
+            max_new_tokens=config.max_new_tokens,
         )
-        for size, run in cites.items()
-    }
-    return runs, {}
-
-
-def _contextcite_engine_runs(
-    engine: Any, example: Example, config: EvalConfig, answer: str
-) -> tuple[dict[str, MethodRun], dict[str, str]]:
-    """ContextCite's estimator over our engine's forward passes, on a fresh session."""
-    wanted = {int(m.rsplit("-", 1)[1]): m for m in CONTEXTCITE_ENGINE if m in config.methods}
-    if not wanted:
-        return {}, {}
-    reason = contextcite.available(engine, own_forward=False)
-    if reason is not None or not normalize_answer(answer):
-        return {}, dict.fromkeys(wanted.values(), reason or "the full-context answer is empty")
     session = RecordingOracle(open_session(engine, example, config))
     units = segment.document_units(list(example.documents))
-    cites = contextcite.engine_runs(session, units, answer, list(wanted))
-    return {
-        wanted[size]: MethodRun(
-            scores=run.scores,
-            seconds=run.seconds,
-            coalitions=size + 1,  # y's decoding on the full context, as leave-one-out's
-            forward_passes=run.forward_passes,
-            tokens_computed=run.tokens_computed,
-            seen={faithfulness.mask_key(row) for row in run.masks},
-        )
-        for size, run in cites.items()
-    }, {}
+    return contextcite.engine_runs(session, units, answer, sizes)
