@@ -124,55 +124,16 @@ def contextcite_citer(job: Job, ablations: int = 64) -> Any:
     """ContextCite with documents as sources and its default 64 ablations (keep prob 0.5,
     LASSO surrogate), on the engine's prompts and the same target as the other peers: the
     full-context answer's ids (``job.answer_ids``), never generated or re-tokenized by the
-    package. (Before 2026-12-05 the package generated its own response with
-    ``model.generate``, which does not stop at the newline as the engine does, and
-    re-tokenized prompt + response: it explained another target than the other methods.)"""
-    from context_cite import ContextCiter
-    from context_cite.context_partitioner import BaseContextPartitioner
+    package (the harness's :func:`worker.evaluation.contextcite.package_citer`). (Before
+    2026-12-05 the package generated its own response with ``model.generate``, which does
+    not stop at the newline as the engine does, and re-tokenized prompt + response: it
+    explained another target than the other methods.)"""
+    from worker.evaluation.contextcite import Target, package_citer
+    from worker.shapley.units import Document
 
-    class Documents(BaseContextPartitioner):
-        def __init__(self, blocks: list[str]) -> None:
-            super().__init__("".join(blocks))
-            self.blocks = blocks
-
-        @property
-        def num_sources(self) -> int:
-            return len(self.blocks)
-
-        def split_context(self) -> None:
-            return None
-
-        def get_source(self, index: int) -> str:
-            return self.blocks[index]
-
-        def get_context(self, mask: np.ndarray | None = None) -> str:
-            keep = np.ones(len(self.blocks), bool) if mask is None else mask
-            return "".join(b for b, k in zip(self.blocks, keep, strict=True) if k)
-
-    class EnginePromptCiter(ContextCiter):  # type: ignore[misc]
-        def _get_prompt_ids(
-            self, mask: np.ndarray | None = None, return_prompt: bool = False
-        ) -> Any:
-            keep = np.ones(job.n, bool) if mask is None else np.asarray(mask, bool)
-            ids = job.prompt_ids(keep)
-            return (ids, job.tokenizer.decode(ids)) if return_prompt else ids
-
-        @property
-        def _response_ids(self) -> list[int]:
-            return job.answer_ids()
-
-    citer = EnginePromptCiter(
-        job.model,
-        job.tokenizer,
-        "".join(job.blocks),
-        job.question,
-        generate_kwargs={"max_new_tokens": job.max_new_tokens, "do_sample": False},
-        num_ablations=ablations,
-        partitioner=Documents(job.blocks),
-    )
-    _, prompt = citer._get_prompt_ids(return_prompt=True)
-    citer._cache["output"] = prompt + job.tokenizer.decode(job.answer_ids())  # never generated
-    return citer
+    target = Target(job.prompt_ids, tuple(job.answer_ids()))
+    docs = [Document(block) for block in job.blocks]
+    return package_citer(job.model, job.tokenizer, job.question, docs, target, ablations)
 
 
 def contextcite_scores(job: Job, ablations: int = 64) -> list[float]:

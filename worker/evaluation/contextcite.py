@@ -127,7 +127,12 @@ def _partitioner(base_partitioner: type, docs: list[Document]) -> Any:
     return Documents()
 
 
-def _citer(engine: Any, question: str, docs: list[Document], target: Target, ablations: int) -> Any:
+def package_citer(
+    model: Any, tokenizer: Any, question: str, docs: list[Document], target: Target, ablations: int
+) -> Any:
+    """The package's ``ContextCiter`` over ``target``: its prompt for each ablation is
+    ``target.prompt_ids``, its response ``target.response_ids`` (never generated or
+    re-tokenized), its sources the whole documents. Also used by ``bench/peer_methods.py``."""
     context_cite, base_partitioner = _import_package()
     n = len(docs)
 
@@ -135,7 +140,7 @@ def _citer(engine: Any, question: str, docs: list[Document], target: Target, abl
         def _get_prompt_ids(self, mask: np.ndarray | None = None, return_prompt: bool = False):  # type: ignore[no-untyped-def]
             keep = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
             ids = target.prompt_ids(keep)
-            return (ids, engine.tokenizer.decode(ids)) if return_prompt else ids
+            return (ids, tokenizer.decode(ids)) if return_prompt else ids
 
         @property
         def _response_ids(self) -> list[int]:  # the engine's ids of y, never re-tokenized
@@ -143,15 +148,15 @@ def _citer(engine: Any, question: str, docs: list[Document], target: Target, abl
 
     partitioner = _partitioner(base_partitioner, docs)
     citer = EnginePromptCiter(
-        engine.model,
-        engine.tokenizer,
+        model,
+        tokenizer,
         partitioner.context,
         question,
         num_ablations=ablations,
         partitioner=partitioner,
     )
     _, prompt = citer._get_prompt_ids(return_prompt=True)
-    response = engine.tokenizer.decode(target.response_ids)
+    response = tokenizer.decode(target.response_ids)
     citer._cache["output"] = prompt + response  # never generated
     return citer
 
@@ -171,13 +176,14 @@ def contextcite_runs(
     largest = max(sizes)
     target = engine_target(engine, question, docs, answer, options)
     start = time.perf_counter()
-    full = _citer(engine, question, docs, target, largest)
+    inputs = (engine.model, engine.tokenizer, question, docs, target)
+    full = package_citer(*inputs, largest)
     masks, logit_probs = full._masks, full._logit_probs  # runs the model over the ablations
     model_seconds = time.perf_counter() - start
     runs: dict[int, CiteRun] = {}
     for size in sorted(sizes):
         fit_start = time.perf_counter()
-        citer = full if size == largest else _citer(engine, question, docs, target, size)
+        citer = full if size == largest else package_citer(*inputs, size)
         citer._cache["reg_masks"], citer._cache["reg_logit_probs"] = (
             masks[:size],
             logit_probs[:size],

@@ -63,7 +63,7 @@ def test_the_package_scores_the_log_p_game_every_other_method_explains(style) ->
     answer = session.answers(units, np.ones((1, 6), dtype=bool))[0]
     target = contextcite.engine_target(styled, QUESTION, docs, answer, {"max_new_tokens": 6})
     assert target.response_ids == session.target_ids(answer)
-    citer = contextcite._citer(styled, QUESTION, docs, target, 8)
+    citer = contextcite.package_citer(styled.model, styled.tokenizer, QUESTION, docs, target, 8)
     masks, logit_probs = citer._masks, citer._logit_probs
     package = torch.nn.functional.logsigmoid(torch.tensor(logit_probs)).sum(dim=1).numpy()
     ours = session.log_probs(units, np.asarray(masks, dtype=bool), answer)
