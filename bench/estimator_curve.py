@@ -14,6 +14,12 @@ same game on the same target, and the differences are the estimators' alone:
   as its package) from the keep-mask to the value over k random ablations, each document
   kept with probability 1/2; fitted on the same log p(y) game as everything else.
 
+- ``ours-banzhaf`` / ``ours-banzhaf-msr``: the service's ``method: banzhaf`` (least squares
+  on uniform coalitions from ``2 (n + 1)`` draws) and the MSR sampler it replaced, scored
+  like the rest and also against the exact Banzhaf values (``Spearman (Banzhaf)``), with
+  ``exact-banzhaf`` (every coalition) as their reference: LDS asks for the best additive
+  fit on uniform coalitions, whose coefficients are the Banzhaf values.
+
 ``ours-layered`` is the estimator ``layered`` (``worker/shapley/layered.py``), first measured
 here as a prototype of this script (rows ``layered-kernel`` in the committed summary).
 
@@ -54,8 +60,10 @@ from worker.evaluation.contextcite import (  # noqa: E402
 )
 from worker.evaluation.faithfulness import lds, mask_key, question_seed, spearman  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
+from worker.shapley.banzhaf import BanzhafSampler  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
 from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
+from worker.shapley.sampling import run_sampler  # noqa: E402
 
 ESTIMATORS = ("auto", "kernel", "layered", "owen", "permutation")
 Scores = Callable[[np.random.Generator], tuple[np.ndarray, int]]
@@ -74,10 +82,28 @@ def exact_shapley(table: dict[str, float], n: int) -> np.ndarray:
     return estimate(game, estimator="exact", budget=2**n).mean[:, 0]
 
 
-def ours(table: dict[str, float], n: int, estimator: str, budget: int) -> Scores:
+def exact_banzhaf(table: dict[str, float], n: int) -> np.ndarray:
+    game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
+    return estimate(game, method="banzhaf", budget=2**n).mean[:, 0]
+
+
+def ours(
+    table: dict[str, float], n: int, estimator: str, budget: int, method: str = "shapley"
+) -> Scores:
     def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
         game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
-        result = estimate(game, estimator=estimator, budget=budget, seed=rng)
+        result = estimate(game, method, estimator, budget=budget, seed=rng)
+        return result.mean[:, 0], game.evaluations
+
+    return run
+
+
+def banzhaf_msr(table: dict[str, float], n: int, budget: int) -> Scores:
+    """The Banzhaf sampler the service ran before the regression (for comparison)."""
+
+    def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
+        result = run_sampler(game, BanzhafSampler(), budget, rng)
         return result.mean[:, 0], game.evaluations
 
     return run
@@ -111,12 +137,15 @@ def top_set(scores: np.ndarray) -> set[int]:
     return {int(i) for i in np.flatnonzero(np.isclose(scores, scores.max(), atol=1e-9))}
 
 
-def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
+def agreement(
+    scores: np.ndarray, exact: np.ndarray, banzhaf: np.ndarray
+) -> dict[str, float | None]:
     """Spearman, top-1 (a method's top document among the exact top ones; a tie at the top
     of the method's own scores counts its share), top-3 overlap with the exact values, and
     the top-1 regret: how far below the exact top value the method's top document's exact
-    value lies, over the exact values' range. Top-1 agreement is a coin flip where the
-    exact top two nearly tie; the regret says how much such a miss costs."""
+    value lies, over the exact values' range; and Spearman with the exact Banzhaf values.
+    Top-1 agreement is a coin flip where the exact top two nearly tie; the regret says how
+    much such a miss costs."""
     mine = top_set(scores)
     top1 = len(mine & top_set(exact)) / len(mine)
     regret = float(np.mean([exact.max() - exact[i] for i in mine]) / np.ptp(exact))
@@ -128,6 +157,7 @@ def agreement(scores: np.ndarray, exact: np.ndarray) -> dict[str, float | None]:
         "top1": top1,
         "top3": len(set(order) & set(guess)) / 3,
         "regret": regret,
+        "banzhaf": spearman(scores.tolist(), banzhaf.tolist()),
     }
 
 
@@ -144,15 +174,22 @@ def methods(
     per: float,
     fast: FastTable | None,
     cite: tuple[str, int] = ("logprob", 1),
+    banzhaf: np.ndarray | None = None,
 ) -> dict[str, Priced]:
     """Every method on one table; ``cite``: the game and y's token count ContextCite's
-    solver divides by."""
+    solver divides by; ``banzhaf``: the table's exact Banzhaf values, if known."""
     out: dict[str, Priced] = {"loo": (loo(table, n), per, 0.0)}
     for estimator, budget in itertools.product(ESTIMATORS, budgets):
         if fits(estimator, n, budget):
             out[f"ours-{estimator}@{budget}"] = (ours(table, n, estimator, budget), per, 0.0)
     for k in (8, 16, 32, 64):
         out[f"contextcite-{k}"] = (contextcite(table, n, k, *cite), per, 0.0)
+    exact = exact_banzhaf(table, n) if banzhaf is None else banzhaf
+    out["exact-banzhaf"] = (lambda rng: (exact, 2**n), per, 0.0)
+    for budget in budgets:
+        if budget < 2**n:
+            out[f"ours-banzhaf@{budget}"] = (ours(table, n, "auto", budget, "banzhaf"), per, 0.0)
+            out[f"ours-banzhaf-msr@{budget}"] = (banzhaf_msr(table, n, budget), per, 0.0)
     if fast is not None:
         values, fast_per = fast
         whole = fast_per * 2**n  # the whole fast table: its exact values are the base
@@ -192,7 +229,7 @@ def rows_for(
     """Every method's agreement with the exact values, repeated over seeds; with ``costs``
     only the measured methods, priced in leave-one-out's seconds."""
     n, table = record["n"], table_of(record, game)
-    exact = exact_shapley(table, n)
+    exact, banzhaf = exact_shapley(table, n), exact_banzhaf(table, n)
     if np.ptp(exact) == 0:
         return []  # a game nothing in the context moves: no ranking to recover
     per_coalition = record["table_seconds"] / 2**n
@@ -201,10 +238,10 @@ def rows_for(
     truth = [table[k] for k in keys]
     fast_table = (table_of(fast, game), fast["table_seconds"] / 2**n) if fast else None
     out = []
-    every = methods(table, n, budgets, per_coalition, fast_table, (game, tokens))
+    every = methods(table, n, budgets, per_coalition, fast_table, (game, tokens), banzhaf)
     for name, (run, per, upfront) in every.items():
         rng = np.random.default_rng([question_seed(record["id"]), 11])
-        for rep in range(1 if name in ("loo", "fast-exact") else repeats):
+        for rep in range(1 if name in ("loo", "fast-exact", "exact-banzhaf") else repeats):
             scores, used = run(rng)
             seconds = upfront + used * per
             if costs is not None:
@@ -214,7 +251,7 @@ def rows_for(
             out.append(
                 {"model": record["model"], "game": game, "id": record["id"], "method": name,
                  "rep": rep, "coalitions": used, "seconds": seconds,
-                 **agreement(scores, exact), "lds": lds(scores.tolist(), masks, truth)}
+                 **agreement(scores, exact, banzhaf), "lds": lds(scores.tolist(), masks, truth)}
             )  # fmt: skip
     return out
 
@@ -227,11 +264,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (model, game, method), by_question in groups.items():
         line: dict[str, Any] = {"model": model, "game": game, "method": method}
-        for field in ("coalitions", "seconds", "spearman", "top1", "top3", "regret", "lds"):
+        fields = ("coalitions", "seconds", "spearman", "top1", "top3", "regret", "lds", "banzhaf")
+        for field in fields:
             means = [
                 float(np.mean(vals))
                 for reps in by_question.values()
-                if (vals := [r[field] for r in reps if r[field] is not None])
+                if (vals := [r[field] for r in reps if r.get(field) is not None])
             ]
             line[field] = bootstrap_mean(means)
         out.append(line)
@@ -249,20 +287,21 @@ def cell(interval: Any, digits: int = 2) -> str:
 def print_table(summary: list[dict], unit: str = "s (engine)") -> None:
     print(
         f"| model | game | method | coalitions | {unit} | Spearman | top-1 | top-3 "
-        "| top-1 regret | LDS | N |"
+        "| top-1 regret | LDS | Spearman (Banzhaf) | N |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ordered = sorted(summary, key=lambda s: (s["model"], s["game"], s["coalitions"].mean))
     for s in ordered:
         print(
             f"| {s['model']} | {s['game']} | {s['method']} | {s['coalitions'].mean:.1f} | "
             f"{s['seconds'].mean:.1f} | {cell(s['spearman'])} | {cell(s['top1'])} | "
-            f"{cell(s['top3'])} | {cell(s['regret'], 3)} | {cell(s['lds'])} | {s['spearman'].n} |"
+            f"{cell(s['top3'])} | {cell(s['regret'], 3)} | {cell(s['lds'])} | "
+            f"{cell(s['banzhaf'])} | {s['spearman'].n} |"
         )
 
 
 CURVES = {"ours-auto": "ours: auto", "ours-owen": "ours: owen", "ours-kernel": "ours: kernel",
-          "contextcite": "ContextCite", "loo": "leave-one-out",
+          "contextcite": "ContextCite", "loo": "leave-one-out", "ours-banzhaf": "ours: banzhaf",
           "fast-auto": "ours: auto, fast mode", "fast-exact": "fast mode, every coalition",
           "cv-fast+auto": "fast table + auto's exact correction"}  # fmt: skip
 

@@ -60,7 +60,15 @@ class ExplainRequest(BaseModel):
     documents: list[DocumentIn | Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     levels: list[LevelName] = Field(default_factory=lambda: list(LEVEL_ORDER[:2]))
-    method: Literal["shapley", "banzhaf"] = "shapley"
+    method: Literal["shapley", "banzhaf"] = Field(
+        default="shapley",
+        description="'shapley', or 'banzhaf': every feature's mean effect over uniformly "
+        "random coalitions, the coefficients of the best additive fit to them (what "
+        "ContextCite's surrogate and the LDS metric measure); exact when all 2^n coalitions "
+        "fit the budget, else a least-squares fit on uniform coalitions from 2n + 4 "
+        "coalitions, and maximum-sample-reuse means below that. Banzhaf scores do not sum "
+        "to the total effect.",
+    )
     estimator: Literal["auto", "exact", "permutation", "owen", "kernel", "layered"] = Field(
         default="auto",
         description="Shapley estimator; 'auto' enumerates exactly when it fits the budget, "

@@ -13,14 +13,21 @@ It can lose on games dominated by high-order interactions (on synthetic saturati
 log-mixture games at n = 10, Owen's Spearman 0.98 against its 0.91 at budget 128,
 ``tests/worker/shapley/test_shapley_stopping.py`` holds such games); the real ones do not
 look like that. One Owen group is never run by ``auto``.
-For ``method="banzhaf"`` the estimator choice is exact or MSR by the same rule.
+For ``method="banzhaf"`` ``auto`` enumerates by the same rule, else fits the least-squares
+regression on uniform coalitions when the budget holds ``2 (n + 1)`` draws, and runs MSR
+below that (``worker/shapley/banzhaf.py`` says why).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from worker.shapley.banzhaf import BanzhafSampler, banzhaf_exact
+from worker.shapley.banzhaf import (
+    BanzhafRegression,
+    BanzhafSampler,
+    banzhaf_exact,
+    regression_draws,
+)
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.exact import shapley_exact
 from worker.shapley.game import Game
@@ -46,6 +53,8 @@ _SAMPLERS: dict[str, Sampler] = {
     "permutation": PermutationSampler(),
     "owen": OwenSampler(),
     "kernel": KernelSampler(),
+    "banzhaf-msr": BanzhafSampler(),
+    "banzhaf-regression": BanzhafRegression(),
 }
 
 
@@ -74,15 +83,16 @@ def estimate(
         return banzhaf_exact(game, budget)
     if choice == "layered":
         return shapley_layered(game, budget, rng, target_stderr, separated)
-    sampler = BanzhafSampler() if choice == "banzhaf-msr" else _SAMPLERS[choice]
-    return run_sampler(game, sampler, budget, rng, target_stderr, separated)
+    return run_sampler(game, _SAMPLERS[choice], budget, rng, target_stderr, separated)
 
 
 def resolve(method: str, estimator: str, n: int, budget: int) -> str:
     """The concrete estimator ``auto`` (or an explicit choice) stands for."""
     exact_fits = n <= MAX_EXACT_FEATURES and 2**n <= budget
     if method == "banzhaf":
-        return "banzhaf-exact" if exact_fits else "banzhaf-msr"
+        if exact_fits:
+            return "banzhaf-exact"
+        return "banzhaf-regression" if budget - 2 >= regression_draws(n) else "banzhaf-msr"
     if estimator != "auto":
         return estimator
     if exact_fits:

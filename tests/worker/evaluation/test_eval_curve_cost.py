@@ -60,9 +60,9 @@ def test_unmeasured_methods_and_models_have_no_cost(measured: Path) -> None:
 
 def test_top1_regret_is_the_exact_value_lost_over_the_range() -> None:
     exact = np.array([3.0, 2.0, 1.0, 0.0])
-    assert agreement(np.array([0.0, 5.0, 1.0, 2.0]), exact)["regret"] == pytest.approx(1 / 3)
-    assert agreement(np.array([4.0, 4.0, 1.0, 0.0]), exact)["regret"] == pytest.approx(1 / 6)
-    right = agreement(np.array([9.0, 1.0, 0.5, 0.0]), exact)
+    assert agreement(np.array([0.0, 5.0, 1.0, 2.0]), exact, exact)["regret"] == pytest.approx(1 / 3)
+    assert agreement(np.array([4.0, 4.0, 1.0, 0.0]), exact, exact)["regret"] == pytest.approx(1 / 6)
+    right = agreement(np.array([9.0, 1.0, 0.5, 0.0]), exact, exact)
     assert right["regret"] == 0.0
     assert right["top1"] == 1.0
 
@@ -83,3 +83,22 @@ def test_the_curve_s_contextcite_is_the_package_s_estimator() -> None:
         assert weights[2] < effect
         assert np.abs(np.delete(weights, 2)).max() < 0.05
         assert distinct <= 32
+
+
+def test_the_curve_scores_banzhaf_against_its_own_exact_values() -> None:
+    """A saturating 7-document log p table: exact Banzhaf ranks itself perfectly, and the
+    service's Banzhaf (regression) is closer to it than the MSR sampler it replaced."""
+    from bench.estimator_curve import rows_for
+
+    n = 7
+    weights = np.array([3.0, 0.2, 1.5, 0.1, 0.8, 0.05, 2.2])
+    keys = [format(i, f"0{n}b") for i in range(2**n)]
+    values = {k: float(np.log(weights @ np.array([c == "1" for c in k]) + 0.1)) for k in keys}
+    record = {"model": "toy", "id": "q1", "n": n, "values": values, "table_seconds": 1.0}
+    rows = rows_for(record, "logprob", [48], repeats=10, fast=None)
+    by = {}
+    for row in rows:
+        by.setdefault(row["method"], []).append(row["banzhaf"])
+    assert by["exact-banzhaf"] == [pytest.approx(1.0)]
+    assert np.mean(by["ours-banzhaf@48"]) > np.mean(by["ours-banzhaf-msr@48"])
+    assert np.mean(by["ours-banzhaf@48"]) > 0.9

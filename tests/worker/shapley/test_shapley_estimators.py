@@ -119,11 +119,11 @@ def test_sampled_estimators_close_to_exact_and_efficient(name: str, estimator: s
 
 
 @pytest.mark.parametrize("name", list(GAMES))
-def test_banzhaf_msr_close_to_exact(name: str) -> None:
+def test_banzhaf_sampled_close_to_exact(name: str) -> None:
     make, _ = GAMES[name]
     exact = estimate(make(), method="banzhaf", budget=1024)
     got = estimate(make(), method="banzhaf", budget=600, seed=5)
-    assert got.method == "banzhaf-msr"
+    assert got.method == "banzhaf-regression"
     mean, _ = align(got, exact.answers)
     assert np.abs(mean - exact.mean).max() < 0.25 * max(1.0, np.abs(exact.mean).max())
 
@@ -178,7 +178,7 @@ def test_auto_resolution() -> None:
     assert resolve("shapley", "auto", 30, 50) == "kernel"
     assert resolve("shapley", "permutation", 4, 1000) == "permutation"
     assert resolve("banzhaf", "owen", 3, 8) == "banzhaf-exact"
-    assert resolve("banzhaf", "auto", 9, 100) == "banzhaf-msr"
+    assert resolve("banzhaf", "auto", 9, 100) == "banzhaf-regression"
 
 
 def test_single_feature_gets_the_whole_total() -> None:
