@@ -14,8 +14,8 @@ log-mixture games at n = 10, Owen's Spearman 0.98 against its 0.91 at budget 128
 ``tests/worker/shapley/test_shapley_stopping.py`` holds such games); the real ones do not
 look like that. One Owen group is never run by ``auto``.
 For ``method="banzhaf"`` ``auto`` enumerates by the same rule, else fits the least-squares
-regression on uniform coalitions when the budget holds ``2 (n + 1)`` draws, and runs MSR
-below that (``worker/shapley/banzhaf.py`` says why).
+regression on complement pairs of a balanced design when the budget holds n + 1 pairs, and
+runs MSR below that (``worker/shapley/banzhaf.py`` says why).
 """
 
 from __future__ import annotations
@@ -49,13 +49,14 @@ AUTO_MEANS = "layered"
 """What ``auto`` runs when it neither enumerates nor falls back to the kernel (recorded by
 evaluation runs, so that a run never mixes two meanings of ``auto``)."""
 ESTIMATORS = ("auto", "exact", "permutation", "owen", "kernel", "layered")
-_SAMPLERS: dict[str, Sampler] = {
-    "permutation": PermutationSampler(),
-    "owen": OwenSampler(),
-    "kernel": KernelSampler(),
-    "banzhaf-msr": BanzhafSampler(),
-    "banzhaf-regression": BanzhafRegression(),
+_SAMPLERS: dict[str, type[Sampler]] = {
+    "permutation": PermutationSampler,
+    "owen": OwenSampler,
+    "kernel": KernelSampler,
+    "banzhaf-msr": BanzhafSampler,
+    "banzhaf-regression": BanzhafRegression,
 }
+"""A fresh sampler per estimate (the regression holds the rest of its design block)."""
 
 
 def estimate(
@@ -83,7 +84,7 @@ def estimate(
         return banzhaf_exact(game, budget)
     if choice == "layered":
         return shapley_layered(game, budget, rng, target_stderr, separated)
-    return run_sampler(game, _SAMPLERS[choice], budget, rng, target_stderr, separated)
+    return run_sampler(game, _SAMPLERS[choice](), budget, rng, target_stderr, separated)
 
 
 def resolve(method: str, estimator: str, n: int, budget: int) -> str:
@@ -105,7 +106,7 @@ def fits(estimator: str, n: int, budget: int) -> bool:
     if estimator == "layered":
         return budget >= layer_cost(n)
     sampler = _SAMPLERS.get(estimator)
-    return sampler is None or budget >= 2 + sampler.group_cost(n)
+    return sampler is None or budget >= 2 + sampler().group_cost(n)
 
 
 def _check(method: str, estimator: str, budget: int, target_stderr: float | None) -> None:

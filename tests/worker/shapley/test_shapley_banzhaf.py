@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.worker.shapley.toy_games import additive, glove, real_game
-from worker.shapley.banzhaf import BanzhafRegression, BanzhafSampler
+from worker.shapley.banzhaf import BanzhafRegression, BanzhafSampler, design_block
 from worker.shapley.estimators import estimate, resolve
 from worker.shapley.game import RealGame
 from worker.shapley.sampling import run_sampler
@@ -43,7 +43,8 @@ def test_regression_recovers_an_additive_game_exactly() -> None:
 
 def test_regression_is_closer_to_exact_than_msr_on_an_interacting_game() -> None:
     """The reason it is the default: at 64 coalitions over 10 features, the mean absolute
-    error against the exact Banzhaf values, over 20 seeds and 5 games."""
+    error against the exact Banzhaf values, over 20 seeds and 5 games (measured: 0.22 of
+    MSR's)."""
     errors: dict[str, list[float]] = {"regression": [], "msr": []}
     for game_seed in range(5):
         truth = exact(saturating(10, game_seed))
@@ -51,18 +52,54 @@ def test_regression_is_closer_to_exact_than_msr_on_an_interacting_game() -> None
             for name, sampler in (("regression", BanzhafRegression()), ("msr", BanzhafSampler())):
                 got = _run(saturating(10, game_seed), sampler, 64, seed)
                 errors[name].append(float(np.abs(got[0] - truth).mean()))
-    assert np.mean(errors["regression"]) < 0.6 * np.mean(errors["msr"])
+    assert np.mean(errors["regression"]) < 0.4 * np.mean(errors["msr"])
 
 
-def test_regression_stderr_covers_the_exact_values() -> None:
-    """HC1 stderrs: the exact value within 2 stderr for about 95% of features."""
-    hits = []
+def test_regression_stderr_covers_the_exact_values_conservatively() -> None:
+    """HC1 stderrs over coalitions ignore the balance of the design, so they overstate the
+    error (the exact value within 2 stderr for more than 95% of features) but not wildly:
+    the mean stderr is under twice the root-mean-square error."""
+    hits, errors, stderrs = [], [], []
     for game_seed in range(5):
         truth = exact(saturating(8, game_seed))
         for seed in range(40):
             mean, stderr = _run(saturating(8, game_seed), BanzhafRegression(), 64, seed)
             hits.extend(np.abs(mean - truth) <= 2 * stderr)
-    assert 0.88 <= np.mean(hits) <= 0.995
+            errors.extend(mean - truth)
+            stderrs.extend(stderr)
+    assert np.mean(hits) >= 0.95
+    assert np.mean(stderrs) < 2 * np.sqrt(np.mean(np.square(errors)))
+
+
+def test_a_design_block_is_balanced_and_orthogonal() -> None:
+    for n in (3, 7, 8, 10, 20):
+        block = design_block(np.random.default_rng(n), n)
+        order = len(block)
+        assert order == min(2**k for k in range(1, 7) if 2**k - 1 >= n)
+        signs = np.where(block, 1, -1)
+        np.testing.assert_array_equal(signs.sum(axis=0), 0)
+        np.testing.assert_array_equal(signs.T @ signs, order * np.eye(n))
+
+
+def test_draws_are_complement_pairs_that_continue_their_block() -> None:
+    sampler, rng = BanzhafRegression(), np.random.default_rng(1)
+    first, second = sampler.draw(rng, 10, 5), sampler.draw(rng, 10, 11)
+    assert first.shape == (5, 2, 10)
+    assert second.shape == (11, 2, 10)
+    pairs = np.concatenate([first, second])
+    np.testing.assert_array_equal(pairs[:, 1], ~pairs[:, 0])
+    signs = np.where(pairs[:, 0], 1, -1)  # 16 draws across two calls: one whole block
+    np.testing.assert_array_equal(signs.T @ signs, 16 * np.eye(10))
+
+
+def test_each_drawn_coalition_is_uniform() -> None:
+    """Over many blocks every feature is kept half the time, independently of the others
+    (so the fit estimates the Banzhaf values, not a design artefact)."""
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([design_block(rng, 6)[:1] for _ in range(4000)]).astype(float)
+    np.testing.assert_allclose(rows.mean(axis=0), 0.5, atol=0.03)
+    together = rows.T @ rows / len(rows)
+    np.testing.assert_allclose(together[~np.eye(6, dtype=bool)], 0.25, atol=0.03)
 
 
 def test_regression_close_to_exact_on_the_glove_game() -> None:
