@@ -13,7 +13,7 @@ from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult, 
 from worker.evaluation import attention, contextcite, faithfulness, rankers
 from worker.evaluation.config import EvalConfig
 from worker.evaluation.data import Example
-from worker.evaluation.methods import CONTEXTCITE, CONTEXTCITE_ENGINE
+from worker.evaluation.methods import CONTEXTCITE, CONTEXTCITE_ENGINE, FIXED_BUDGET
 from worker.evaluation.recording import RecordingOracle
 from worker.explain import run_explanation
 from worker.shapley import segment
@@ -97,7 +97,8 @@ def target_index(result: ExplainResult, answer: str) -> int | None:
 def explained_runs(
     engine: Any, example: Example, config: EvalConfig, answer: str, seed: int
 ) -> dict[str, MethodRun]:
-    """Every requested name of :data:`EXPLAINED`, one service job per (method, game)."""
+    """Every requested name of :data:`EXPLAINED` (one service job per method and game) and
+    of :data:`FIXED_BUDGET`."""
     runs: dict[str, MethodRun] = {}
     for method in ("shapley", "banzhaf"):
         joint = {method, f"{method}-answer"} & set(config.methods)
@@ -110,22 +111,26 @@ def explained_runs(
         if f"{method}-logprob" in config.methods:
             name = f"{method}-logprob"
             runs[name] = explained_run(engine, example, config, name, answer, seed)
+    for name in FIXED_BUDGET:
+        if name in config.methods:
+            runs[name] = explained_run(engine, example, config, name, answer, seed)
     return runs
 
 
 def explained_run(
     engine: Any, example: Example, config: EvalConfig, name: str, answer: str, seed: int
 ) -> MethodRun:
-    """The service's pipeline (``shapley-answer`` = method shapley on the answer game, ...)
-    on a fresh session; its scores are those of the candidate ``y`` (zeros if the game
+    """The service's pipeline (``shapley-answer`` = method shapley on the answer game, ...;
+    ``banzhaf-logprob-32`` at budget 32) on a fresh session; its scores are those of the candidate ``y`` (zeros if the game
     never produced ``y``, which its record says), and ``logprob_scores`` the features'
     log p(y) game scores where the job computed them."""
-    method, value = name.split("-")
+    method, value, *budget = name.split("-")
+    request = _request(example, config, method, value, seed)
+    if budget:
+        request = request.model_copy(update={"budget": int(budget[0])})
     session = RecordingOracle(open_session(engine, example, config))
     start = time.perf_counter()
-    result = run_explanation(
-        _request(example, config, method, value, seed), session, model=config.model
-    )
+    result = run_explanation(request, session, model=config.model)
     seconds = time.perf_counter() - start
     n = len(example.documents)
     per_candidate = candidate_scores(result, n)

@@ -201,3 +201,19 @@ def test_contextcite_on_our_engine_names_the_one_document_the_answer_needs() -> 
     assert metrics["recall@1"] == 1.0
     assert metrics["flip@1"] is True
     assert metrics["drop@1"] == pytest.approx(math.log(9), abs=0.02)
+
+
+def test_a_fixed_budget_method_keeps_its_own_budget() -> None:
+    """``banzhaf-logprob-32`` is a Banzhaf request on the log p game at 32 coalitions
+    whatever the run's budget: on 8 documents (256 coalitions) it fits the regression and
+    names the one document the answer needs."""
+    more = ["Bees make honey.", "Cats purr.", "Frogs croak."]
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3], *more]
+    config = EvalConfig(model="fake", budget=128, heldout=6, methods=("banzhaf-logprob-32",))
+    record = evaluate(RuleEngine([("zebra", "Zebra.")]), _example(texts, {3}), config)
+    run = record["methods"]["banzhaf-logprob-32"]
+    assert run["estimator"] == "banzhaf-regression"
+    assert run["coalitions"] <= 32
+    assert run["scores"][3] == pytest.approx(math.log(9), abs=0.05)
+    assert max(abs(s) for i, s in enumerate(run["scores"]) if i != 3) < 0.05
+    assert question_metrics(record, "banzhaf-logprob-32")["recall@1"] == 1.0
