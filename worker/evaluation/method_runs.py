@@ -121,9 +121,9 @@ def explained_run(
     engine: Any, example: Example, config: EvalConfig, name: str, answer: str, seed: int
 ) -> MethodRun:
     """The service's pipeline (``shapley-answer`` = method shapley on the answer game, ...;
-    ``banzhaf-logprob-32`` at budget 32) on a fresh session; its scores are those of the candidate ``y`` (zeros if the game
-    never produced ``y``, which its record says), and ``logprob_scores`` the features'
-    log p(y) game scores where the job computed them."""
+    ``banzhaf-logprob-32`` at budget 32) on a fresh session; its scores are those of the
+    candidate ``y`` (zeros if the game never produced ``y``, which its record says), and
+    ``logprob_scores`` the features' log p(y) game scores where the job computed them."""
     method, value, *budget = name.split("-")
     request = _request(example, config, method, value, seed)
     if budget:
