@@ -112,14 +112,16 @@ def regression_draws(n: int) -> int:
 
 
 def _robust_stderr(design: Floats, residual: Floats, inverse: Floats) -> Floats:
-    """HC1 standard errors (coefficients, K): the sandwich estimator, robust to the unequal spread
-    of v around its additive fit; NaN without residual degrees of freedom."""
+    """HC1 standard errors (coefficients, K): the sandwich estimator, robust to the unequal
+    spread of v around its additive fit; NaN without residual degrees of freedom. Only the
+    sandwich's diagonal is formed: with A = (X'X)^-1 X', var(b_j) = sum_g A_jg^2 r_g^2, in
+    O(p rows K) memory (the full p x p sandwich per answer would not fit at the budget cap)."""
     rows, p = design.shape
     if rows <= p:
         return np.full((p, residual.shape[1]), np.nan)
-    meat = np.einsum("gk,gi,gj->kij", residual**2, design, design) * rows / (rows - p)
-    covariance = inverse[None] @ meat @ inverse[None]
-    out: Floats = np.sqrt(np.maximum(np.diagonal(covariance, axis1=1, axis2=2), 0.0)).T
+    weights = inverse @ design.T
+    variance = weights**2 @ residual**2 * rows / (rows - p)
+    out: Floats = np.sqrt(np.maximum(variance, 0.0))
     return out
 
 

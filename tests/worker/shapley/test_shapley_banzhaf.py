@@ -126,3 +126,25 @@ def _run(game: RealGame, sampler: BanzhafSampler, budget: int, seed: int) -> tup
 def test_budget_is_a_hard_cap(budget: int) -> None:
     got = estimate(saturating(10, 1), method="banzhaf", budget=budget, seed=2)
     assert got.coalitions <= budget
+
+
+def test_robust_stderr_is_the_diagonal_of_the_full_sandwich() -> None:
+    from worker.shapley.banzhaf import _robust_stderr
+
+    rng = np.random.default_rng(0)
+    design = np.hstack([np.ones((50, 1)), rng.random((50, 6)) < 0.5]).astype(float)
+    residual = rng.normal(size=(50, 3))
+    inverse = np.linalg.pinv(design.T @ design)
+    for k in range(3):
+        meat = (design * residual[:, k : k + 1] ** 2).T @ design * 50 / (50 - 7)
+        expected = np.sqrt(np.diag(inverse @ meat @ inverse))
+        np.testing.assert_allclose(_robust_stderr(design, residual, inverse)[:, k], expected)
+
+
+def test_many_features_at_the_budget_cap() -> None:
+    """600 features, 1300 coalitions: the regression runs (no p x p sandwich per answer)
+    and recovers an additive game."""
+    weights = np.random.default_rng(4).normal(size=600)
+    got = estimate(real_game(additive(weights), 600), method="banzhaf", budget=1300, seed=1)
+    assert got.method == "banzhaf-regression"
+    np.testing.assert_allclose(got.mean[:, 0], weights, atol=1e-8)
