@@ -109,12 +109,26 @@ def test_regression_close_to_exact_on_the_glove_game() -> None:
     assert np.abs(got.mean[:, 0] - truth).max() < 0.05
 
 
-def test_no_stderr_without_residual_degrees_of_freedom() -> None:
-    groups = np.eye(4, dtype=bool)[:, None, :]  # 4 draws, 5 coefficients
-    values = np.arange(4.0)[:, None, None]
-    mean, stderr = BanzhafRegression().finish(groups, values, np.zeros((2, 1)))
-    assert mean.shape == stderr.shape == (4, 1)
-    assert np.isnan(stderr).all()
+def test_no_stderr_below_two_coalitions_per_coefficient() -> None:
+    rng = np.random.default_rng(0)
+    for pairs, known in ((4, False), (4, False), (5, True)):  # 4 features: 5 coefficients
+        groups = BanzhafRegression().draw(rng, 4, pairs)
+        values = rng.normal(size=(pairs, 2, 1))
+        mean, stderr = BanzhafRegression().finish(groups, values, np.zeros((2, 1)))
+        assert mean.shape == stderr.shape == (4, 1)
+        assert np.isfinite(stderr).all() == known
+
+
+def test_adaptive_stopping_waits_for_n_plus_one_pairs() -> None:
+    """A game one feature dominates: the stopping rule would hold after a few pairs, but
+    not before the regression's stderr is known (n + 1 pairs)."""
+    from worker.shapley.stopping import top_separated
+
+    weights = np.array([30.0, *np.linspace(-0.5, 0.5, 9)])
+    game = real_game(lambda m: m.astype(np.float64) @ weights + 0.3 * m[:, 1] * m[:, 2], 10)
+    got = estimate(game, method="banzhaf", budget=128, seed=1, separated=top_separated("value"))
+    assert got.stopped_early
+    assert 2 + 2 * 11 <= got.coalitions < 128
 
 
 def _run(game: RealGame, sampler: BanzhafSampler, budget: int, seed: int) -> tuple[Floats, Floats]:
