@@ -58,8 +58,15 @@ from worker.evaluation.contextcite import (  # noqa: E402
     fit_scores,
     solver_weights,
 )
-from worker.evaluation.faithfulness import lds, mask_key, question_seed, spearman  # noqa: E402
-from worker.evaluation.paired import bootstrap_mean  # noqa: E402
+from worker.evaluation.faithfulness import (  # noqa: E402
+    lds,
+    mask_key,
+    question_seed,
+    removal_drop,
+    spearman,
+    tie_order,
+)
+from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.shapley.banzhaf import BanzhafSampler  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
 from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
@@ -237,6 +244,7 @@ def rows_for(
     masks = np.array([[c == "1" for c in k] for k in keys], dtype=bool)
     truth = [table[k] for k in keys]
     fast_table = (table_of(fast, game), fast["table_seconds"] / 2**n) if fast else None
+    priority = tie_order(n, question_seed(record["id"]))
     out = []
     every = methods(table, n, budgets, per_coalition, fast_table, (game, tokens), banzhaf)
     for name, (run, per, upfront) in every.items():
@@ -251,7 +259,9 @@ def rows_for(
             out.append(
                 {"model": record["model"], "game": game, "id": record["id"], "method": name,
                  "rep": rep, "coalitions": used, "seconds": seconds,
-                 **agreement(scores, exact, banzhaf), "lds": lds(scores.tolist(), masks, truth)}
+                 **agreement(scores, exact, banzhaf), "lds": lds(scores.tolist(), masks, truth),
+                 **{f"drop@{k}": removal_drop(scores.tolist(), priority, table, k)
+                    for k in (1, 2, 3) if game == "logprob"}}
             )  # fmt: skip
     return out
 
@@ -265,6 +275,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (model, game, method), by_question in groups.items():
         line: dict[str, Any] = {"model": model, "game": game, "method": method}
         fields = ("coalitions", "seconds", "spearman", "top1", "top3", "regret", "lds", "banzhaf")
+        fields += PAIRED[-3:]
         for field in fields:
             means = [
                 float(np.mean(vals))
@@ -273,6 +284,45 @@ def summarise(rows: list[dict]) -> list[dict]:
             ]
             line[field] = bootstrap_mean(means)
         out.append(line)
+    return out
+
+
+PAIRED = ("lds", "spearman", "banzhaf", "drop@1", "drop@2", "drop@3")
+"""What ``--against`` compares per question (drops: log p game only, ties by the shared
+random order of ``faithfulness.tie_order``)."""
+
+
+def paired_table(rows: list[dict], against: str) -> list[str]:
+    """Every method minus ``against`` on the same questions (each question's mean over
+    seeds first), bootstrap 95% over questions, per model and game."""
+    means: dict[tuple[str, str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+    for (model, game, method, qid), reps in _by_question(rows).items():
+        means[model, game, method][qid] = {
+            f: float(np.mean(vals)) for f in PAIRED
+            if (vals := [r[f] for r in reps if r.get(f) is not None])
+        }  # fmt: skip
+    heads = " | ".join(f"{f} minus {against}" for f in PAIRED)
+    lines = [
+        f"| model | game | method | {heads} | N |",
+        "|---|---|---|" + "---|" * (len(PAIRED) + 1),
+    ]
+    for (model, game, method), per in sorted(means.items()):
+        base = means.get((model, game, against))
+        if base is None or method == against:
+            continue
+        ids = sorted(set(per) & set(base))
+        cells = [
+            cell(paired_difference([per[i].get(f) for i in ids], [base[i].get(f) for i in ids]))
+            for f in PAIRED
+        ]
+        lines.append(f"| {model} | {game} | {method} | {' | '.join(cells)} | {len(ids)} |")
+    return lines
+
+
+def _by_question(rows: list[dict]) -> dict[tuple[str, str, str, str], list[dict]]:
+    out: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        out[row["model"], row["game"], row["method"], row["id"]].append(row)
     return out
 
 
@@ -386,6 +436,9 @@ def main() -> int:
     )
     parser.add_argument("--plot", type=Path, help="also draw Spearman against cost (PNG)")
     parser.add_argument(
+        "--against", help="also print every method minus this one, paired by question"
+    )
+    parser.add_argument(
         "--seconds",
         type=Path,
         nargs="*",
@@ -424,6 +477,9 @@ def main() -> int:
     if costs:
         print(f"# measured budgets per model and family: {costs.measured}")
     print_table(summary, unit)
+    if args.against:
+        print(f"\nPaired on the same questions against {args.against}:\n")
+        print("\n".join(paired_table(rows, args.against)))
     if args.plot:
         plot(summary, args.plot, unit if costs else "engine seconds per question (recorded)")
     return 0

@@ -15,7 +15,7 @@ method, so a method that cannot tell documents apart never wins by the retriever
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,16 @@ def keep_mask(n: int, top: Sequence[int], k: int) -> Masks:
     mask = np.zeros(n, dtype=bool)
     mask[list(top[:k])] = True
     return mask
+
+
+def removal_drop(
+    scores: Sequence[float], priority: Sequence[int], values: Mapping[str, float], k: int
+) -> float:
+    """The fall of the value (log p(y)) when the ``k`` top-scored documents leave the full
+    context, read from a table of coalition values by key."""
+    n = len(scores)
+    removed = removal_mask(n, top_documents(scores, priority), k)
+    return values["1" * n] - values[mask_key(removed)]
 
 
 def mask_key(mask: Masks) -> str:

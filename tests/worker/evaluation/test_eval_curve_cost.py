@@ -102,3 +102,19 @@ def test_the_curve_scores_banzhaf_against_its_own_exact_values() -> None:
     assert by["exact-banzhaf"] == [pytest.approx(1.0)]
     assert np.mean(by["ours-banzhaf@48"]) > np.mean(by["ours-banzhaf-msr@48"])
     assert np.mean(by["ours-banzhaf@48"]) > 0.9
+
+
+def test_paired_table_subtracts_per_question_means() -> None:
+    from bench.estimator_curve import paired_table
+
+    def row(qid: str, method: str, lds: float, rep: int = 0) -> dict:
+        fields = {"spearman": 0.5, "banzhaf": 0.5, "drop@1": 1.0, "drop@2": 2.0, "drop@3": 3.0}
+        return {"model": "m", "game": "logprob", "id": qid, "method": method, "rep": rep,
+                "lds": lds, **fields}  # fmt: skip
+
+    rows = [row("a", "cc", 0.5), row("b", "cc", 0.7), row("a", "x", 0.6, 0), row("a", "x", 0.8, 1)]
+    rows.append(row("b", "x", 0.7))
+    [head, rule, line] = paired_table(rows, "cc")
+    assert "lds minus cc" in head
+    assert line.startswith("| m | logprob | x | 0.10 [0.00, 0.20] | 0.00")
+    assert line.endswith("| 2 |")

@@ -116,3 +116,10 @@ def test_exact_sign_test() -> None:
     balanced = paired.sign_test([1, 0, 1, 0], [0, 1, 0, 1])
     assert balanced.p_value == pytest.approx(1.0)
     assert paired.sign_test([1.0], [1.0]).p_value is None
+
+
+def test_removal_drop_reads_the_table_after_the_top_k_leave() -> None:
+    values = {"111": -1.0, "011": -4.0, "010": -7.0, "001": -6.0}
+    scores, priority = [3.0, 1.0, 1.0], [0, 2, 1]  # documents 1 and 2 tie: 2 goes first
+    assert fx.removal_drop(scores, priority, values, 1) == pytest.approx(3.0)  # "011"
+    assert fx.removal_drop(scores, priority, values, 2) == pytest.approx(6.0)  # "010"
