@@ -18,7 +18,10 @@ same game on the same target, and the differences are the estimators' alone:
   on uniform coalitions from ``2 (n + 1)`` draws) and the MSR sampler it replaced, scored
   like the rest and also against the exact Banzhaf values (``Spearman (Banzhaf)``), with
   ``exact-banzhaf`` (every coalition) as their reference: LDS asks for the best additive
-  fit on uniform coalitions, whose coefficients are the Banzhaf values.
+  fit on uniform coalitions, whose coefficients are the Banzhaf values;
+- ``exact-shapley``: the reference itself (Spearman 1 by construction), for its LDS and
+  removal drops: the estimand's own level, which no Shapley estimator exceeds in
+  expectation.
 
 ``ours-layered`` is the estimator ``layered`` (``worker/shapley/layered.py``), first measured
 here as a prototype of this script (rows ``layered-kernel`` in the committed summary).
@@ -247,9 +250,12 @@ def rows_for(
     priority = tie_order(n, question_seed(record["id"]))
     out = []
     every = methods(table, n, budgets, per_coalition, fast_table, (game, tokens), banzhaf)
+    every["exact-shapley"] = (lambda rng: (exact, 2**n), per_coalition, 0.0)
     for name, (run, per, upfront) in every.items():
         rng = np.random.default_rng([question_seed(record["id"]), 11])
-        for rep in range(1 if name in ("loo", "fast-exact", "exact-banzhaf") else repeats):
+        for rep in range(
+            1 if name in ("loo", "fast-exact") or name.startswith("exact") else repeats
+        ):
             scores, used = run(rng)
             seconds = upfront + used * per
             if costs is not None:
