@@ -54,7 +54,11 @@ class DecodingSession(EngineSession):
     ) -> None:
         """A coalition (``mask`` of the unit list ``game``) was decoded to ``answer``."""
         self._memo[key] = answer
-        self._answer_ids.setdefault(self._text(answer), answer)
+        text = self._text(answer)
+        if mask is not None and bool(np.all(mask)):
+            self._answer_ids[text] = answer  # the full context's own ids: what "y" is
+        else:
+            self._answer_ids.setdefault(text, answer)
         self.book.record(game, mask, answer)
 
     def _vote_known(self, coalitions: Iterable[tuple[Hashable, Hashable, Mask | None]]) -> None:
@@ -73,8 +77,14 @@ class DecodingSession(EngineSession):
         return tuple(self._target(answer))
 
     def _target(self, answer: str) -> Answer:
-        """The token ids teacher forcing scores for ``answer``: the ids it was generated
-        as in this job where it was, else its encoding followed by the end token."""
+        """The token ids teacher forcing scores for ``answer``: the ids the full context
+        generated it as where it did, else the ids of the first coalition that did, else its
+        encoding followed by the end token. Texts are compared after the stop rule's tidying,
+        so one text can come from several id sequences (SmolLM2 answers " 2022" as a space
+        token and four digits; its encoding "2022" lacks the space and scored log p -14.2
+        where the generated ids score -2.7): a session that never decoded ``answer`` scores
+        another sequence than the model's, and callers that mean the model's answer decode
+        the full context first."""
         if answer in self._answer_ids:
             return self._answer_ids[answer]
         end = () if self._target_end is None else (self._target_end,)

@@ -38,6 +38,7 @@ def leave_one_out_scores(session: Oracle, units: Sequence[Unit], answer: str) ->
     log p(answer | all but i); for an empty answer, 1.0 when removing i changes it."""
     masks = leave_one_out_masks(len(units))
     if normalize_answer(answer):
+        session.answers(units, masks[:1])  # y's own ids, not its text's encoding
         logp = np.asarray(session.log_probs(units, masks, answer), dtype=float)
         return [float(logp[0] - logp[i + 1]) for i in range(len(units))]
     got = [normalize_answer(a) for a in session.answers(units, masks)]
