@@ -55,6 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.exact_tables import exact_banzhaf, exact_shapley, leave_one_out, table_of  # noqa: E402
 from bench.measured_cost import CostModel  # noqa: E402
 from worker.evaluation.contextcite import (  # noqa: E402
     KEEP_PROBABILITY,
@@ -72,29 +73,11 @@ from worker.evaluation.faithfulness import (  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.shapley.banzhaf import BanzhafSampler  # noqa: E402
 from worker.shapley.estimators import estimate, fits  # noqa: E402
-from worker.shapley.game import RealGame, normalize_answer  # noqa: E402
+from worker.shapley.game import RealGame  # noqa: E402
 from worker.shapley.sampling import run_sampler  # noqa: E402
 
 ESTIMATORS = ("auto", "kernel", "layered", "owen", "permutation")
 Scores = Callable[[np.random.Generator], tuple[np.ndarray, int]]
-
-
-def table_of(record: dict[str, Any], game: str) -> dict[str, float]:
-    """The game's value per coalition key."""
-    if game == "logprob":
-        return {k: float(v) for k, v in record["values"].items()}
-    target = normalize_answer(record["answers"]["1" * record["n"]])
-    return {k: float(normalize_answer(a) == target) for k, a in record["answers"].items()}
-
-
-def exact_shapley(table: dict[str, float], n: int) -> np.ndarray:
-    game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
-    return estimate(game, estimator="exact", budget=2**n).mean[:, 0]
-
-
-def exact_banzhaf(table: dict[str, float], n: int) -> np.ndarray:
-    game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
-    return estimate(game, method="banzhaf", budget=2**n).mean[:, 0]
 
 
 def ours(
@@ -120,9 +103,8 @@ def banzhaf_msr(table: dict[str, float], n: int, budget: int) -> Scores:
 
 
 def loo(table: dict[str, float], n: int) -> Scores:
-    full = table["1" * n]
-    drops = [full - table["".join("0" if j == i else "1" for j in range(n))] for i in range(n)]
-    return lambda rng: (np.asarray(drops), n + 1)
+    drops = leave_one_out(table, n)
+    return lambda rng: (drops, n + 1)
 
 
 def contextcite(table: dict[str, float], n: int, ablations: int, game: str, tokens: int) -> Scores:

@@ -33,9 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.estimator_curve import exact_banzhaf, exact_shapley  # noqa: E402
+from bench.estimator_curve import cell  # noqa: E402
+from bench.exact_tables import exact_banzhaf, exact_shapley  # noqa: E402
 from worker.evaluation.faithfulness import from_key, lds  # noqa: E402
-from worker.evaluation.paired import Interval, bootstrap_mean, paired_difference  # noqa: E402
+from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.shapley.game import normalize_answer  # noqa: E402
 
 EXACT = ("exact-shapley", "exact-banzhaf")
@@ -74,14 +75,6 @@ def rows(exact: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> lis
             else {"id": table_row["id"], "same_answer": False}
         )
     return out
-
-
-def cell(interval: Interval) -> str:
-    if interval.mean is None:
-        return "-"
-    if interval.low is None:
-        return f"{interval.mean:.2f}"
-    return f"{interval.mean:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
 
 
 def table(per_question: list[dict], against: str) -> list[str]:

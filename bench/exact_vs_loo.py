@@ -39,9 +39,7 @@ curve.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -52,6 +50,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.exact_tables import (  # noqa: E402
+    all_masks,
+    exact_banzhaf,
+    exact_shapley,
+    leave_one_in,
+    leave_one_out,
+)
 from bench.rows import append_rows  # noqa: E402
 from service.contract.schemas import ExplainRequest  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
@@ -77,46 +82,6 @@ from worker.shapley.game import normalize_answer  # noqa: E402
 
 KS = (1, 2, 3)
 METHODS = ("shapley", "banzhaf", "loo", "loi", "default", "sampled32")
-
-
-def all_masks(n: int) -> np.ndarray:
-    """Every coalition of n documents, the full one first."""
-    rows = [[bool(b) for b in bits] for bits in itertools.product([1, 0], repeat=n)]
-    return np.array(rows, dtype=bool)
-
-
-def exact_shapley(values: dict[str, float], n: int) -> list[float]:
-    """phi_i = sum over S without i of |S|! (n-|S|-1)! / n! (v(S + i) - v(S))."""
-    phi = [0.0] * n
-    for key, value in values.items():
-        size = key.count("1")
-        for i in range(n):
-            if key[i] == "1":
-                continue
-            with_i = key[:i] + "1" + key[i + 1 :]
-            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
-            phi[i] += weight * (values[with_i] - value)
-    return phi
-
-
-def exact_banzhaf(values: dict[str, float], n: int) -> list[float]:
-    """beta_i = mean over S without i of v(S + i) - v(S)."""
-    beta = [0.0] * n
-    for key, value in values.items():
-        for i in range(n):
-            if key[i] == "0":
-                beta[i] += (values[key[:i] + "1" + key[i + 1 :]] - value) / 2 ** (n - 1)
-    return beta
-
-
-def leave_one_out(values: dict[str, float], n: int) -> list[float]:
-    full = "1" * n
-    return [values[full] - values[full[:i] + "0" + full[i + 1 :]] for i in range(n)]
-
-
-def leave_one_in(values: dict[str, float], n: int) -> list[float]:
-    empty = "0" * n
-    return [values[empty[:i] + "1" + empty[i + 1 :]] - values[empty] for i in range(n)]
 
 
 def score(
@@ -167,10 +132,10 @@ def one_question(engine: Any, example: Example, n: int) -> dict[str, Any]:
     cheap = request.model_copy(update={"budget": 32})
     sampled = run_explanation(cheap, session, model=engine.name).levels[0]
     rankings = {
-        "shapley": exact_shapley(values, n),
-        "banzhaf": exact_banzhaf(values, n),
-        "loo": leave_one_out(values, n),
-        "loi": leave_one_in(values, n),
+        "shapley": exact_shapley(values, n).tolist(),
+        "banzhaf": exact_banzhaf(values, n).tolist(),
+        "loo": leave_one_out(values, n).tolist(),
+        "loi": leave_one_in(values, n).tolist(),
         "default": [float(f.logprob) for f in level.features],
         "sampled32": [float(f.logprob) for f in sampled.features],
     }

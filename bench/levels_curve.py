@@ -40,13 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import (  # noqa: E402
     answer_tokens,
-    exact_shapley,
     key,
     print_table,
     rows_for,
     summarise,
 )
-from bench.exact_vs_loo import all_masks  # noqa: E402
+from bench.exact_tables import all_masks, exact_shapley  # noqa: E402
 from bench.rows import append_rows, read_rows  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402

@@ -44,7 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.estimator_curve import agreement, exact_shapley, table_of  # noqa: E402
+from bench.estimator_curve import agreement  # noqa: E402
+from bench.exact_tables import exact_shapley, table_of  # noqa: E402
 from bench.measured_cost import log_ratios  # noqa: E402
 from bench.rows import append_rows, read_rows  # noqa: E402
 from service.contract.schemas import ExplainRequest  # noqa: E402
