@@ -263,7 +263,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (model, game, method), by_question in groups.items():
         line: dict[str, Any] = {"model": model, "game": game, "method": method}
         fields = ("coalitions", "seconds", "spearman", "top1", "top3", "regret", "lds", "banzhaf")
-        fields += PAIRED[-3:]
+        fields += DROPS
         for field in fields:
             means = [
                 float(np.mean(vals))
@@ -275,7 +275,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-PAIRED = ("lds", "spearman", "banzhaf", "drop@1", "drop@2", "drop@3")
+DROPS = ("drop@1", "drop@2", "drop@3")  # log p(y) lost when the top k documents leave
+PAIRED = ("lds", "spearman", "banzhaf", *DROPS)
 """What ``--against`` compares per question (drops: log p game only, ties by the shared
 random order of ``faithfulness.tie_order``)."""
 

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.evaluation.config import EvalConfig  # noqa: E402
 from worker.evaluation.data import Example, load_examples  # noqa: E402
-from worker.evaluation.method_runs import _cheap_runs, open_session  # noqa: E402
+from worker.evaluation.method_runs import cheap_runs, open_session  # noqa: E402
 from worker.evaluation.paths import shared_data_dir  # noqa: E402
-from worker.evaluation.runner import _check_coalitions, _outcomes  # noqa: E402
+from worker.evaluation.runner import check_coalitions, coalition_outcomes  # noqa: E402
 
 MARK = "1eb5ace: leave-one-out rerun on y's own ids (the full context decoded first)"
 
@@ -39,14 +39,15 @@ MARK = "1eb5ace: leave-one-out rerun on y's own ids (the full context decoded fi
 def rescore(engine: Any, example: Example, record: dict[str, Any], config: EvalConfig) -> None:
     """Leave-one-out of ``record`` recomputed in place, with the checks it needs."""
     answer, n = record["full_answer"], record["n_documents"]
-    runs, _ = _cheap_runs(engine, example, replace(config, methods=("loo",)), answer)
+    runs, _ = cheap_runs(engine, example, replace(config, methods=("loo",)), answer)
     loo = runs["loo"]
-    checks = _check_coalitions(n, {"loo": loo}, record["tie_priority"], config.ks)
+    checks = check_coalitions(n, {"loo": loo}, record["tie_priority"], config.ks)
     missing = {k: m for k, m in checks.items() if k not in record["coalitions"]}
     if missing:
         full = "1" * n
         base = open_session(engine, example, config)
-        outcomes = _outcomes(base, example, answer, {full: np.ones(n, dtype=bool)} | missing)
+        wanted = {full: np.ones(n, dtype=bool)} | missing
+        outcomes = coalition_outcomes(base, example, answer, wanted)
         record["coalitions"] |= {k: v for k, v in outcomes.items() if k != full}
     record["methods"]["loo"] = loo.record() | {"rescored": MARK}
 

@@ -49,7 +49,7 @@ def method_runs(
 ) -> tuple[dict[str, MethodRun], dict[str, str]]:
     """The runs of every method of ``config`` that can run, by name, and why the others
     cannot."""
-    runs, missing = _cheap_runs(engine, example, config, answer)
+    runs, missing = cheap_runs(engine, example, config, answer)
     runs |= explained_runs(engine, example, config, answer, seed)
     cite_runs, cite_missing = _contextcite_runs(engine, example, config, answer)
     return runs | cite_runs, missing | cite_missing
@@ -197,7 +197,7 @@ def _measured(session: RecordingOracle, scores: Any, coalitions: int) -> MethodR
     )
 
 
-def _cheap_runs(
+def cheap_runs(
     engine: Any, example: Example, config: EvalConfig, answer: str
 ) -> tuple[dict[str, MethodRun], dict[str, str]]:
     """Given order, leave-one-out and attention; methods that cannot run say why."""

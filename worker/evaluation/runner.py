@@ -28,7 +28,7 @@ SHARED_JOB = ("shapley", "banzhaf")
 """Methods read from the job of their ``-answer`` twin: its seconds are not their own."""
 
 
-def _check_coalitions(
+def check_coalitions(
     n: int, runs: dict[str, MethodRun], priority: list[int], ks: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
     """The removal and keep coalitions of every method's top documents, by key."""
@@ -45,7 +45,7 @@ def _check_coalitions(
     return wanted
 
 
-def _outcomes(
+def coalition_outcomes(
     session: Oracle, example: Example, answer: str, masks: dict[str, np.ndarray]
 ) -> dict[str, dict[str, Any]]:
     """Greedy answer and log p(y) of every coalition, in one batch each."""
@@ -69,7 +69,7 @@ def evaluate(engine: Any, example: Example, config: EvalConfig) -> dict[str, Any
     answer = base.answers(units, np.ones((1, n), dtype=bool))[0]
     runs, missing = method_runs(engine, example, config, answer, seed)
     priority = faithfulness.tie_order(n, seed)
-    checks = _check_coalitions(n, runs, priority, config.ks)
+    checks = check_coalitions(n, runs, priority, config.ks)
     gold_key = _gold_only_key(example)
     if gold_key is not None:
         checks[gold_key] = faithfulness.from_key(gold_key)
@@ -77,7 +77,7 @@ def evaluate(engine: Any, example: Example, config: EvalConfig) -> dict[str, Any
     heldout = faithfulness.heldout_masks(n, config.heldout, seed, exclude=seen)
     for row in heldout:
         checks[faithfulness.mask_key(row)] = row
-    outcomes = _outcomes(base, example, answer, checks)
+    outcomes = coalition_outcomes(base, example, answer, checks)
     methods_seconds = sum(r.seconds for name, r in runs.items() if name not in SHARED_JOB)
     record = _example_fields(example, seed)
     record |= _answer_fields(answer, example, outcomes, gold_key)
