@@ -61,7 +61,12 @@ def columns(result: Any) -> dict[str, list[tuple[float, float | None]]]:
 
 def one_question(engine: Any, example: Example, budgets: list[int], seeds: int) -> list[dict]:
     docs = [{"title": d.title, "text": d.text} for d in example.documents[:DOCUMENTS]]
-    base = {"question": example.question, "documents": docs, "levels": ["document"]}
+    base = {
+        "question": example.question,
+        "documents": docs,
+        "levels": ["document"],
+        "checks": False,
+    }
     session = engine.open_session(example.question, list(example.documents[:DOCUMENTS]))
 
     def run(**fields: Any) -> Any:

@@ -88,6 +88,7 @@ def _ours(engine: Any, example: Example, args: argparse.Namespace, value: str) -
         budget=args.budget,
         value=value,  # type: ignore[arg-type]
         max_new_tokens=args.max_new_tokens,
+        checks=False,  # the explanation's cost alone, as the peers' is
     )
     start = time.perf_counter()
     result = run_explanation(request, session, model=args.model)

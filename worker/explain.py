@@ -2,7 +2,9 @@
 
 Stages, each reported through ``progress(stage, done, total)`` and timed in
 ``result.stats.seconds``: ``answer`` (the full-context answer), one stage per requested
-level (``document``, ``sentence``, ``word``; done/total in coalitions) and ``ranking``.
+level (``document``, ``sentence``, ``word``; done/total in coalitions), ``ranking`` and,
+unless the request turns them off, ``checks`` (the ranking's top passages removed and
+alone: ``worker.shapley.checks``).
 Cancellation is cooperative: ``should_cancel()`` is checked before every batch the
 games send to the model and between stages, and raises :class:`JobCancelled`.
 
@@ -20,14 +22,16 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from service.contract.schemas import (
+from service.contract.results import (
     Candidate,
-    ExplainRequest,
+    ContextCheck,
     ExplainResult,
     Feature,
     LevelResult,
     Stats,
 )
+from service.contract.schemas import ExplainRequest
+from worker.shapley.checks import context_checks
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
@@ -97,6 +101,7 @@ def run_explanation(
         ranked = _rank(request, cache, answer, levels[0])
         passages, ties = _passages(request, answer, levels[0])
         clock.report("ranking", 1, 1)
+    checks = _checks(request, cache, docs, passages, answer, clock)
     clock.seconds["total"] = time.perf_counter() - started
     logprob_key = LOGPROB_KEY if request.value == "answer" else normalize_answer(answer)
     return ExplainResult(
@@ -105,6 +110,7 @@ def run_explanation(
         levels=[_level_result(scores, ranked, logprob_key) for scores in levels],
         passage_ranking=passages,
         tied_passages=ties,
+        checks=checks,
         stats=_stats(session, cache, model, clock.seconds),
     )
 
@@ -187,6 +193,22 @@ def _passages(
         normalize_answer(answer),
         request.rank_by,
     )
+
+
+def _checks(
+    request: ExplainRequest,
+    cache: CoalitionCache,
+    docs: list[Document],
+    passages: list[int],
+    answer: str,
+    clock: _Clock,
+) -> list[ContextCheck]:
+    if not request.checks:
+        return []
+    with clock.stage("checks", 1):
+        found = context_checks(cache, document_units(docs), passages, answer)
+        clock.report("checks", 1, 1)
+    return [ContextCheck(**vars(c)) for c in found]
 
 
 def _candidate(c: RankedAnswer) -> Candidate:

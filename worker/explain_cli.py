@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from service.client.remote_cli import InputError, add_remote_arguments, build_request
-from service.contract.schemas import ExplainRequest, ExplainResult
+from service.contract.results import ExplainResult, check_lines
+from service.contract.schemas import ExplainRequest
 
 EXIT_USAGE = 2
 
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast",
         action="store_true",
         help="approximate fast mode (decoder-only models; see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--no-checks",
+        dest="checks",
+        action="store_false",
+        help="skip the removal and keep checks of the passage ranking (up to 6 coalitions)",
     )
     parser.add_argument("--json", action="store_true", help="print the result object as JSON")
     add_remote_arguments(parser)  # --server URL, --html FILE, --api-key
@@ -113,6 +120,8 @@ def render(result: ExplainResult, request: ExplainRequest, top: int = 3) -> str:
         title = docs[i].title or f"document {i + 1}"
         snippet = docs[i].text[:80].replace("\n", " ")
         lines.append(f"  {rank}. [{i + 1}] {title} ({scores.get(i, 0.0):+.3f}): {snippet}")
+    if result.checks:
+        lines += ["", *check_lines(result.checks, first=1)]  # as the [i + 1] above
     lines += ["", _cost_line(result)]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.contract.schemas import ExplainResult
+from service.contract.results import ExplainResult
 from worker.shapley.oracle import OracleStats
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -17,14 +17,8 @@ import httpx
 from pydantic import BaseModel
 
 from service.client.errors import ApiError, JobCancelled, JobFailed, JobTimeout
-from service.contract.schemas import (
-    ExplainRequest,
-    ExplainResult,
-    JobAccepted,
-    JobStatus,
-    JobView,
-    ModelsView,
-)
+from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest, JobAccepted, JobStatus, JobView, ModelsView
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ProgressCallback = Callable[[JobView], None]

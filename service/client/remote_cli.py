@@ -22,7 +22,8 @@ from tqdm import tqdm
 from service.client.api import Client
 from service.client.errors import ClientError, describe_detail
 from service.client.report import default_answer, plus_minus, render_report
-from service.contract.schemas import ExplainRequest, ExplainResult, JobView
+from service.contract.results import ExplainResult, check_lines
+from service.contract.schemas import ExplainRequest, JobView
 
 TIMEOUT_SECONDS = 3600.0
 SHOWN_CANDIDATES = 10  # small models can give dozens of one-off answers
@@ -80,6 +81,7 @@ def build_request(args: argparse.Namespace) -> ExplainRequest:
         "masking": args.masking,
         "max_new_tokens": args.max_new_tokens,
         "fast": args.fast,
+        "checks": args.checks,
     }
     fields = {name: value for name, value in fields.items() if value is not None}
     try:
@@ -113,6 +115,7 @@ def format_text(result: ExplainResult) -> str:
     if len(result.candidates) > SHOWN_CANDIDATES:
         lines.append(f"  ... and {len(result.candidates) - SHOWN_CANDIDATES} more (see --json)")
     lines.append("passage ranking: " + ", ".join(str(i) for i in result.passage_ranking))
+    lines += check_lines(result.checks)
     if not result.candidates:
         return "\n".join(lines)
     a = default_answer(result)

@@ -16,7 +16,8 @@ from functools import cache
 from html import escape
 from importlib import resources
 
-from service.contract.schemas import DocumentIn, ExplainRequest, ExplainResult, Feature, LevelResult
+from service.contract.results import ExplainResult, Feature, LevelResult
+from service.contract.schemas import DocumentIn, ExplainRequest
 
 Key = tuple[int, int, int]  # (document, start, end) of a unit
 
@@ -161,7 +162,21 @@ def render_static_view(documents: Sequence[DocumentIn], result: ExplainResult) -
     view = _View(result, default_answer(result), result.levels[-1])
     kinds = unit_kinds(result)
     docs = "".join(_document(i, d, view, kinds) for i, d in enumerate(documents))
-    return f'{_answers(result, view.answer)}<div class="documents">{docs}</div>'
+    return f'{_answers(result, view.answer)}{_checks(result)}<div class="documents">{docs}</div>'
+
+
+def _checks(result: ExplainResult) -> str:
+    """The ranking's checks on the model, worded as the live viewer words them."""
+    if not result.checks:
+        return ""
+    items = []
+    for c in result.checks:
+        docs = ", ".join(str(d + 1) for d in c.documents)
+        where = ("Without documents " if c.kind == "remove" else "Only documents ") + docs
+        moved = "" if c.logprob_drop is None else f", log p(answer) {_fmt(-c.logprob_drop)}"
+        verdict = "answer changed" if c.answer_changed else "same answer"
+        items.append(f"<li>{where}: \u201c{escape(c.answer)}\u201d ({verdict}{moved})</li>")
+    return f'<h2>Checks on the model</h2><ul class="checks">{"".join(items)}</ul>'
 
 
 def _script_json(value: object) -> str:

@@ -17,14 +17,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from service.contract.schemas import (
-    ErrorInfo,
-    ExplainRequest,
-    ExplainResult,
-    JobStatus,
-    JobView,
-    Progress,
-)
+from service.contract.results import ExplainResult
+from service.contract.schemas import ErrorInfo, ExplainRequest, JobStatus, JobView, Progress
 
 TERMINAL: frozenset[JobStatus] = frozenset(
     {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}

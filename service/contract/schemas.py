@@ -1,4 +1,5 @@
-"""The public contract: request, job and result models shared by gateway, worker, client and CLI.
+"""The public contract: request and job models shared by gateway, worker, client and CLI
+(the result's models: ``service.contract.results``).
 
 Field limits live here so that bad input becomes a 422 naming the field by construction;
 limits that depend on the deployment (budget cap, document counts) are checked against
@@ -13,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-LevelName = Literal["document", "sentence", "word"]
+from service.contract.results import ExplainResult, LevelName
+
 LEVEL_ORDER: tuple[LevelName, ...] = ("document", "sentence", "word")
 
 
@@ -122,6 +124,13 @@ class ExplainRequest(BaseModel):
         "about 0.6 of 8-document NQ coalitions, docs/performance.md). "
         "stats.fast says which mode ran.",
     )
+    checks: bool = Field(
+        default=True,
+        description="Check the passage ranking on the model itself: the answer and the fall "
+        "of log p(answer) with the top 1, 2 and 3 passages removed, and with only them kept "
+        "(result.checks; at most 6 coalitions beyond the levels', most of them already "
+        "evaluated by the document level).",
+    )
 
     @field_validator("question")
     @classmethod
@@ -164,88 +173,12 @@ class JobStatus(StrEnum):
 
 
 class Progress(BaseModel):
-    """Where a job is: ``stage`` is one of load, answer, document, sentence, word, ranking."""
+    """Where a job is: ``stage`` is one of load, answer, document, sentence, word, ranking,
+    checks."""
 
     stage: str = "queued"
     done: int = 0
     total: int = 0
-
-
-class Candidate(BaseModel):
-    """A distinct (normalised) answer seen across coalitions."""
-
-    text: str
-    frequency: float = Field(description="Share of evaluated coalitions that gave this answer.")
-    score: float = Field(description="Explanation mass: positive document-level score.")
-
-
-class Feature(BaseModel):
-    """One scored unit; ``score[i]`` and ``stderr[i]`` belong to ``candidates[i]``.
-
-    ``stderr[i]`` is null where the estimator could not measure one (a single sample, or
-    samples that showed no spread: an answer no sampled coalition produced, or pairs that
-    all agree once the efficiency constraint is applied); the level's ``stderr_note`` says
-    why.
-    """
-
-    document: int
-    start: int
-    end: int
-    text: str
-    score: list[float]
-    stderr: list[float | None]
-    logprob: float | None = Field(
-        default=None,
-        description="Score in the log-probability game of the full-context answer (null "
-        "when that answer is empty).",
-    )
-    logprob_stderr: float | None = None
-
-
-class LevelResult(BaseModel):
-    """Scores of one hierarchy level. Shapley scores sum per answer to v(N) - v(empty);
-    Banzhaf scores carry no such guarantee."""
-
-    level: LevelName
-    features: list[Feature]
-    coalitions: int
-    estimator: str
-    stopped_early: bool = Field(
-        default=False, description="Adaptive stopping ended the level before the budget."
-    )
-    stderr_note: str | None = Field(
-        default=None, description="Why some standard errors are null (else absent)."
-    )
-
-
-class Stats(BaseModel):
-    """What the explanation cost, counted honestly (see docs/performance.md)."""
-
-    model: str
-    coalitions: int
-    forward_passes: int
-    tokens_computed: int
-    speculative_acceptance_rate: float | None
-    attention_backend: str
-    seconds: dict[str, float]
-    fast: bool = False  # the approximate fast mode answered (the request asked for it)
-
-
-class ExplainResult(BaseModel):
-    """What ``GET /jobs/{id}`` returns when succeeded and ``textgenshap explain --json`` prints."""
-
-    answer: str
-    candidates: list[Candidate]
-    levels: list[LevelResult]
-    passage_ranking: list[int] = Field(
-        description="Documents best first for the full-context answer, by the request's "
-        "rank_by game."
-    )
-    tied_passages: list[list[int]] = Field(
-        default_factory=list,
-        description="Groups of documents the ranking cannot tell apart (tied in both games).",
-    )
-    stats: Stats
 
 
 class ErrorInfo(BaseModel):

@@ -124,7 +124,10 @@
       // level switch, legend and detail line stay in view while the documents scroll
       const bar = el("div", { class: "view-bar" });
       bar.append(controls, this.detail);
-      this.root.append(el("h2", {}, "Answers"), this.answersBox, bar, this.docsBox);
+      this.root.append(el("h2", {}, "Answers"), this.answersBox);
+      const checks = this.result.checks || [];
+      if (checks.length) this.root.append(el("h2", {}, "Checks on the model"), checkList(checks));
+      this.root.append(bar, this.docsBox);
       this.buildAnswers();
       this.buildLevels();
       this.docsBox.addEventListener("keydown", (event) => this.step(event));
@@ -283,6 +286,21 @@
   function piecePreview(text) {
     const chars = Array.from(text.trim());
     return chars.length > 80 ? chars.slice(0, 77).join("") + "\u2026" : chars.join("");
+  }
+
+  /* The ranking's top passages removed, or alone: what the model answered then. */
+  function checkList(checks) {
+    const list = el("ul", { class: "checks", "aria-label": "Checks of the passage ranking" });
+    for (const c of checks) {
+      const docs = c.documents.map((d) => d + 1).join(", ");
+      const where = (c.kind === "remove" ? "Without documents " : "Only documents ") + docs;
+      const moved = c.logprob_drop === null ? "" : ", log p(answer) " + fmt(-c.logprob_drop);
+      const verdict = c.answer_changed ? "answer changed" : "same answer";
+      const item = el("li", { class: "check " + c.kind });
+      item.textContent = where + ": \u201c" + c.answer + "\u201d (" + verdict + moved + ")";
+      list.append(item);
+    }
+    return list;
   }
 
   function mount(root, data) {

@@ -68,7 +68,7 @@ def test_progress_is_reported_while_running(make_stack: StackFactory) -> None:
         return "document" in seen or "sentence" in seen
 
     wait_until(progressed, timeout=20)
-    assert seen <= {"answer", "document", "sentence", "ranking"}
+    assert seen <= {"answer", "document", "sentence", "ranking", "checks"}
     assert stack.wait(job_id)["status"] == "succeeded"
 
 

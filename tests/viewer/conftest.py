@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 import service.viewer
 from service.app import create_app
 from service.auth import hash_key
-from service.contract.schemas import ExplainRequest, ExplainResult
+from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest
 from service.contract.settings import Settings
 from service.embedded import EmbeddedWorker
 from service.queues.memory_queue import MemoryQueue

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from service.contract.schemas import ExplainRequest, ExplainResult
+from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest
 
 DOC0 = "Paris is the capital. It is in France."
 DOC1 = "Berlin <b>is</b> big 🐻."

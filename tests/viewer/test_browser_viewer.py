@@ -24,7 +24,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from service.client.api import Client
 from service.client.report import render_report
-from service.contract.schemas import ExplainRequest, ExplainResult, Feature
+from service.contract.results import ExplainResult, Feature
+from service.contract.schemas import ExplainRequest
 from service.viewer import examples
 from tests.viewer.conftest import API_KEY, MODEL
 from tests.viewer.sample import with_candidates
@@ -132,6 +133,11 @@ def test_viewer_explains_a_bundled_example_and_recolours_without_requests(
     )
     assert texts == [d["text"] for d in example["documents"]]  # uncovered text shown plain
     assert all(m["tabindex"] == "0" for m in words)
+    checks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#result .checks li")]
+    assert len(checks) == len(result.checks) == 6  # top 1, 2, 3 removed, then kept alone
+    first = result.checks[0]
+    assert checks[0].startswith(f"Without documents {first.documents[0] + 1}: ")
+    assert ("answer changed" in checks[0]) == first.answer_changed
     requests_before = resource_count(browser)
 
     click_and_wait(browser, 'button.answer[data-index="1"]')

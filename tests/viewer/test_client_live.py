@@ -8,7 +8,8 @@ import pytest
 
 from service.client.api import AsyncClient, Client
 from service.client.errors import ApiError, JobCancelled
-from service.contract.schemas import ExplainRequest, ExplainResult, JobStatus, JobView
+from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest, JobStatus, JobView
 from service.viewer import examples
 from tests.viewer.conftest import MODEL
 

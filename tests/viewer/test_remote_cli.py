@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.client.remote_cli import add_remote_arguments, build_request, format_text, run_remote
-from service.contract.schemas import ExplainResult
+from service.contract.results import ContextCheck, ExplainResult
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
 from tests.viewer.sample import DOC0, with_candidates
@@ -26,6 +26,7 @@ def _args(server: str, documents: Path, **overrides: object) -> argparse.Namespa
         "masking": "remove",
         "max_new_tokens": 16,
         "fast": False,
+        "checks": True,
         "json": False,
         "server": server,
         "html": None,
@@ -147,3 +148,24 @@ def test_fast_goes_into_the_request_only_when_asked(documents_file: Path) -> Non
     assert build_request(_args("http://gw", documents_file, fast=True)).fast is True
     assert build_request(_args("http://gw", documents_file, fast=False)).fast is False
     assert build_request(_args("http://gw", documents_file)).fast is False
+
+
+def test_checks_are_on_unless_turned_off_and_are_printed(
+    documents_file: Path, sample_result: ExplainResult
+) -> None:
+    assert build_request(_args("http://gw", documents_file)).checks is True
+    assert build_request(_args("http://gw", documents_file, checks=False)).checks is False
+    checks = [
+        ContextCheck(kind="remove", documents=[0], answer="Berlin", answer_changed=True,
+                     logprob_drop=2.5),
+        ContextCheck(kind="keep", documents=[0], answer="paris", answer_changed=False,
+                     logprob_drop=None),
+    ]  # fmt: skip
+    lines = format_text(sample_result.model_copy(update={"checks": checks})).splitlines()
+    at = lines.index("passage ranking: 0, 1") + 1
+    assert lines[at : at + 3] == [
+        "checks on the model (the top passages removed, or alone):",
+        "  without documents 0: 'Berlin' (changed), log p(answer) -2.50",
+        "  only documents 0: 'paris' (same)",
+    ]
+    assert "checks" not in format_text(sample_result)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 import re
 
-from service.client.report import default_answer, heat_colour, render_report, segments
-from service.contract.schemas import ExplainRequest, ExplainResult
+from service.client.report import (
+    default_answer,
+    heat_colour,
+    render_report,
+    render_static_view,
+    segments,
+)
+from service.contract.results import ContextCheck, ExplainResult
+from service.contract.schemas import ExplainRequest
 
 MARK = re.compile(r"<mark ([^>]*)>([^<]*)</mark>")
 ATTR = re.compile(r'([\w-]+)="([^"]*)"')
@@ -92,3 +99,22 @@ def test_report_is_self_contained_and_carries_the_result(
     assert 'Document 1<span class="doc-title"> — France &amp; co</span>' in html
     assert '<span class="doc-rank">rank 2</span>' in html
     assert '<span class="doc-score">document score −0.100 ± 0.050</span>' in html
+
+
+def test_the_static_view_words_the_checks_as_the_viewer_does(
+    sample_request: ExplainRequest, sample_result: ExplainResult
+) -> None:
+    checks = [
+        ContextCheck(kind="remove", documents=[0, 1], answer="<Berlin>", answer_changed=True,
+                     logprob_drop=2.5),
+        ContextCheck(kind="keep", documents=[0], answer="paris", answer_changed=False,
+                     logprob_drop=None),
+    ]  # fmt: skip
+    documents = sample_request.document_objects()
+    html = render_static_view(documents, sample_result.model_copy(update={"checks": checks}))
+    assert (
+        '<h2>Checks on the model</h2><ul class="checks">'
+        "<li>Without documents 1, 2: “&lt;Berlin&gt;” (answer changed, log p(answer) −2.500)</li>"
+        "<li>Only documents 1: “paris” (same answer)</li></ul>"
+    ) in html
+    assert "Checks on the model" not in render_static_view(documents, sample_result)

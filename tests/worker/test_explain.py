@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.contract.schemas import ExplainRequest, ExplainResult
+from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest
 from tests.fakes import FakeEngine, FakeOracle, make_fake_engine, make_raising_engine
 from worker.explain import JobCancelled, run_explanation
 from worker.shapley.errors import ShapleyInputError
@@ -101,7 +102,9 @@ def test_no_model_input_is_decoded_twice_and_stats_are_filled() -> None:
     assert stats.model == "fake"
     assert stats.attention_backend == "fake"
     assert stats.speculative_acceptance_rate is None
-    assert set(stats.seconds) == {"answer", "document", "sentence", "word", "ranking", "total"}
+    assert set(stats.seconds) == {
+        *("answer", "document", "sentence", "word", "ranking", "checks", "total")
+    }
 
 
 def test_progress_walks_through_the_stages() -> None:
@@ -109,9 +112,9 @@ def test_progress_walks_through_the_stages() -> None:
     run(request(), progress=lambda stage, done, total: events.append((stage, done, total)))
     stages = [e[0] for e in events]
     assert stages[0] == "answer"
-    assert stages[-1] == "ranking"
+    assert stages[-1] == "checks"
     order = list(dict.fromkeys(stages))
-    assert order == ["answer", "document", "sentence", "word", "ranking"]
+    assert order == ["answer", "document", "sentence", "word", "ranking", "checks"]
     assert all(0 <= done <= total for _, done, total in events)
     assert ("document", 16, 16) in events
 
@@ -287,3 +290,29 @@ def test_the_layered_estimator_is_named_on_every_level_it_fits() -> None:
         expected = "layered" if 2 * units + 2 <= 24 else "kernel"
         assert level.estimator == ("exact" if units == 1 else expected), (level.level, units)
     assert {level.estimator for level in result.levels} >= {"layered"}
+
+
+def test_every_result_checks_its_ranking_on_the_model() -> None:
+    """Removing the top passage (Paris) changes the fake's answer; keeping it alone does not;
+    the checks follow the passage ranking and cost nothing when turned off."""
+    req = request(levels=["document"])
+    result, session = run(req)
+    top = result.passage_ranking
+    assert [(c.kind, c.documents) for c in result.checks] == [
+        *[("remove", top[:k]) for k in (1, 2, 3)],
+        *[("keep", top[:k]) for k in (1, 2, 3)],
+    ]
+    remove1, keep1 = result.checks[0], result.checks[3]
+    assert top[0] == 0
+    assert remove1.answer_changed
+    assert remove1.answer == "Berlin"
+    assert remove1.logprob_drop is not None
+    assert remove1.logprob_drop > 2.0
+    assert keep1.answer == "Paris."
+    assert not keep1.answer_changed
+    assert result.stats.coalitions == len(set(session.coalitions_seen))
+    unchecked, _ = run(request(levels=["document"], checks=False))
+    assert unchecked.checks == []
+    assert "checks" not in unchecked.stats.seconds
+    assert unchecked.levels == result.levels  # the checks never change the scores
+    assert unchecked.stats.coalitions <= result.stats.coalitions

@@ -20,6 +20,9 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from worker.shapley.checks import keep_mask as keep_mask  # the service's own checks
+from worker.shapley.checks import removal_mask as removal_mask
+
 Masks = npt.NDArray[np.bool_]
 
 
@@ -39,20 +42,6 @@ def tie_order(n: int, seed: int) -> list[int]:
 def top_documents(scores: Sequence[float], priority: Sequence[int]) -> list[int]:
     """Document indices by decreasing score; equal scores by the shared random priority."""
     return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), priority[i]))
-
-
-def removal_mask(n: int, top: Sequence[int], k: int) -> Masks:
-    """Every document kept except the first ``k`` of ``top``."""
-    mask = np.ones(n, dtype=bool)
-    mask[list(top[:k])] = False
-    return mask
-
-
-def keep_mask(n: int, top: Sequence[int], k: int) -> Masks:
-    """Only the first ``k`` of ``top`` kept."""
-    mask = np.zeros(n, dtype=bool)
-    mask[list(top[:k])] = True
-    return mask
 
 
 def removal_drop(

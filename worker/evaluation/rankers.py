@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.contract.schemas import ExplainResult
+from service.contract.results import ExplainResult
 from worker.evaluation.metrics import normalize_answer
 from worker.shapley.oracle import Oracle
 from worker.shapley.units import Unit

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service import cli
-from service.contract.schemas import ExplainResult
+from service.contract.results import ExplainResult
 
 DOCS = {
     "documents": [
@@ -32,6 +32,17 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def explain_json(capsys, documents, *extra: str) -> ExplainResult:
+    """One document-level job on the tiny Llama, printed as JSON, with ``extra`` options."""
+    code, out, _ = run(
+        capsys, "--question", "Who wrote it?", "--documents", str(documents),
+        "--model", "tiny-llama", "--budget", "8", "--levels", "document", "--json",
+        "--max-new-tokens", "4", *extra,
+    )  # fmt: skip
+    assert code == 0
+    return ExplainResult.model_validate_json(out)
+
+
 def test_json_output_is_exactly_the_result_object(capsys, documents):
     code, out, _ = run(
         capsys, "--question", "Who wrote it?", "--documents", str(documents),
@@ -45,6 +56,12 @@ def test_json_output_is_exactly_the_result_object(capsys, documents):
     assert result.stats.attention_backend == "sdpa"
     assert sorted(result.passage_ranking) == [0, 1, 2]
     assert [f.document for f in result.levels[0].features] == [0, 1, 2]
+    assert [(c.kind, c.documents) for c in result.checks] == [
+        ("remove", result.passage_ranking[:1]),
+        ("remove", result.passage_ranking[:2]),
+        ("keep", result.passage_ranking[:1]),
+        ("keep", result.passage_ranking[:2]),
+    ]
 
 
 def test_text_output_lists_answers_and_passages(capsys, documents):
@@ -57,6 +74,13 @@ def test_text_output_lists_answers_and_passages(capsys, documents):
     assert "Candidates:" in out
     assert "Top passages:" in out
     assert "[2] Author" in out
+    top = int(out.split("Top passages:\n  1. [")[1].split("]")[0])  # numbered from 1
+    assert f"  without documents {top}: " in out  # the checks number documents the same way
+    assert f"  only documents {top}: " in out
+
+
+def test_checks_can_be_turned_off(capsys, documents):
+    assert explain_json(capsys, documents, "--no-checks").checks == []
 
 
 @pytest.mark.parametrize(
@@ -98,13 +122,7 @@ def test_html_report_in_process(capsys, documents, tmp_path):
 
 
 def test_fast_mode_is_reported(capsys, documents):
-    code, out, _ = run(
-        capsys, "--question", "Who wrote it?", "--documents", str(documents),
-        "--model", "tiny-llama", "--budget", "8", "--levels", "document", "--json",
-        "--max-new-tokens", "4", "--fast",
-    )  # fmt: skip
-    assert code == 0
-    result = ExplainResult.model_validate_json(out)
+    result = explain_json(capsys, documents, "--fast")
     assert result.stats.fast is True
     assert result.stats.coalitions > 0
     code, out, _ = run(

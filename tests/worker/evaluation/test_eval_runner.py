@@ -217,3 +217,14 @@ def test_a_fixed_budget_method_keeps_its_own_budget() -> None:
     assert run["scores"][3] == pytest.approx(math.log(9), abs=0.05)
     assert max(abs(s) for i, s in enumerate(run["scores"]) if i != 3) < 0.05
     assert question_metrics(record, "banzhaf-logprob-32")["recall@1"] == 1.0
+
+
+def test_the_services_own_checks_stay_out_of_a_methods_cost() -> None:
+    """The harness checks every method itself; a Shapley job's coalitions are its level's
+    alone (the service's removal and keep checks would add up to 6 of their own)."""
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3]]
+    config = EvalConfig(model="fake", budget=12, heldout=4, methods=("shapley-logprob",))
+    record = evaluate(RuleEngine([("zebra", "Zebra.")]), _example(texts, {3}), config)
+    run = record["methods"]["shapley-logprob"]
+    assert run["estimator"] == "layered"
+    assert run["coalitions"] == 12  # the first layer of 5 documents (2n + 2), nothing more
