@@ -35,7 +35,7 @@ from worker.shapley.checks import context_checks
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
-from worker.shapley.layered import MIN_SPREAD_PAIRS
+from worker.shapley.layered import MIN_SPREAD_PAIRS, PARTIAL
 from worker.shapley.layered import NAME as LAYERED
 from worker.shapley.oracle import Oracle
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
@@ -250,6 +250,12 @@ def _known(stderr: float) -> float | None:
 
 
 def _stderr_note(est: Estimate) -> str:
+    if est.method == PARTIAL:
+        return (
+            "the budget holds only part of the layered estimator's first layer (every "
+            "feature alone and left out, 2n + 2 coalitions): its scores are measured "
+            "marginals, not samples, so no standard error can be measured; raise the budget"
+        )
     needs = MIN_SPREAD_PAIRS if est.method == LAYERED else 2
     if est.samples >= needs:
         return (

@@ -75,12 +75,13 @@ class ExplainRequest(BaseModel):
     estimator: Literal["auto", "exact", "permutation", "owen", "kernel", "layered"] = Field(
         default="auto",
         description="Shapley estimator; 'auto' enumerates exactly when it fits the budget, "
-        "else runs 'layered' when the budget holds 2n + 2, else 'kernel'. 'layered': "
-        "KernelSHAP that first "
-        "evaluates every feature alone and left out (needs budget >= 2n + 2), then every "
-        "coalition of sizes 2 and n-2, 3 and n-3, ... while such a layer fits the budget "
-        "whole, and samples the rest (adaptive stopping acts on the sampled rest). "
-        "Ignored for banzhaf.",
+        "else runs 'layered' when the budget holds n + 2, else 'kernel'. 'layered': "
+        "KernelSHAP that first evaluates every feature alone and left out (2n + 2 "
+        "coalitions), then every coalition of sizes 2 and n-2, 3 and n-3, ... while such a "
+        "layer fits the budget whole, and samples the rest (adaptive stopping acts on the "
+        "sampled rest); below 2n + 2 it evaluates every feature left out and as many alone "
+        "as fit, those the ranking's game puts first first (reported as 'layered-partial', "
+        "without stderr). Ignored for banzhaf.",
     )
     value: Literal["answer", "logprob"] = Field(
         default="answer",

@@ -283,13 +283,20 @@ def test_adaptive_stopping_spends_less_when_one_document_decides() -> None:
 
 
 def test_the_layered_estimator_is_named_on_every_level_it_fits() -> None:
-    """Levels whose units need more than the budget's 2n + 2 fall back to kernel, named."""
-    result, _ = run(request(estimator="layered", budget=24))
+    """Levels of n units run the whole first layer from 2n + 2 coalitions, the partial one
+    from n + 2 (named so, with its stderrs null and said why), and kernel below that."""
+    result, _ = run(request(estimator="layered", budget=20))  # 4 documents, 6 sentences, 11 words
     for level in result.levels:
         units = len(level.features)
-        expected = "layered" if 2 * units + 2 <= 24 else "kernel"
+        expected = "layered" if 2 * units + 2 <= 20 else "layered-partial"
+        expected = expected if units + 2 <= 20 else "kernel"
         assert level.estimator == ("exact" if units == 1 else expected), (level.level, units)
-    assert {level.estimator for level in result.levels} >= {"layered"}
+    assert {level.estimator for level in result.levels} >= {"layered", "layered-partial"}
+    partial = next(level for level in result.levels if level.estimator == "layered-partial")
+    # the model's answer and log p: unknown; answers this level never saw score 0 exactly
+    assert all(f.stderr[0] is None and f.logprob_stderr is None for f in partial.features)
+    assert partial.stderr_note is not None
+    assert "first layer" in partial.stderr_note
 
 
 def test_every_result_checks_its_ranking_on_the_model() -> None:

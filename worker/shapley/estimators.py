@@ -3,12 +3,15 @@
 ``estimator="auto"`` enumerates exactly when all 2**n coalitions fit the budget; else it
 runs ``layered`` (every feature alone and left out, then whole layers of sizes k and n-k
 while they fit, the rest in sampled complement pairs) when the budget holds its first
-layer (2n + 2), and paired KernelSHAP below that. Why layered: on the recorded NQ games
-with every coalition evaluated on the real models (``bench/estimator_curve.py``, 6 and 8
-documents) it ranked the exact Shapley values of the log p game best per coalition at every
-budget measured (8 documents: Spearman 0.87 / 0.93 at 18 coalitions, gemma / smollm2, where
-Owen sampling, the previous default, reached 0.77 at 32 and ContextCite's surrogate 0.88 /
-0.87 at 64 ablations); on the answer game it is ahead of Owen, not always of ContextCite.
+layer (2n + 2), its partial first layer from n + 2 coalitions (every feature left out, as
+many alone as fit: paired KernelSHAP, which ran there before, ranked below leave-one-out
+itself on the recorded games), and paired KernelSHAP below that. Why layered: on the
+recorded NQ games with every coalition evaluated on the real models
+(``bench/estimator_curve.py``, 6 and 8 documents) it ranked the exact Shapley values of
+the log p game best per coalition at every budget measured (8 documents: Spearman 0.87 /
+0.93 at 18 coalitions, gemma / smollm2, where Owen sampling, the previous default, reached
+0.77 at 32 and ContextCite's surrogate 0.88 / 0.87 at 64 ablations); on the answer game it
+is ahead of Owen, not always of ContextCite.
 It can lose on games dominated by high-order interactions (on synthetic saturating
 log-mixture games at n = 10, Owen's Spearman 0.98 against its 0.91 at budget 128,
 ``tests/worker/shapley/test_shapley_stopping.py`` holds such games); the real ones do not
@@ -32,7 +35,7 @@ from worker.shapley.errors import ShapleyInputError
 from worker.shapley.exact import shapley_exact
 from worker.shapley.game import Game
 from worker.shapley.kernel import KernelSampler
-from worker.shapley.layered import layer_cost, shapley_layered
+from worker.shapley.layered import partial_cost, shapley_layered
 from worker.shapley.owen import OwenSampler
 from worker.shapley.permutation import PermutationSampler
 from worker.shapley.sampling import (
@@ -67,8 +70,11 @@ def estimate(
     seed: int | np.random.Generator = 0,
     target_stderr: float | None = None,
     separated: Separated | None = None,
+    focus: str | None = None,
 ) -> Estimate:
     """Scores of every feature for every answer of ``game``, within ``budget`` coalitions.
+    ``focus``: the output column the caller ranks by (where an estimator must choose what
+    to evaluate first, it chooses for that column).
 
     Reproducible: the same game, arguments and seed give the same estimate.
     """
@@ -83,7 +89,7 @@ def estimate(
     if choice == "banzhaf-exact":
         return banzhaf_exact(game, budget)
     if choice == "layered":
-        return shapley_layered(game, budget, rng, target_stderr, separated)
+        return shapley_layered(game, budget, rng, target_stderr, separated, focus)
     return run_sampler(game, _SAMPLERS[choice](), budget, rng, target_stderr, separated)
 
 
@@ -98,13 +104,13 @@ def resolve(method: str, estimator: str, n: int, budget: int) -> str:
         return estimator
     if exact_fits:
         return "exact"
-    return AUTO_MEANS if budget >= layer_cost(n) else "kernel"
+    return AUTO_MEANS if budget >= partial_cost(n) else "kernel"
 
 
 def fits(estimator: str, n: int, budget: int) -> bool:
     """Whether one sample of ``estimator`` (plus the full and empty coalitions) fits."""
     if estimator == "layered":
-        return budget >= layer_cost(n)
+        return budget >= partial_cost(n)
     sampler = _SAMPLERS.get(estimator)
     return sampler is None or budget >= 2 + sampler().group_cost(n)
 

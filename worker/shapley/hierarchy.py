@@ -39,7 +39,7 @@ from worker.shapley.game import (
     RealGame,
     normalize_answer,
 )
-from worker.shapley.sampling import Estimate, Separated
+from worker.shapley.sampling import Estimate
 from worker.shapley.segment import document_units, sentence_units, word_units
 from worker.shapley.stopping import top_separated
 from worker.shapley.units import Document, Level, Unit
@@ -142,15 +142,20 @@ class Hierarchy:
         plan = self.plan
         rng = np.random.default_rng([plan.seed, index])
         name = plan.estimator if fits(plan.estimator, len(units), plan.budget) else "kernel"
-        rule = self._stop_rule() if plan.adaptive and level == "document" else None
-        est = estimate(game, plan.method, name, plan.budget, rng, plan.target_stderr, rule)
+        column = self._ranking_column()
+        rule = top_separated(column) if plan.adaptive and level == "document" else None
+        est = estimate(
+            game, plan.method, name, plan.budget, rng, plan.target_stderr, rule, focus=column
+        )
         return LevelScores(level, units, est)
 
-    def _stop_rule(self) -> Separated:
-        """Separation in the column the passage ranking reads first."""
+    def _ranking_column(self) -> str:
+        """The output column the passage ranking reads first (adaptive stopping waits for
+        its top feature to separate; estimators that choose what to evaluate first choose
+        for it)."""
         joint = self.plan.value == "answer" and self._scores_log_prob()
         by_logprob = joint and self.plan.rank_by == "logprob"
-        return top_separated(LOGPROB_KEY if by_logprob else normalize_answer(self.plan.answer_text))
+        return LOGPROB_KEY if by_logprob else normalize_answer(self.plan.answer_text)
 
     def _scores_log_prob(self) -> bool:
         """The answer game also scores log p(answer) (not for an empty answer)."""

@@ -169,13 +169,15 @@ def test_target_stderr_stops_early() -> None:
 
 def test_auto_resolution() -> None:
     assert resolve("shapley", "auto", 4, 16) == "exact"
-    # layered from its first layer (2n + 2), else paired KernelSHAP; never one Owen group
-    assert resolve("shapley", "auto", 5, 11) == "kernel"
-    assert resolve("shapley", "auto", 5, 12) == "layered"
-    assert resolve("shapley", "auto", 10, 21) == "kernel"
-    assert resolve("shapley", "auto", 10, 22) == "layered"
+    # layered from its partial first layer (n + 2), else paired KernelSHAP; never one Owen
+    # group (layered itself runs the partial layer below 2n + 2: test_shapley_layered.py)
+    assert resolve("shapley", "auto", 5, 6) == "kernel"
+    assert resolve("shapley", "auto", 5, 7) == "layered"
+    assert resolve("shapley", "auto", 10, 11) == "kernel"
+    assert resolve("shapley", "auto", 10, 12) == "layered"
     assert resolve("shapley", "auto", 10, 128) == "layered"
-    assert resolve("shapley", "auto", 30, 50) == "kernel"
+    assert resolve("shapley", "auto", 30, 31) == "kernel"
+    assert resolve("shapley", "auto", 30, 50) == "layered"
     assert resolve("shapley", "permutation", 4, 1000) == "permutation"
     assert resolve("banzhaf", "owen", 3, 8) == "banzhaf-exact"
     assert resolve("banzhaf", "auto", 9, 100) == "banzhaf-regression"

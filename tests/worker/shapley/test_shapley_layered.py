@@ -10,9 +10,10 @@ import pytest
 
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.estimators import estimate, fits
-from worker.shapley.game import CategoricalGame, RealGame
+from worker.shapley.game import CategoricalGame, RealGame, coalition_key
 from worker.shapley.layered import (
     MIN_SPREAD_PAIRS,
+    PARTIAL,
     full_layers,
     layer_cost,
     layer_mass,
@@ -87,11 +88,13 @@ def test_the_stderr_covers_the_exact_values_on_random_games() -> None:
 
 
 def test_budget_rules() -> None:
-    assert fits("layered", 10, 22)
-    assert not fits("layered", 10, 21)
+    assert fits("layered", 10, 12)
+    assert not fits("layered", 10, 11)
     game, _, _ = second_order(10, seed=1)
-    with pytest.raises(ShapleyInputError, match="needs 22"):
-        estimate(game, estimator="layered", budget=21)
+    with pytest.raises(ShapleyInputError, match="needs 12"):
+        estimate(game, estimator="layered", budget=11)
+    assert estimate(game, estimator="layered", budget=21).method == PARTIAL
+    assert estimate(game, estimator="layered", budget=22).method == "layered"
     assert layer_mass(6) == pytest.approx(0.4 / (0.2 + 0.125 + 1 / 9 + 0.125 + 0.2))
     assert layer_mass(3) == 1.0
 
@@ -152,3 +155,47 @@ def test_a_stderr_needs_three_middle_pairs() -> None:
     three = estimate(random_game(7, seed=1), estimator="layered", budget=22, seed=0)
     assert three.samples == MIN_SPREAD_PAIRS == 3
     assert np.isfinite(three.stderr).all()
+
+
+def test_the_partial_layer_one_short_of_the_whole_layer() -> None:
+    """At 2n + 1 coalitions every feature but one is evaluated alone as well as left out
+    (the one left over is imputed): the scores are efficient, carry no stderr, and follow
+    the closed-form values of a second-order game closely."""
+    n = 8
+    game, phi, a = second_order(n, seed=4)
+    est = estimate(game, estimator="layered", budget=2 * n + 1, seed=0)
+    assert est.method == PARTIAL
+    assert est.coalitions == 2 * n + 1
+    assert np.all(np.isnan(est.stderr))  # measured marginals, no sample to spread
+    total = game.values(np.ones((1, n), bool))[0, 0] - game.values(np.zeros((1, n), bool))[0, 0]
+    assert est.mean[:, 0].sum() == pytest.approx(total)  # efficient
+    assert np.corrcoef(est.mean[:, 0], phi)[0, 1] > 0.95
+
+
+def test_the_partial_layer_evaluates_the_focus_columns_leaders_alone_first() -> None:
+    """Document 3 decides the answer: its leave-one-out is the largest, so with room for one
+    lone document it is document 3 that the layer evaluates alone, whatever the seed."""
+    n = 6
+
+    def answer(masks: np.ndarray) -> list[str]:
+        return ["zebra" if m[3] else "unknown" for m in masks]
+
+    for seed in range(5):
+        game = CategoricalGame(n, answer)
+        est = estimate(game, estimator="layered", budget=n + 3, seed=seed, focus="zebra")
+        alone = [i for i in range(n) if game.known(coalition_key(np.eye(n, dtype=bool)[i]))]
+        assert alone == [3]
+        zebra = est.answers.index("zebra")
+        assert int(np.argmax(est.mean[:, zebra])) == 3
+        assert est.mean[:, zebra].sum() == pytest.approx(1.0)
+
+
+def test_at_n_plus_two_the_partial_layer_ranks_by_leave_one_out() -> None:
+    n = 7
+    game, _, _ = second_order(n, seed=6)
+    est = estimate(game, estimator="layered", budget=n + 2, seed=0)
+    full = np.ones((1, n), bool)
+    out = ~np.eye(n, dtype=bool)
+    left_out = game.values(full)[0, 0] - game.values(out)[:, 0]
+    assert est.coalitions == n + 2
+    np.testing.assert_allclose(np.argsort(est.mean[:, 0]), np.argsort(left_out))
