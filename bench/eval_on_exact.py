@@ -10,7 +10,11 @@ values of that table. Per question and method this gives:
 - ``lds_all``: LDS over every coalition but the full and empty one (the population the
   held-out coalitions are drawn from, without their sampling noise);
 - ``lds_heldout``: LDS over the record's own 32 held-out coalitions, values from the table;
-- the same for ``exact-shapley`` and ``exact-banzhaf`` of the table.
+- the same for ``exact-shapley`` and ``exact-banzhaf`` of the table;
+- ``drop@k``: the fall of log p(y) when the k top-scored documents leave, read from the
+  table (ties by the record's own tie order), the removal check without the harness's
+  batch: where a method's drop trails leave-one-out's, the exact values' drop says whether
+  its estimand does too.
 
 So "Shapley's sampled scores against exact Shapley" is the sampling's share of a gap and
 "exact Shapley against ContextCite" the estimand's. Records whose full-context answer
@@ -35,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import cell  # noqa: E402
 from bench.exact_tables import exact_banzhaf, exact_shapley  # noqa: E402
-from worker.evaluation.faithfulness import from_key, lds  # noqa: E402
+from worker.evaluation.faithfulness import from_key, lds, removal_drop  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.shapley.game import normalize_answer  # noqa: E402
 
 EXACT = ("exact-shapley", "exact-banzhaf")
+DROPS = ("drop@1", "drop@2", "drop@3")
 
 
 def scored(table_row: dict[str, Any], record: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -54,8 +59,10 @@ def scored(table_row: dict[str, Any], record: dict[str, Any]) -> dict[str, dict[
     scores = {name: list(run["scores"]) for name, run in record["methods"].items()}
     scores["exact-shapley"] = exact_shapley(values, n).tolist()
     scores["exact-banzhaf"] = exact_banzhaf(values, n).tolist()
+    priority = record.get("tie_priority", list(range(n)))
     return {
         name: {"lds_all": lds(s, every, truth), "lds_heldout": lds(s, held, held_truth)}
+        | {f"drop@{k}": removal_drop(s, priority, values, k) for k in (1, 2, 3) if k < n}
         for name, s in scores.items()
         if name != "given"
     }
@@ -100,6 +107,22 @@ def table(per_question: list[dict], against: str) -> list[str]:
     return lines
 
 
+def drop_table(per_question: list[dict], against: str = "loo") -> list[str]:
+    """Removal drops read from the tables, and each method's paired difference with
+    ``against`` on the same questions."""
+    usable = [r for r in per_question if r["same_answer"]]
+    names = sorted({m for r in usable for m in r["methods"]})
+    heads = " | ".join(DROPS) + " | " + " | ".join(f"{d} minus {against}" for d in DROPS)
+    lines = [f"| method | {heads} |", "|---|" + "---|" * (2 * len(DROPS))]
+    for name in names:
+        own = {d: [r["methods"].get(name, {}).get(d) for r in usable] for d in DROPS}
+        base = {d: [r["methods"].get(against, {}).get(d) for r in usable] for d in DROPS}
+        means = [cell(bootstrap_mean([v for v in own[d] if v is not None])) for d in DROPS]
+        diffs = [cell(paired_difference(own[d], base[d])) for d in DROPS]
+        lines.append(f"| {name} | " + " | ".join(means + diffs) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exact", type=Path, required=True, help="exact_vs_loo rows.jsonl")
@@ -110,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     exact = [r for r in map(json.loads, args.exact.read_text().splitlines()) if r["model"] == model]
     records = {r["id"]: r for r in map(json.loads, args.eval.read_text().splitlines())}
     print(f"# {args.eval} on the exact tables of {args.exact} ({model})")
-    print("\n".join(table(rows(exact, records), args.against)))
+    per_question = rows(exact, records)
+    print("\n".join(table(per_question, args.against)))
+    print("\nRemoval drops of log p(y), read from the tables:\n")
+    print("\n".join(drop_table(per_question)))
     return 0
 
 

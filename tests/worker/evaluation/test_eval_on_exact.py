@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from bench.eval_on_exact import rows  # noqa: E402
+from bench.eval_on_exact import drop_table, rows  # noqa: E402
 
 N = 4
 WEIGHTS = np.array([2.0, -1.0, 0.5, 0.0])
@@ -50,3 +50,18 @@ def test_a_record_explaining_another_answer_is_left_out() -> None:
     [row] = rows([table_row("Lyon")], {"q1": record()})
     assert row == {"id": "q1", "same_answer": False}
     assert rows([table_row()], {}) == []
+
+
+def test_removal_drops_are_read_from_the_table_and_paired_with_leave_one_out() -> None:
+    """On the additive table, dropping the top document (weight 2) loses 2 nats, the top
+    two (2 and 0.5) 2.5; the backwards ranking removes the negative one first and gains."""
+    entry = record()
+    entry["tie_priority"] = [0, 1, 2, 3]
+    entry["methods"]["loo"] = {"scores": WEIGHTS.tolist()}
+    [row] = rows([table_row()], {"q1": entry})
+    assert row["methods"]["shapley"]["drop@1"] == pytest.approx(2.0)
+    assert row["methods"]["shapley"]["drop@2"] == pytest.approx(2.5)
+    assert row["methods"]["backwards"]["drop@1"] == pytest.approx(-1.0)
+    lines = drop_table([row])
+    backwards = next(line for line in lines if line.startswith("| backwards |"))
+    assert backwards.split(" | ")[4] == "-3.00"  # drop@1 minus leave-one-out's
