@@ -15,10 +15,12 @@ same game on the same target, and the differences are the estimators' alone:
   kept with probability 1/2; fitted on the same log p(y) game as everything else.
 
 - ``ours-banzhaf`` / ``ours-banzhaf-msr``: the service's ``method: banzhaf`` (least squares
-  on uniform coalitions from ``2 (n + 1)`` draws) and the MSR sampler it replaced, scored
-  like the rest and also against the exact Banzhaf values (``Spearman (Banzhaf)``), with
-  ``exact-banzhaf`` (every coalition) as their reference: LDS asks for the best additive
-  fit on uniform coalitions, whose coefficients are the Banzhaf values;
+  on uniform coalitions from ``2 (n + 3)`` draws, a Lasso on them below) and the MSR sampler
+  it replaced, scored like the rest and also against the exact Banzhaf values
+  (``Spearman (Banzhaf)``), with ``exact-banzhaf`` (every coalition) as their reference:
+  LDS asks for the best additive fit on uniform coalitions, whose coefficients are the
+  Banzhaf values; ``ours-banzhaf-ols@b`` is the least-squares fit where it is identified
+  (n + 1 pairs) but ``auto`` runs the Lasso (short of ``regression_draws``);
 - ``exact-shapley``: the reference itself (Spearman 1 by construction), for its LDS and
   removal drops: the estimand's own level, which no Shapley estimator exceeds in
   expectation.
@@ -71,10 +73,10 @@ from worker.evaluation.faithfulness import (  # noqa: E402
     tie_order,
 )
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
-from worker.shapley.banzhaf import BanzhafSampler  # noqa: E402
-from worker.shapley.estimators import estimate, fits  # noqa: E402
+from worker.shapley.banzhaf import BanzhafRegression, BanzhafSampler  # noqa: E402
+from worker.shapley.estimators import estimate, fits, resolve  # noqa: E402
 from worker.shapley.game import RealGame  # noqa: E402
-from worker.shapley.sampling import run_sampler  # noqa: E402
+from worker.shapley.sampling import Sampler, run_sampler  # noqa: E402
 
 ESTIMATORS = ("auto", "kernel", "layered", "owen", "permutation")
 Scores = Callable[[np.random.Generator], tuple[np.ndarray, int]]
@@ -92,12 +94,14 @@ def ours(
     return run
 
 
-def banzhaf_msr(table: dict[str, float], n: int, budget: int) -> Scores:
-    """The Banzhaf sampler the service ran before the regression (for comparison)."""
+def banzhaf_with(table: dict[str, float], n: int, budget: int, sampler: type[Sampler]) -> Scores:
+    """One Banzhaf sampler whatever ``auto`` would pick at this budget: MSR, which the
+    service ran below the regression before the Lasso, or the regression itself where the
+    Lasso runs now (for comparison)."""
 
     def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
         game = RealGame(n, lambda masks: [table[mask_key(m)] for m in masks])
-        result = run_sampler(game, BanzhafSampler(), budget, rng)
+        result = run_sampler(game, sampler(), budget, rng)
         return result.mean[:, 0], game.evaluations
 
     return run
@@ -182,7 +186,11 @@ def methods(
     for budget in budgets:
         if budget < 2**n:
             out[f"ours-banzhaf@{budget}"] = (ours(table, n, "auto", budget, "banzhaf"), per, 0.0)
-            out[f"ours-banzhaf-msr@{budget}"] = (banzhaf_msr(table, n, budget), per, 0.0)
+            msr = banzhaf_with(table, n, budget, BanzhafSampler)
+            out[f"ours-banzhaf-msr@{budget}"] = (msr, per, 0.0)
+            if resolve("banzhaf", "auto", n, budget) == "banzhaf-lasso" and budget >= 2 * n + 4:
+                ols = banzhaf_with(table, n, budget, BanzhafRegression)
+                out[f"ours-banzhaf-ols@{budget}"] = (ols, per, 0.0)
     if fast is not None:
         values, fast_per = fast
         whole = fast_per * 2**n  # the whole fast table: its exact values are the base

@@ -35,11 +35,9 @@ from worker.shapley.checks import context_checks
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
-from worker.shapley.layered import MIN_SPREAD_PAIRS, PARTIAL
-from worker.shapley.layered import NAME as LAYERED
+from worker.shapley.notes import stderr_note
 from worker.shapley.oracle import Oracle
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
-from worker.shapley.sampling import Estimate
 from worker.shapley.segment import document_units
 from worker.shapley.units import Document
 
@@ -241,34 +239,12 @@ def _level_result(scores: LevelScores, ranked: list[RankedAnswer], logprob_key: 
         coalitions=est.coalitions,
         estimator=est.method,
         stopped_early=est.stopped_early,
-        stderr_note=_stderr_note(est) if np.isnan(stderr).any() else None,
+        stderr_note=stderr_note(est) if np.isnan(stderr).any() else None,
     )
 
 
 def _known(stderr: float) -> float | None:
     return None if np.isnan(stderr) else float(stderr)
-
-
-def _stderr_note(est: Estimate) -> str:
-    if est.method == PARTIAL:
-        return (
-            "the budget holds only part of the layered estimator's first layer (every "
-            "feature alone and left out, 2n + 2 coalitions): its scores are measured "
-            "marginals, not samples, so no standard error can be measured; raise the budget"
-        )
-    needs = MIN_SPREAD_PAIRS if est.method == LAYERED else 2
-    if est.samples >= needs:
-        return (
-            "some standard errors are null: the sampled coalitions showed no spread to "
-            "measure them (an answer no sampled coalition produced, scored by the "
-            "efficiency constraint alone, or a feature whose sampled pairs all agree once "
-            "that constraint is applied); raise the budget"
-        )
-    return (
-        f"{est.samples} independent sample(s) of the {est.method} estimator fit the budget: "
-        f"a standard error needs the spread of at least {needs}, so it is null; raise the "
-        "budget"
-    )
 
 
 def _stats(session: Oracle, cache: CoalitionCache, model: str, seconds: dict[str, float]) -> Stats:

@@ -68,9 +68,9 @@ class ExplainRequest(BaseModel):
         "random coalitions, the coefficients of the best additive fit to them (what "
         "ContextCite's surrogate and the LDS metric measure); exact when all 2^n coalitions "
         "fit the budget, else a least-squares fit on complement pairs from balanced "
-        "(Hadamard) blocks of uniform coalitions from 2n + 4 coalitions, and "
-        "maximum-sample-reuse means below that. Banzhaf scores do not sum to the total "
-        "effect.",
+        "(Hadamard) blocks of uniform coalitions from 2n + 8 coalitions, and a Lasso fit "
+        "on such coalitions below that (scores shrunk toward 0, no stderr). Banzhaf scores "
+        "do not sum to the total effect.",
     )
     estimator: Literal["auto", "exact", "permutation", "owen", "kernel", "layered"] = Field(
         default="auto",

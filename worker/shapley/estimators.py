@@ -17,8 +17,9 @@ log-mixture games at n = 10, Owen's Spearman 0.98 against its 0.91 at budget 128
 ``tests/worker/shapley/test_shapley_stopping.py`` holds such games); the real ones do not
 look like that. One Owen group is never run by ``auto``.
 For ``method="banzhaf"`` ``auto`` enumerates by the same rule, else fits the least-squares
-regression on complement pairs of a balanced design when the budget holds n + 1 pairs, and
-runs MSR below that (``worker/shapley/banzhaf.py`` says why).
+regression on complement pairs of a balanced design when the budget holds n + 3 pairs, and
+a Lasso on its unpaired rows below that (``worker/shapley/banzhaf.py`` and ``lasso.py``
+say why).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from worker.shapley.banzhaf import (
+    BanzhafLasso,
     BanzhafRegression,
     BanzhafSampler,
     banzhaf_exact,
@@ -58,6 +60,7 @@ _SAMPLERS: dict[str, type[Sampler]] = {
     "kernel": KernelSampler,
     "banzhaf-msr": BanzhafSampler,
     "banzhaf-regression": BanzhafRegression,
+    "banzhaf-lasso": BanzhafLasso,
 }
 """A fresh sampler per estimate (the regression holds the rest of its design block)."""
 
@@ -99,7 +102,7 @@ def resolve(method: str, estimator: str, n: int, budget: int) -> str:
     if method == "banzhaf":
         if exact_fits:
             return "banzhaf-exact"
-        return "banzhaf-regression" if budget - 2 >= regression_draws(n) else "banzhaf-msr"
+        return "banzhaf-regression" if budget - 2 >= regression_draws(n) else "banzhaf-lasso"
     if estimator != "auto":
         return estimator
     if exact_fits:

@@ -25,10 +25,10 @@ def exact(game: RealGame) -> Floats:
     return estimate(game, method="banzhaf", budget=2**game.n_features).mean[:, 0]
 
 
-def test_auto_fits_the_regression_once_it_has_twice_its_coefficients() -> None:
-    # n = 10: 11 coefficients, 22 draws, plus the full and empty coalitions
-    assert resolve("banzhaf", "auto", 10, 23) == "banzhaf-msr"
-    assert resolve("banzhaf", "auto", 10, 24) == "banzhaf-regression"
+def test_auto_fits_the_regression_from_two_pairs_more_than_twice_its_coefficients() -> None:
+    # n = 10: 11 coefficients, 26 draws, plus the full and empty coalitions
+    assert resolve("banzhaf", "auto", 10, 27) == "banzhaf-lasso"
+    assert resolve("banzhaf", "auto", 10, 28) == "banzhaf-regression"
     assert resolve("banzhaf", "auto", 9, 100) == "banzhaf-regression"
     assert resolve("banzhaf", "auto", 6, 64) == "banzhaf-exact"
 
