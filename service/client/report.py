@@ -16,7 +16,7 @@ from functools import cache
 from html import escape
 from importlib import resources
 
-from service.contract.results import ExplainResult, Feature, LevelResult
+from service.contract.results import ExplainResult, Feature, LevelResult, check_where
 from service.contract.schemas import DocumentIn, ExplainRequest
 
 Key = tuple[int, int, int]  # (document, start, end) of a unit
@@ -171,8 +171,7 @@ def _checks(result: ExplainResult) -> str:
         return ""
     items = []
     for c in result.checks:
-        docs = ", ".join(str(d + 1) for d in c.documents)
-        where = ("Without documents " if c.kind == "remove" else "Only documents ") + docs
+        where = check_where(c, first=1).capitalize()
         moved = "" if c.logprob_drop is None else f", log p(answer) {_fmt(-c.logprob_drop)}"
         verdict = "answer changed" if c.answer_changed else "same answer"
         items.append(f"<li>{where}: \u201c{escape(c.answer)}\u201d ({verdict}{moved})</li>")

@@ -111,18 +111,22 @@ class ExplainResult(BaseModel):
     stats: Stats
 
 
+def check_where(check: ContextCheck, first: int = 0) -> str:
+    """'without documents 1, 2' or 'only documents 1': what a check kept, with documents
+    numbered from ``first`` (0 or 1) as the surrounding text numbers them. Every client
+    words a check from this, the answer and its log p change."""
+    docs = ", ".join(str(d + first) for d in check.documents)
+    return ("without" if check.kind == "remove" else "only") + " documents " + docs
+
+
 def check_lines(checks: list[ContextCheck], first: int = 0) -> list[str]:
     """The checks for people: one line each, what the model answered without (or with only)
-    the ranking's top passages and how much log p(answer) moved. ``first``: the number the
-    surrounding text gives the first document (0 or 1), so the lines name documents as it
-    does."""
+    the ranking's top passages and how much log p(answer) moved."""
     if not checks:
         return []
     lines = ["checks on the model (the top passages removed, or alone):"]
     for c in checks:
-        docs = ", ".join(str(d + first) for d in c.documents)
-        where = ("without" if c.kind == "remove" else "only") + " documents " + docs
         verdict = "changed" if c.answer_changed else "same"
         moved = "" if c.logprob_drop is None else f", log p(answer) {-c.logprob_drop:+.2f}"
-        lines.append(f"  {where}: {c.answer!r} ({verdict}){moved}")
+        lines.append(f"  {check_where(c, first)}: {c.answer!r} ({verdict}){moved}")
     return lines
