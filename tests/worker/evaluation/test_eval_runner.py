@@ -219,6 +219,21 @@ def test_a_fixed_budget_method_keeps_its_own_budget() -> None:
     assert question_metrics(record, "banzhaf-logprob-32")["recall@1"] == 1.0
 
 
+def test_at_twenty_documents_32_coalitions_fit_the_lasso_and_64_the_regression() -> None:
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", *FILLER[3:]]
+    texts += [f"Filler sentence number {i}." for i in range(20 - len(texts))]
+    methods = ("banzhaf-logprob-32", "banzhaf-logprob-64")
+    config = EvalConfig(model="fake", budget=128, heldout=6, methods=methods)
+    record = evaluate(RuleEngine([("zebra", "Zebra.")]), _example(texts[:20], {3}), config)
+    expected = zip(methods, ("banzhaf-lasso", "banzhaf-regression"), (32, 64), strict=True)
+    for name, estimator, budget in expected:
+        run = record["methods"][name]
+        assert run["estimator"] == estimator
+        assert run["coalitions"] <= budget
+        assert max(range(20), key=lambda i: run["scores"][i]) == 3
+        assert question_metrics(record, name)["recall@1"] == 1.0
+
+
 def test_the_services_own_checks_stay_out_of_a_methods_cost() -> None:
     """The harness checks every method itself; a Shapley job's coalitions are its level's
     alone (the service's removal and keep checks would add up to 6 of their own)."""
