@@ -1,0 +1,117 @@
+"""The paired comparisons at the top of ``docs/results.md`` ("Where we stand"), from the
+evaluation records alone.
+
+For each model's run directory (``textgenshap eval --out DIR``: its ``results.jsonl``) and
+each pair (method, baseline): the mean per-question difference with its bootstrap 95%
+interval, over the questions where both have a value, for gold recall@1 (expected under
+random ties), the drop in log p(y) when the top 2 and top 3 documents leave, LDS against
+log p(y), and seconds. The same numbers as ``textgenshap eval --summarize-only --baseline
+B`` (``worker.evaluation.report.summarize``), collected in one table.
+
+    .venv/bin/python bench/standing.py gemma-3-270m=docs/results/nq10-gemma-layered128 \\
+        smollm2-135m=docs/results/nq10-smollm2-layered128 [--write docs/results.md]
+
+``--write`` replaces the table under "## Where we stand" in that file (its header line and
+the N in it included) and leaves the prose to whoever reads the new numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.evaluation.report import summarize  # noqa: E402
+
+PAIRS = (
+    ("shapley", "loo", "Shapley (default) minus leave-one-out"),
+    ("shapley", "contextcite-engine-64", "Shapley (default) minus ContextCite-64"),
+    ("banzhaf-logprob-32", "loo", "`banzhaf` at 32 minus leave-one-out"),
+    ("banzhaf-logprob-32", "contextcite-engine-64", "`banzhaf` at 32 minus ContextCite-64"),
+    ("contextcite-engine-64", "loo", "ContextCite-64 minus leave-one-out"),
+)
+COLUMNS = (("recall@1", 2), ("drop@2", 2), ("drop@3", 2), ("lds_logp", 2))
+HEADER = (
+    "| model | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def cell(stats: dict[str, Any], digits: int) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    low, high = stats.get("low"), stats.get("high")
+    mean = f"{stats['mean']:.{digits}f}"
+    return mean if low is None else f"{mean} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def rows(model: str, records: list[dict[str, Any]]) -> list[str]:
+    """One table row per pair whose two methods the records hold."""
+    out = []
+    for method, baseline, label in PAIRS:
+        paired = summarize(records, baseline=baseline)["strata"]["all"]["paired"]
+        if method not in paired:
+            continue
+        diff = paired[method]["difference"]
+        n = diff["drop@2"]["n"]
+        if not n:
+            continue
+        cells = [cell(diff[key], digits) for key, digits in COLUMNS]
+        seconds = diff["seconds"]["mean"]
+        out.append(f"| {model} | {label} | {n} | {' | '.join(cells)} | {seconds:+.0f} |")
+    return out
+
+
+def load(directory: Path) -> list[dict[str, Any]]:
+    """The run's records; a last line still being written by a running evaluation is
+    left out."""
+    lines = [line for line in (directory / "results.jsonl").read_text().splitlines() if line]
+    records = []
+    for number, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1:
+                raise
+    return records
+
+
+def table(runs: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    body = [row for model, records in runs for row in rows(model, records)]
+    return "\n".join([HEADER, *body])
+
+
+def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Swap the first table under "## Where we stand" for ``new_table`` and the N in the
+    section's title for the runs' question counts."""
+    text = path.read_text()
+    start = text.index("## Where we stand")
+    begin = text.index("| model | method minus |", start)
+    end = text.index("\n\n", begin)
+    text = text[:begin] + new_table + text[end:]
+    counts = ", ".join(f"{len(records)} {model.split('-')[0]}" for model, records in runs)
+    title_end = text.index("\n", start)
+    title = re.sub(r"N = [^)]*", f"N = {counts} of the 100 per model", text[start:title_end])
+    path.write_text(text[:start] + title + text[title_end:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="MODEL=DIR of a textgenshap eval run")
+    parser.add_argument("--write", type=Path, help="replace the table in this markdown file")
+    args = parser.parse_args()
+    runs = [(spec.split("=", 1)[0], load(Path(spec.split("=", 1)[1]))) for spec in args.runs]
+    new_table = table(runs)
+    print(new_table)
+    if args.write:
+        write(args.write, new_table, runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

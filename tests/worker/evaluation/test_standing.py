@@ -1,0 +1,55 @@
+"""``bench/standing.py``: the paired table at the top of docs/results.md, from records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.standing import load, table, write
+from tests.worker.evaluation.eval_fakes import RuleEngine
+from tests.worker.evaluation.test_eval_runner import FILLER, _example
+from worker.evaluation.config import EvalConfig
+from worker.evaluation.runner import evaluate
+
+
+def _records(count: int) -> list[dict]:
+    """Questions whose answer needs document 3 alone: Shapley and leave-one-out both name
+    it, so every paired difference but seconds is 0."""
+    texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3]]
+    config = EvalConfig(model="fake", budget=32, heldout=6, methods=("loo", "shapley"))
+    engine = RuleEngine([("zebra", "Zebra.")])
+    return [evaluate(engine, _example(texts, {3}, qid=f"q{i}"), config) for i in range(count)]
+
+
+def test_a_row_per_pair_the_records_hold_with_n_and_intervals(tmp_path: Path) -> None:
+    records = _records(3)
+    out = table([("fake-model", records)]).splitlines()
+    assert out[0].startswith("| model | method minus | N |")
+    assert len(out) == 3  # only Shapley minus leave-one-out: no ContextCite, no Banzhaf
+    cells = [c.strip() for c in out[2].strip("|").split("|")]
+    assert cells[:3] == ["fake-model", "Shapley (default) minus leave-one-out", "3"]
+    assert cells[3] == "0.00 [0.00, 0.00]"  # gold recall@1: both name document 3
+    assert cells[4] == "0.00 [0.00, 0.00]"  # drop@2: the same top two documents
+
+
+def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    records = _records(2)
+    # a running evaluation's half-written last line is left out
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"id": "q9", "meth'
+    (run / "results.jsonl").write_text(text)
+    assert len(load(run)) == 2
+    page = tmp_path / "results.md"
+    page.write_text(
+        "# Results\n\n## Where we stand (2026-12-05: N = 1 fake of the 100 per model)\n\n"
+        "Prose before.\n\n| model | method minus | N |\n|---|---|---|\n| old | row | 1 |\n\n"
+        "Prose after.\n"
+    )
+    write(page, table([("fake-model", load(run))]), [("fake-model", load(run))])
+    new = page.read_text()
+    assert "(2026-12-05: N = 2 fake of the 100 per model)" in new
+    assert "| old | row | 1 |" not in new
+    assert "| fake-model | Shapley (default) minus leave-one-out | 2 |" in new
+    assert new.endswith("Prose after.\n")
+    assert "Prose before." in new
