@@ -11,8 +11,9 @@ B`` (``worker.evaluation.report.summarize``), collected in one table.
     .venv/bin/python bench/standing.py gemma-3-270m=docs/results/nq10-gemma-layered128 \\
         smollm2-135m=docs/results/nq10-smollm2-layered128 [--write docs/results.md]
 
-``--write`` replaces the table under "## Where we stand" in that file (its header line and
-the N in it included) and leaves the prose to whoever reads the new numbers.
+Also each method's own means (the table under "### NQ-10 at today's default"). ``--write``
+replaces both tables in that file (and the N in the first section's title) and leaves the
+prose to whoever reads the new numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ PAIRS = (
     ("contextcite-engine-64", "loo", "ContextCite-64 minus leave-one-out"),
 )
 COLUMNS = (("recall@1", 2), ("drop@2", 2), ("drop@3", 2), ("lds_logp", 2))
+MEANS = (
+    ("loo", "leave-one-out"),
+    ("shapley", "shapley (default)"),
+    ("contextcite-engine-64", "ContextCite-64 (our engine)"),
+    ("banzhaf-logprob-32", "`banzhaf-logprob-32`"),
+)
+MEANS_HEADER = (
+    "| model | method | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
 HEADER = (
     "| model | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
     "|---|---|---|---|---|---|---|---|"
@@ -67,6 +78,22 @@ def rows(model: str, records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def mean_rows(model: str, records: list[dict[str, Any]]) -> list[str]:
+    """Each method's own means (section "NQ-10 at today's default"): recall and LDS with
+    their intervals, drops and seconds as means."""
+    methods = summarize(records)["strata"]["all"]["methods"]
+    out = []
+    for method, label in MEANS:
+        if method not in methods:
+            continue
+        stats = methods[method]
+        recall, lds = cell(stats["recall@1"], 2), cell(stats["lds_logp"], 2)
+        drops = " | ".join(f"{stats[k]['mean']:.2f}" for k in ("drop@2", "drop@3"))
+        n, seconds = stats["drop@2"]["n"], stats["seconds"]["mean"]
+        out.append(f"| {model} | {label} | {n} | {recall} | {drops} | {lds} | {seconds:.0f} |")
+    return out
+
+
 def load(directory: Path) -> list[dict[str, Any]]:
     """The run's records; a last line still being written by a running evaluation is
     left out."""
@@ -86,14 +113,26 @@ def table(runs: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return "\n".join([HEADER, *body])
 
 
-def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
-    """Swap the first table under "## Where we stand" for ``new_table`` and the N in the
-    section's title for the runs' question counts."""
-    text = path.read_text()
-    start = text.index("## Where we stand")
-    begin = text.index("| model | method minus |", start)
+def means_table(runs: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    body = [row for model, records in runs for row in mean_rows(model, records)]
+    return "\n".join([MEANS_HEADER, *body])
+
+
+def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
+    """``text`` with the table starting ``first_line`` under ``section`` replaced."""
+    begin = text.index(first_line, text.index(section))
     end = text.index("\n\n", begin)
-    text = text[:begin] + new_table + text[end:]
+    return text[:begin] + new_table + text[end:]
+
+
+def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Swap the first table under "## Where we stand" for ``new_table``, the N in the
+    section's title for the runs' question counts, and the table of means under "### NQ-10
+    at today's default"."""
+    means = means_table(runs)
+    text = _swap(path.read_text(), "### NQ-10 at today's default", "| model | method |", means)
+    text = _swap(text, "## Where we stand", "| model | method minus |", new_table)
+    start = text.index("## Where we stand")
     counts = ", ".join(f"{len(records)} {model.split('-')[0]}" for model, records in runs)
     title_end = text.index("\n", start)
     title = re.sub(r"N = [^)]*", f"N = {counts} of the 100 per model", text[start:title_end])
@@ -107,7 +146,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = [(spec.split("=", 1)[0], load(Path(spec.split("=", 1)[1]))) for spec in args.runs]
     new_table = table(runs)
-    print(new_table)
+    print(new_table, means_table(runs), sep="\n\n")
     if args.write:
         write(args.write, new_table, runs)
     return 0

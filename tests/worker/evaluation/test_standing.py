@@ -44,12 +44,16 @@ def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path)
     page.write_text(
         "# Results\n\n## Where we stand (2026-12-05: N = 1 fake of the 100 per model)\n\n"
         "Prose before.\n\n| model | method minus | N |\n|---|---|---|\n| old | row | 1 |\n\n"
-        "Prose after.\n"
+        "Prose after.\n\n### NQ-10 at today's default (partial)\n\nN = 1.\n\n"
+        "| model | method | N |\n|---|---|---|\n| old | means | 1 |\n\nMore prose.\n"
     )
     write(page, table([("fake-model", load(run))]), [("fake-model", load(run))])
     new = page.read_text()
     assert "(2026-12-05: N = 2 fake of the 100 per model)" in new
     assert "| old | row | 1 |" not in new
     assert "| fake-model | Shapley (default) minus leave-one-out | 2 |" in new
-    assert new.endswith("Prose after.\n")
     assert "Prose before." in new
+    assert "Prose after." in new
+    assert "| old | means | 1 |" not in new
+    assert "| fake-model | shapley (default) | 2 | 1.00 [1.00, 1.00] |" in new
+    assert new.endswith("More prose.\n")
