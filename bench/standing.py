@@ -9,7 +9,8 @@ log p(y), and seconds. The same numbers as ``textgenshap eval --summarize-only -
 B`` (``worker.evaluation.report.summarize``), collected in one table.
 
     .venv/bin/python bench/standing.py gemma-3-270m=docs/results/nq10-gemma-layered128 \\
-        smollm2-135m=docs/results/nq10-smollm2-layered128 [--write docs/results.md]
+        smollm2-135m=docs/results/nq10-smollm2-layered128 [--write docs/results.md] \\
+        [--plot docs/results_faithfulness.png]
 
 Also each method's own means (the table under "### NQ-10 at today's default"). ``--write``
 replaces both tables in that file (and the N in the first section's title) and leaves the
@@ -64,18 +65,57 @@ def cell(stats: dict[str, Any], digits: int) -> str:
 def rows(model: str, records: list[dict[str, Any]]) -> list[str]:
     """One table row per pair whose two methods the records hold."""
     out = []
-    for method, baseline, label in PAIRS:
-        paired = summarize(records, baseline=baseline)["strata"]["all"]["paired"]
-        if method not in paired:
-            continue
-        diff = paired[method]["difference"]
-        n = diff["drop@2"]["n"]
-        if not n:
-            continue
+    for label, n, diff in differences(records):
         cells = [cell(diff[key], digits) for key, digits in COLUMNS]
         seconds = diff["seconds"]["mean"]
         out.append(f"| {model} | {label} | {n} | {' | '.join(cells)} | {seconds:+.0f} |")
     return out
+
+
+def differences(
+    records: list[dict[str, Any]],
+) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
+    """(label, N, the paired differences by metric) for every pair the records hold."""
+    out = []
+    for method, baseline, label in PAIRS:
+        paired = summarize(records, baseline=baseline)["strata"]["all"]["paired"]
+        if method in paired and paired[method]["difference"]["drop@2"]["n"]:
+            diff = paired[method]["difference"]
+            out.append((label, diff["drop@2"]["n"], diff))
+    return out
+
+
+def plot(runs: list[tuple[str, list[dict[str, Any]]]], path: Path) -> None:
+    """A forest plot of the table: per model and metric, each pair's mean difference with
+    its 95% interval and N, a line at 0 (no difference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {"recall@1": "gold recall@1", "drop@2": "drop@2 (nats)"}
+    titles |= {"drop@3": "drop@3 (nats)", "lds_logp": "LDS (log p)"}
+    fig, axes = plt.subplots(
+        len(runs), len(COLUMNS), figsize=(4.2 * len(COLUMNS), 0.5 + 0.55 * len(PAIRS) * len(runs))
+    )
+    for row, (model, records) in enumerate(runs):
+        found = differences(records)
+        for col, (metric, _) in enumerate(COLUMNS):
+            ax = axes[row][col] if len(runs) > 1 else axes[col]
+            for y, (_, _, diff) in enumerate(found):
+                stats = diff[metric]
+                if stats["mean"] is None:
+                    continue
+                err = [[stats["mean"] - stats["low"]], [stats["high"] - stats["mean"]]]
+                ax.errorbar([stats["mean"]], [y], xerr=err, fmt="o", capsize=3, color="C0")
+            ax.axvline(0.0, color="grey", lw=0.8)
+            names = [f"{label.replace('`', '')} (N={n})" for label, n, _ in found]
+            ax.set_yticks(range(len(found)), names if col == 0 else [], fontsize=7)
+            ax.invert_yaxis()
+            ax.set_title(f"{model}: {titles[metric]}", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def mean_rows(model: str, records: list[dict[str, Any]]) -> list[str]:
@@ -143,12 +183,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="MODEL=DIR of a textgenshap eval run")
     parser.add_argument("--write", type=Path, help="replace the table in this markdown file")
+    parser.add_argument("--plot", type=Path, help="also draw the paired table (PNG; matplotlib)")
     args = parser.parse_args()
     runs = [(spec.split("=", 1)[0], load(Path(spec.split("=", 1)[1]))) for spec in args.runs]
     new_table = table(runs)
     print(new_table, means_table(runs), sep="\n\n")
     if args.write:
         write(args.write, new_table, runs)
+    if args.plot:
+        plot(runs, args.plot)
     return 0
 
 
