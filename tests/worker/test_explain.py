@@ -160,6 +160,21 @@ def test_banzhaf_method_is_labelled_and_not_forced_efficient() -> None:
     assert scores[0] == pytest.approx(1.0)
 
 
+def test_banzhaf_below_its_regression_is_a_lasso_with_null_stderr_and_a_reason() -> None:
+    docs = [*DOCUMENTS, *(f"Filler passage number {i}." for i in range(6))]  # 10 documents
+    result, _ = run(request(method="banzhaf", documents=docs, levels=["document"], budget=16))
+    level = result.levels[0]
+    assert level.estimator == "banzhaf-lasso"
+    assert level.coalitions <= 16
+    assert all(f.logprob_stderr is None and set(f.stderr) == {None} for f in level.features)
+    assert "Lasso" in (level.stderr_note or "")
+    # the Paris passage alone moves log p("Paris."): the sparse fit leaves the rest at 0
+    scores = [f.logprob for f in level.features]
+    assert scores[0] is not None
+    assert scores[0] > 1.0
+    assert scores[1:] == [0.0] * 9
+
+
 def test_engine_errors_propagate_unchanged() -> None:
     req = request()
     session = session_for(req, make_raising_engine())
