@@ -59,7 +59,23 @@ class BanzhafSampler:
         return mean, np.where(thin, np.nan, stderr)  # unknown: fewer than two per side
 
 
-class BanzhafLasso:
+class _BlockStream:
+    """Rows of shuffled balanced blocks (``design_block``), handed out in order: holds the
+    rest of the current block between draws, so one instance serves one estimate."""
+
+    def __init__(self) -> None:
+        self._queue: Masks = np.zeros((0, 0), dtype=np.bool_)
+
+    def _rows(self, rng: np.random.Generator, n: int, count: int) -> Masks:
+        queue = self._queue.reshape(-1, n)
+        while len(queue) < count:
+            queue = np.concatenate([queue, design_block(rng, n)])
+        self._queue = queue[count:]
+        out: Masks = queue[:count]
+        return out
+
+
+class BanzhafLasso(_BlockStream):
     """Banzhaf by a Lasso fit on unpaired rows of balanced blocks (``lasso.py`` says why):
     with few complement pairs a pair's two rows give the additive fit one equation
     between them (under an additive game v(S) + v(N - S) is the same for every pair), so
@@ -68,37 +84,27 @@ class BanzhafLasso:
 
     name = "banzhaf-lasso"
 
-    def __init__(self) -> None:
-        self._queue: Masks = np.zeros((0, 0), dtype=np.bool_)
-
     def group_cost(self, n: int) -> int:
         return 1
 
     def draw(self, rng: np.random.Generator, n: int, count: int) -> Masks:
-        first, self._queue = _from_blocks(self._queue, rng, n, count)
-        return first[:, None, :]
+        return self._rows(rng, n, count)[:, None, :]
 
     def finish(self, groups: Masks, values: Floats, anchor: Floats) -> tuple[Floats, Floats]:
         coef = lasso_fit(groups[:, 0, :], values[:, 0, :])
         return coef, np.full_like(coef, np.nan)
 
 
-class BanzhafRegression:
-    """Banzhaf by least squares on complement pairs of balanced blocks (module docstring).
-
-    Holds the rest of its current block between draws, so one instance serves one estimate.
-    """
+class BanzhafRegression(_BlockStream):
+    """Banzhaf by least squares on complement pairs of balanced blocks (module docstring)."""
 
     name = "banzhaf-regression"
-
-    def __init__(self) -> None:
-        self._queue: Masks = np.zeros((0, 0), dtype=np.bool_)
 
     def group_cost(self, n: int) -> int:
         return 2
 
     def draw(self, rng: np.random.Generator, n: int, count: int) -> Masks:
-        first, self._queue = _from_blocks(self._queue, rng, n, count)
+        first = self._rows(rng, n, count)
         return np.stack([first, ~first], axis=1)
 
     def finish(self, groups: Masks, values: Floats, anchor: Floats) -> tuple[Floats, Floats]:
@@ -108,14 +114,6 @@ class BanzhafRegression:
         inverse: Floats = np.linalg.pinv(design.T @ design).astype(np.float64)
         coef = inverse @ design.T @ vals
         return coef[1:], _robust_stderr(design, vals - design @ coef, inverse)[1:]
-
-
-def _from_blocks(queue: Masks, rng: np.random.Generator, n: int, count: int) -> tuple[Masks, Masks]:
-    """The next ``count`` rows of a stream of design blocks, and the rest of the last one."""
-    queue = queue.reshape(-1, n)
-    while len(queue) < count:
-        queue = np.concatenate([queue, design_block(rng, n)])
-    return queue[:count], queue[count:]
 
 
 def design_block(rng: np.random.Generator, n: int) -> Masks:
