@@ -76,9 +76,13 @@ def differences(
     records: list[dict[str, Any]],
 ) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
     """(label, N, the paired differences by metric) for every pair the records hold."""
+    by_baseline = {  # one bootstrap per baseline, not one per pair
+        baseline: summarize(records, baseline=baseline)["strata"]["all"]["paired"]
+        for baseline in {baseline for _, baseline, _ in PAIRS}
+    }
     out = []
     for method, baseline, label in PAIRS:
-        paired = summarize(records, baseline=baseline)["strata"]["all"]["paired"]
+        paired = by_baseline[baseline]
         if method in paired and paired[method]["difference"]["drop@2"]["n"]:
             diff = paired[method]["difference"]
             out.append((label, diff["drop@2"]["n"], diff))
