@@ -153,7 +153,7 @@ def _job_detail(
 ) -> dict[str, Any]:
     """What the record keeps of one service job besides the scores of ``y``."""
     level = result.levels[0]
-    stderr, logprob = _feature_columns(level.features, n, target)
+    stderr, logprob, logprob_stderr = _feature_columns(level.features, n, target)
     return {
         "answer": result.answer,
         "target": target,
@@ -161,6 +161,7 @@ def _job_detail(
         "candidate_scores": per_candidate,
         "stderr": stderr,
         "logprob_scores": logprob,
+        "logprob_stderr": logprob_stderr,
         "estimator": level.estimator,
         "stopped_early": level.stopped_early,
         "passage_ranking": result.passage_ranking,
@@ -170,19 +171,23 @@ def _job_detail(
 
 def _feature_columns(
     features: list[Feature], n: int, target: int | None
-) -> tuple[list[float | None], list[float] | None]:
-    """Per document: the stderr of ``y``'s score (0 where ``y`` is no candidate), and the
-    log p(y) game's score (None when the job computed none)."""
+) -> tuple[list[float | None], list[float] | None, list[float | None] | None]:
+    """Per document: the stderr of ``y``'s answer-game score (0 where ``y`` is no
+    candidate), the log p(y) game's score and that score's own stderr (None when the job
+    computed no log p game). Kept apart because the default ranking is the log p column:
+    its coverage is checked against its own stderr, never the answer game's."""
     stderr: list[float | None] = [0.0] * n
     logprob: list[float] | None = [0.0] * n
+    logprob_stderr: list[float | None] | None = [None] * n
     for f in features:
         if target is not None:
             stderr[f.document] = f.stderr[target]
         if f.logprob is None:
-            logprob = None
-        elif logprob is not None:
+            logprob = logprob_stderr = None
+        elif logprob is not None and logprob_stderr is not None:
             logprob[f.document] = f.logprob
-    return stderr, logprob
+            logprob_stderr[f.document] = f.logprob_stderr
+    return stderr, logprob, logprob_stderr
 
 
 def _measured(session: RecordingOracle, scores: Any, coalitions: int) -> MethodRun:

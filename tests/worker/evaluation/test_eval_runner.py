@@ -160,6 +160,27 @@ def test_the_service_default_is_judged_by_its_log_probability_column() -> None:
     assert question_metrics(record, "shapley")["lds_logp"] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_the_log_probability_column_keeps_its_own_stderr() -> None:
+    """The default ranking is the log p column, so its record carries that column's stderr
+    beside the answer game's. Two documents each sufficient at 8 documents (sampled, not
+    enumerated): the log p game is log 9 times the answer game here, and so are the
+    stderrs."""
+    texts = [
+        *FILLER,
+        "The zebra has stripes.",
+        "Owls sleep by day.",
+        "A zebra is striped.",
+        "Cats purr.",
+    ]
+    config = EvalConfig(model="fake", budget=32, methods=("shapley", "shapley-answer"))
+    record = evaluate(RuleEngine([("zebra", "Zebra.")]), _example(texts, {4}), config)
+    default = record["methods"]["shapley"]
+    assert default["estimator"] == "layered"
+    answer_se, logprob_se = np.array(default["stderr"]), np.array(default["logprob_stderr"])
+    assert (answer_se > 0.05).all()
+    assert logprob_se == pytest.approx(math.log(9) * answer_se, rel=0.02)
+
+
 def test_harness_seconds_count_a_shared_job_once() -> None:
     from worker.evaluation.report import harness_seconds
 
