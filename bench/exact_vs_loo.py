@@ -286,10 +286,27 @@ def gold_recall(rows: list[dict[str, Any]], relevant: dict[str, frozenset[int]])
     return out
 
 
+def chosen_examples(questions: int, ids: str | None) -> list[Example]:
+    """The first ``questions`` NQ questions, or those named by ``ids`` in the order given
+    (a question picked for what a run did to it is a selected sample: say so with its
+    table)."""
+    if not ids:
+        return load_examples(nq_file(10), limit=questions)
+    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    by_id = {e.id: e for e in load_examples(nq_file(10))}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise SystemExit(f"--ids: no NQ question with id {', '.join(missing)}")
+    return [by_id[i] for i in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="gemma-3-270m,smollm2-135m")
     parser.add_argument("--questions", type=int, default=30)
+    parser.add_argument(
+        "--ids", help="table these NQ question ids (comma-separated), not the first --questions"
+    )
     parser.add_argument("--docs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="directory for rows.jsonl; a rerun resumes")
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.summarize_only:
         torch.set_num_threads(args.threads)
-        examples = load_examples(nq_file(10), limit=args.questions)
+        examples = chosen_examples(args.questions, args.ids)
         for name in args.models.split(","):
             done = {r["id"] for r in rows if r["model"] == name}
             engine = load_engine(name)
