@@ -39,14 +39,14 @@ from worker.shapley.game import LOGPROB_KEY, CategoricalGame, normalize_answer  
 DOCUMENTS = 5
 
 
-def game_of(record: dict[str, Any]) -> CategoricalGame:
-    """The joint game of the first five documents (the 6th always absent)."""
+def game_of(record: dict[str, Any], documents: int = DOCUMENTS) -> CategoricalGame:
+    """The joint game of the first ``documents`` documents (the others always absent)."""
 
     def key(mask: np.ndarray) -> str:
-        return mask_key(np.append(mask, False))
+        return mask_key(np.append(mask, [False] * (record["n"] - documents)))
 
     return CategoricalGame(
-        DOCUMENTS,
+        documents,
         lambda masks: [record["answers"][key(m)] for m in masks],
         log_prob=lambda masks: [record["values"][key(m)] for m in masks],
     )
@@ -59,12 +59,16 @@ def columns(est: Any, y: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {game: (est.mean[:, j], est.stderr[:, j]) for game, j in out.items()}
 
 
-def one_record(record: dict[str, Any], budgets: list[int], seeds: int) -> list[dict]:
-    y = normalize_answer(record["answers"][mask_key(np.array([1] * DOCUMENTS + [0], bool))])
-    exact = columns(estimate(game_of(record), estimator="exact", budget=2**DOCUMENTS), y)
+def one_record(
+    record: dict[str, Any], budgets: list[int], seeds: int, documents: int = DOCUMENTS
+) -> list[dict]:
+    full = np.arange(record["n"]) < documents
+    y = normalize_answer(record["answers"][mask_key(full)])
+    game = game_of(record, documents)
+    exact = columns(estimate(game, estimator="exact", budget=2**documents), y)
     rows = []
     for budget, seed in itertools.product(budgets, range(seeds)):
-        est = estimate(game_of(record), budget=budget, seed=seed)
+        est = estimate(game_of(record, documents), budget=budget, seed=seed)
         for game, (mean, stderr) in columns(est, y).items():
             if game not in exact:
                 continue
@@ -109,12 +113,18 @@ def main() -> int:
     )
     parser.add_argument("--budgets", default="16,20,24")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument(
+        "--documents", type=int, default=DOCUMENTS,
+        help="cut each table to its first N documents (N = the table's own: the whole game)",
+    )  # fmt: skip
     args = parser.parse_args()
     records = [json.loads(x) for x in args.records.read_text().splitlines() if x]
-    records = [r for r in records if "values" in r and r["n"] > DOCUMENTS]
+    records = [r for r in records if "values" in r and r["n"] >= args.documents]
     budgets = [int(b) for b in args.budgets.split(",")]
-    rows = [row for record in records for row in one_record(record, budgets, args.seeds)]
-    print(f"# {len(records)} recorded tables cut to {DOCUMENTS} documents, {args.seeds} seeds")
+    rows = [
+        row for record in records for row in one_record(record, budgets, args.seeds, args.documents)
+    ]
+    print(f"# {len(records)} recorded tables cut to {args.documents} documents, {args.seeds} seeds")
     print("\n".join(table(rows)))
     return 0
 
