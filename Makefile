@@ -40,7 +40,7 @@ run: $(STAMP)
 	$(BIN)/textgenshap serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 test: $(STAMP) system
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP) system
 	$(BIN)/python -m pytest -q -m 'not slow'
