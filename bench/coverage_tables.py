@@ -12,7 +12,9 @@ recorded target, the 6-document full-context answer); checked are y's answer col
 is the 5-document full-context answer) and the log p column. Adaptive stopping off.
 
 Prints per model, budget and game: the estimator ``auto`` ran, features checked, the share
-covered where a stderr is reported (bootstrap 95% over questions), the share reported null.
+covered where a stderr is reported (bootstrap 95% over questions), the share reported null,
+and the median of |error| / stderr (0.67 for a normal error with the stderr exactly right:
+below it the stderr is wider than the error it describes).
 
     .venv/bin/python bench/coverage_tables.py --records docs/results/exact-vs-loo/rows.jsonl \\
         --budgets 16,20,24 --seeds 10
@@ -83,8 +85,9 @@ def one_record(
 
 def table(rows: list[dict]) -> list[str]:
     out = [
-        "| model | budget | game | estimator | features | covered where reported | null |",
-        "|---|---|---|---|---|---|---|",
+        "| model | budget | game | estimator | features | covered where reported | null "
+        "| median abs(error) / stderr |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, budget, game in sorted({(r["model"], r["budget"], r["game"]) for r in rows}):
         got = [r for r in rows if (r["model"], r["budget"], r["game"]) == (model, budget, game)]
@@ -95,13 +98,15 @@ def table(rows: list[dict]) -> list[str]:
                 per_question.setdefault(r["id"], []).append(float(hit))
         covered = bootstrap_mean([float(np.mean(v)) for v in per_question.values()])
         nulls = np.mean([r["stderr"] is None for r in got])
+        ratios = [abs(r["error"]) / r["stderr"] for r in got if r["stderr"]]
+        ratio = f"{np.median(ratios):.2f}" if ratios else "-"
         estimators = "/".join(sorted({r["estimator"] for r in got}))
         cell = "-" if covered.mean is None else f"{covered.mean:.3f}"
         if covered.low is not None:
             cell += f" [{covered.low:.3f}, {covered.high:.3f}]"
         out.append(
             f"| {model} | {budget} | {game} | {estimators} | {len(got)} "
-            f"| {cell} (N = {covered.n}) | {nulls:.3f} |"
+            f"| {cell} (N = {covered.n}) | {nulls:.3f} | {ratio} |"
         )
     return out
 
