@@ -6,6 +6,8 @@ the same question, the service's own pipeline can run again on that table instea
 model (a table-backed oracle: the same answers and log p(y) the model gave), so no model
 runs. Per question this script
 
+- leaves out a table that scores another target than the record (another answer, or
+  another token sequence for it: ``eval_on_exact.same_target``);
 - reruns the record's request with the record's seed and checks that it reproduces the
   record's scores (the largest difference is printed: it should be 0, else the table or
   the code differs from the run's);
@@ -36,6 +38,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import cell  # noqa: E402
+from bench.eval_on_exact import same_target  # noqa: E402
 from bench.exact_tables import exact_shapley  # noqa: E402
 from service.contract.schemas import DocumentIn, ExplainRequest  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, removal_drop  # noqa: E402
@@ -144,13 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = json.loads((args.eval.parent / "run.json").read_text())
     records = {r["id"]: r for r in map(json.loads, args.eval.read_text().splitlines())}
-    tables = [
+    held = [
         r
         for path in args.exact
         for r in map(json.loads, path.read_text().splitlines())
         if r["model"] == run["model"] and "values" in r and args.method in
         records.get(r["id"], {}).get("methods", {})
     ]  # fmt: skip
+    tables = [r for r in held if same_target(r, records[r["id"]])]
+    if len(tables) < len(held):
+        print(f"# {len(held) - len(tables)} tables left out: they score another target "
+              "than the record (eval_on_exact.same_target)")  # fmt: skip
     per_question = [one_question(t, records[t["id"]], run, args.seeds, args.method) for t in tables]
     print(f"# {args.eval} ({run['model']}, {args.method}) redrawn on {len(tables)} exact tables, "
           f"{args.seeds} seeds")  # fmt: skip

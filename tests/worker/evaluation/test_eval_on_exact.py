@@ -65,3 +65,14 @@ def test_removal_drops_are_read_from_the_table_and_paired_with_leave_one_out() -
     lines = drop_table([row])
     backwards = next(line for line in lines if line.startswith("| backwards |"))
     assert backwards.split(" | ")[4] == "-3.00"  # drop@1 minus leave-one-out's
+
+
+def test_a_table_that_scored_another_token_sequence_is_left_out() -> None:
+    """Same answer text, but the record's own coalitions read other log p(y) from the
+    model than the table holds (a table scoring y's text encoding, not its own ids)."""
+    entry = record()
+    entry["coalitions"] = {"1111": {"answer": "Paris", "logp": 2.5}}  # the table: 1.5
+    assert rows([table_row()], {"q1": entry}) == [{"id": "q1", "same_answer": False}]
+    entry["coalitions"] = {"1111": {"answer": "Paris", "logp": 1.5 + 1e-4}, "0000": {"logp": 0.0}}
+    [row] = rows([table_row()], {"q1": entry})
+    assert row["same_answer"]
