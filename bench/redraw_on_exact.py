@@ -20,7 +20,9 @@ on that question; "redraws minus exact" is the estimator's expected shortfall.
 
     .venv/bin/python bench/redraw_on_exact.py \\
         --exact docs/results/exact-vs-loo-10docs/rows.jsonl \\
-        --eval docs/results/nq10-gemma-layered128/results.jsonl --method shapley
+        --eval docs/results/nq10-gemma-layered128/results.jsonl
+
+Only the default request (``shapley``, the record's budget and estimator) is redrawn.
 """
 
 from __future__ import annotations
@@ -142,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exact", type=Path, nargs="+", required=True, help="rows.jsonl files")
     parser.add_argument("--eval", type=Path, required=True, help="an eval's results.jsonl")
-    parser.add_argument("--method", default="shapley", help="the record's method to redraw")
     parser.add_argument("--seeds", type=int, default=20)
     args = parser.parse_args(argv)
     run = json.loads((args.eval.parent / "run.json").read_text())
@@ -151,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         r
         for path in args.exact
         for r in map(json.loads, path.read_text().splitlines())
-        if r["model"] == run["model"] and "values" in r and args.method in
+        if r["model"] == run["model"] and "values" in r and "shapley" in
         records.get(r["id"], {}).get("methods", {})
     ]  # fmt: skip
     tables = [r for r in held if same_target(r, records[r["id"]])]
     if len(tables) < len(held):
         print(f"# {len(held) - len(tables)} tables left out: they score another target "
               "than the record (eval_on_exact.same_target)")  # fmt: skip
-    per_question = [one_question(t, records[t["id"]], run, args.seeds, args.method) for t in tables]
-    print(f"# {args.eval} ({run['model']}, {args.method}) redrawn on {len(tables)} exact tables, "
+    per_question = [one_question(t, records[t["id"]], run, args.seeds) for t in tables]
+    print(f"# {args.eval} ({run['model']}, shapley) redrawn on {len(tables)} exact tables, "
           f"{args.seeds} seeds")  # fmt: skip
     print("\n".join(table(per_question)))
     return 0
