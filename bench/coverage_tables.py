@@ -66,8 +66,7 @@ def one_record(
 ) -> list[dict]:
     full = np.arange(record["n"]) < documents
     y = normalize_answer(record["answers"][mask_key(full)])
-    game = game_of(record, documents)
-    exact = columns(estimate(game, estimator="exact", budget=2**documents), y)
+    exact = columns(estimate(game_of(record, documents), estimator="exact", budget=2**documents), y)
     rows = []
     for budget, seed in itertools.product(budgets, range(seeds)):
         est = estimate(game_of(record, documents), budget=budget, seed=seed)

@@ -68,14 +68,12 @@ class TableOracle:
         return np.array([self.row["values"][mask_key(m)] for m in masks], dtype=np.float64)
 
 
-def default_scores(
-    table_row: dict[str, Any], run: dict[str, Any], seed: int, question: str = "q"
-) -> list[float]:
+def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) -> list[float]:
     """The document-level log p scores of the run's default request (method ``shapley``,
     its budget and estimator) on the table, with ``seed``."""
     n = table_row["n"]
     request = ExplainRequest(
-        question=question,
+        question="q",  # the table answers; the seed is explicit, so no text matters
         documents=[DocumentIn(title=f"T{i}", text=f"document {i}") for i in range(n)],
         levels=["document"],
         budget=run["budget"],
@@ -88,12 +86,11 @@ def default_scores(
 
 
 def one_question(
-    table_row: dict[str, Any], record: dict[str, Any], run: dict[str, Any], seeds: int,
-    method: str = "shapley",
-) -> dict[str, Any]:  # fmt: skip
+    table_row: dict[str, Any], record: dict[str, Any], run: dict[str, Any], seeds: int
+) -> dict[str, Any]:
     """drop@k of the record's draw, of ``seeds`` redraws (mean, min) and of exact Shapley."""
     values, priority = table_row["values"], record["tie_priority"]
-    own = record["methods"][method]["scores"]
+    own = record["methods"]["shapley"]["scores"]
     again = default_scores(table_row, run, record["seed"])
     draws = [default_scores(table_row, run, 1000 + s) for s in range(seeds)]
     exact = exact_shapley(values, table_row["n"]).tolist()
