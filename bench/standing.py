@@ -66,9 +66,8 @@ def rows(model: str, records: list[dict[str, Any]]) -> list[str]:
     """One table row per pair whose two methods the records hold."""
     out = []
     for label, n, diff in differences(records):
-        cells = [cell(diff[key], digits) for key, digits in COLUMNS]
-        seconds = diff["seconds"]["mean"]
-        out.append(f"| {model} | {label} | {n} | {' | '.join(cells)} | {seconds:+.0f} |")
+        cells = [cell(diff[key], digits) for key, digits in (*COLUMNS, ("seconds", 0))]
+        out.append(f"| {model} | {label} | {n} | {' | '.join(cells)} |")
     return out
 
 
@@ -123,18 +122,15 @@ def plot(runs: list[tuple[str, list[dict[str, Any]]]], path: Path) -> None:
 
 
 def mean_rows(model: str, records: list[dict[str, Any]]) -> list[str]:
-    """Each method's own means (section "NQ-10 at today's default"): recall and LDS with
-    their intervals, drops and seconds as means."""
+    """Each method's own means with their intervals (section "NQ-10 at today's default")."""
     methods = summarize(records)["strata"]["all"]["methods"]
     out = []
     for method, label in MEANS:
         if method not in methods:
             continue
         stats = methods[method]
-        recall, lds = cell(stats["recall@1"], 2), cell(stats["lds_logp"], 2)
-        drops = " | ".join(f"{stats[k]['mean']:.2f}" for k in ("drop@2", "drop@3"))
-        n, seconds = stats["drop@2"]["n"], stats["seconds"]["mean"]
-        out.append(f"| {model} | {label} | {n} | {recall} | {drops} | {lds} | {seconds:.0f} |")
+        cells = [cell(stats[key], digits) for key, digits in (*COLUMNS, ("seconds", 0))]
+        out.append(f"| {model} | {label} | {stats['drop@2']['n']} | {' | '.join(cells)} |")
     return out
 
 

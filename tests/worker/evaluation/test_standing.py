@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from bench.standing import load, table, write
+from bench.standing import load, means_table, table, write
 from tests.worker.evaluation.eval_fakes import RuleEngine
 from tests.worker.evaluation.test_eval_runner import FILLER, _example
 from worker.evaluation.config import EvalConfig
@@ -30,6 +31,15 @@ def test_a_row_per_pair_the_records_hold_with_n_and_intervals(tmp_path: Path) ->
     assert cells[:3] == ["fake-model", "Shapley (default) minus leave-one-out", "3"]
     assert cells[3] == "0.00 [0.00, 0.00]"  # gold recall@1: both name document 3
     assert cells[4] == "0.00 [0.00, 0.00]"  # drop@2: the same top two documents
+
+
+def test_every_figure_of_both_tables_carries_its_interval() -> None:
+    records = _records(3)
+    for text in (table([("fake-model", records)]), means_table([("fake-model", records)])):
+        for line in text.splitlines()[2:]:
+            figures = [c.strip() for c in line.strip("|").split("|")][3:]
+            assert len(figures) == 5  # recall@1, drop@2, drop@3, LDS, seconds
+            assert all(re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", f) for f in figures)
 
 
 def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path) -> None:
