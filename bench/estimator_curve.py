@@ -13,6 +13,9 @@ same game on the same target, and the differences are the estimators' alone:
 - ``contextcite-k``: ContextCite's surrogate (Cohen-Wang et al., 2024): a Lasso (alpha 0.01,
   as its package) from the keep-mask to the value over k random ablations, each document
   kept with probability 1/2; fitted on the same log p(y) game as everything else.
+  ``contextcite-package-64`` is the package's own 64 ablations (it seeds ablation i with
+  i, so every question with n documents gets the same ones, as in the NQ runs): is the
+  fixed design better or worse than a random one?
 
 - ``ours-banzhaf`` / ``ours-banzhaf-msr``: the service's ``method: banzhaf`` (least squares
   on uniform coalitions from ``2 (n + 3)`` draws, a Lasso on them below) and the MSR sampler
@@ -62,6 +65,7 @@ from bench.measured_cost import CostModel  # noqa: E402
 from worker.evaluation.contextcite import (  # noqa: E402
     KEEP_PROBABILITY,
     fit_scores,
+    package_masks,
     solver_weights,
 )
 from worker.evaluation.faithfulness import (  # noqa: E402
@@ -130,6 +134,20 @@ def contextcite(table: dict[str, float], n: int, ablations: int, game: str, toke
     return run
 
 
+def contextcite_package(table: dict[str, float], n: int, game: str, tokens: int) -> Scores:
+    """ContextCite on the package's own 64 ablations, the same for every question of n
+    documents (what the NQ runs' ``contextcite-engine-64`` fitted): one design, no repeats."""
+    masks = package_masks(n, 64)
+    values = np.asarray([table[mask_key(m)] for m in masks])
+    if game == "logprob":
+        weights = fit_scores(masks, values, tokens)
+    else:
+        weights = solver_weights(masks, values, 1)
+    scores = np.asarray(weights, dtype=float)
+    coalitions = len({mask_key(m) for m in masks})
+    return lambda rng: (scores, coalitions)
+
+
 def top_set(scores: np.ndarray) -> set[int]:
     return {int(i) for i in np.flatnonzero(np.isclose(scores, scores.max(), atol=1e-9))}
 
@@ -181,6 +199,7 @@ def methods(
             out[f"ours-{estimator}@{budget}"] = (ours(table, n, estimator, budget), per, 0.0)
     for k in (8, 16, 32, 64):
         out[f"contextcite-{k}"] = (contextcite(table, n, k, *cite), per, 0.0)
+    out["contextcite-package-64"] = (contextcite_package(table, n, *cite), per, 0.0)
     exact = exact_banzhaf(table, n) if banzhaf is None else banzhaf
     out["exact-banzhaf"] = (lambda rng: (exact, 2**n), per, 0.0)
     for budget in budgets:
@@ -218,6 +237,10 @@ def controlled(table: dict[str, float], fast: dict[str, float], n: int, budget: 
     return run
 
 
+DETERMINISTIC = ("loo", "fast-exact", "contextcite-package-64")
+"""Methods without a draw: one row per question, not ``repeats``."""
+
+
 def rows_for(
     record: dict[str, Any],
     game: str,
@@ -244,9 +267,7 @@ def rows_for(
     every["exact-shapley"] = (lambda rng: (exact, 2**n), per_coalition, 0.0)
     for name, (run, per, upfront) in every.items():
         rng = np.random.default_rng([question_seed(record["id"]), 11])
-        for rep in range(
-            1 if name in ("loo", "fast-exact") or name.startswith("exact") else repeats
-        ):
+        for rep in range(1 if name in DETERMINISTIC or name.startswith("exact") else repeats):
             scores, used = run(rng)
             seconds = upfront + used * per
             if costs is not None:
@@ -359,7 +380,10 @@ def key(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def family(method: str) -> str:
-    """A curve's name: ``ours-owen@32`` -> ``ours-owen``, ``contextcite-16`` -> ``contextcite``."""
+    """A curve's name: ``ours-owen@32`` -> ``ours-owen``, ``contextcite-16`` -> ``contextcite``;
+    the package's fixed design is a point of its own, not on ContextCite's curve."""
+    if method.startswith("contextcite-package"):
+        return "contextcite-package"
     return "contextcite" if method.startswith("contextcite") else method.split("@")[0]
 
 

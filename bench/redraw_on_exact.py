@@ -1,4 +1,5 @@
-"""Was a run's draw of coalitions typical? The default request redrawn on exact tables.
+"""Was a run's draw of coalitions typical? The default request and ContextCite-64 redrawn
+on exact tables.
 
 A run of ``textgenshap eval`` explains each question once, with one draw of coalitions
 (the record's ``seed``). Where ``bench/exact_vs_loo.py`` has evaluated every coalition of
@@ -18,11 +19,18 @@ runs. Per question this script
 "record minus redraws" is what the record's draw cost against the estimator's expectation
 on that question; "redraws minus exact" is the estimator's expected shortfall.
 
+The same for the record's ``contextcite-engine-64`` where it has one: the package draws the
+same 64 ablations for every question of a given number of documents (it seeds ablation
+``i`` with ``i``), so the record's ablations are reproduced from the package's masks and
+redrawn from random ones (each document kept with probability 1/2, as the package keeps
+them); its solver needs y's token count: the one near the tokenizer's count of y's text
+that reproduces the record (``record_tokens``). The last table pairs
+the two methods: the default minus ContextCite-64 in the records and in expectation.
+
     .venv/bin/python bench/redraw_on_exact.py \\
         --exact docs/results/exact-vs-loo-10docs/rows.jsonl \\
         --eval docs/results/nq10-gemma-layered128/results.jsonl
 
-Only the default request (``shapley``, the record's budget and estimator) is redrawn.
 """
 
 from __future__ import annotations
@@ -39,10 +47,11 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.estimator_curve import cell  # noqa: E402
+from bench.estimator_curve import answer_tokens, cell, key  # noqa: E402
 from bench.eval_on_exact import same_target  # noqa: E402
 from bench.exact_tables import exact_shapley  # noqa: E402
 from service.contract.schemas import DocumentIn, ExplainRequest  # noqa: E402
+from worker.evaluation.contextcite import KEEP_PROBABILITY, fit_scores, package_masks  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, removal_drop  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.explain import run_explanation  # noqa: E402
@@ -50,6 +59,8 @@ from worker.shapley.oracle import OracleStats  # noqa: E402
 from worker.shapley.units import Unit  # noqa: E402
 
 KS = (1, 2, 3)
+CITE = "contextcite-engine-64"
+CITE_ABLATIONS = 64
 
 
 class TableOracle:
@@ -85,14 +96,54 @@ def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) ->
     return [float(f.logprob) if f.logprob is not None else 0.0 for f in level.features]
 
 
+def cite_scores(table_row: dict[str, Any], seed: int | None, tokens: int) -> list[float]:
+    """ContextCite-64's scores on the table: the package's own ablations (``seed`` None, as
+    the run drew them) or random ones from ``seed``."""
+    n = table_row["n"]
+    if seed is None:
+        masks = package_masks(n, CITE_ABLATIONS)
+    else:
+        masks = np.random.default_rng(seed).random((CITE_ABLATIONS, n)) < KEEP_PROBABILITY
+    values = np.array([table_row["values"][mask_key(m)] for m in masks])
+    return fit_scores(masks, values, tokens)
+
+
+def record_tokens(table_row: dict[str, Any], record: dict[str, Any], encoded: int) -> int:
+    """y's token count as the run's ContextCite solver had it. The tables keep y's text,
+    not its ids, and re-encoding the text can be a token off the ids the model generated
+    (on gemma the answer "2011" is one token longer as generated): of the counts within 3
+    of the encoding's, the one whose fit on the package's ablations reproduces the
+    record's scores best."""
+    own = np.array(record["methods"][CITE]["scores"])
+
+    def miss(tokens: int) -> float:
+        return float(np.max(np.abs(np.array(cite_scores(table_row, None, tokens)) - own)))
+
+    return min(range(max(1, encoded - 3), encoded + 4), key=miss)
+
+
 def one_question(
-    table_row: dict[str, Any], record: dict[str, Any], run: dict[str, Any], seeds: int
+    table_row: dict[str, Any],
+    record: dict[str, Any],
+    run: dict[str, Any],
+    seeds: int,
+    method: str = "shapley",
+    tokens: int = 1,
 ) -> dict[str, Any]:
-    """drop@k of the record's draw, of ``seeds`` redraws (mean, min) and of exact Shapley."""
+    """drop@k of the record's draw, of ``seeds`` redraws (mean, min) and of exact Shapley,
+    for the record's default request (``method`` shapley) or its ContextCite-64
+    (``method`` CITE; ``tokens``: y's token count, which its solver divides by)."""
     values, priority = table_row["values"], record["tie_priority"]
-    own = record["methods"]["shapley"]["scores"]
-    again = default_scores(table_row, run, record["seed"])
-    draws = [default_scores(table_row, run, 1000 + s) for s in range(seeds)]
+
+    def scores(seed: int | None) -> list[float]:
+        """The method's scores from ``seed``; None: the record's own draw."""
+        if method == "shapley":
+            return default_scores(table_row, run, record["seed"] if seed is None else seed)
+        return cite_scores(table_row, seed, tokens)
+
+    own = record["methods"][method]["scores"]
+    again = scores(None)
+    draws = [scores(1000 + s) for s in range(seeds)]
     exact = exact_shapley(values, table_row["n"]).tolist()
     out: dict[str, Any] = {"id": record["id"], "reproduced": float(np.max(np.abs(
         np.array(again) - np.array(own))))}  # fmt: skip
@@ -137,6 +188,27 @@ def table(per_question: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def paired(default: list[dict[str, Any]], cite: list[dict[str, Any]]) -> list[str]:
+    """The default minus ContextCite-64 on the questions both were redrawn on: in the
+    records (one draw each), in expectation (the redraws' means), and exact Shapley minus
+    ContextCite-64's expectation (the estimands' gap, as far as CC-64 reaches its own)."""
+    mine = {q["id"]: q for q in default}
+    both = [(mine[q["id"]], q) for q in cite if q["id"] in mine]
+    lines = [
+        f"| drop@k (N = {len(both)}) | records | expectations | exact Shapley minus "
+        "ContextCite-64's expectation |",
+        "|---|---|---|---|",
+    ]
+    for k in KS:
+        ours, theirs = ([q[f"drop@{k}"] for q in side] for side in zip(*both, strict=True))
+        cells = [
+            paired_difference([d[a] for d in ours], [d[b] for d in theirs])
+            for a, b in (("record", "record"), ("redraws", "redraws"), ("exact", "redraws"))
+        ]
+        lines.append(f"| drop@{k} | " + " | ".join(cell(c) for c in cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exact", type=Path, nargs="+", required=True, help="rows.jsonl files")
@@ -160,6 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {args.eval} ({run['model']}, shapley) redrawn on {len(tables)} exact tables, "
           f"{args.seeds} seeds")  # fmt: skip
     print("\n".join(table(per_question)))
+    cited = [t for t in tables if CITE in records[t["id"]]["methods"]]
+    if cited:
+        encoded = answer_tokens(cited)
+        cite = [
+            one_question(t, records[t["id"]], run, args.seeds, CITE, record_tokens(
+                t, records[t["id"]], encoded[key(t)]))
+            for t in cited
+        ]  # fmt: skip
+        print(f"\n# {CITE} on the {len(cited)} of them whose record has it: the package's "
+              f"ablations reproduced, {args.seeds} random draws of 64")  # fmt: skip
+        print("\n".join(table(cite)))
+        print("\n# the default minus ContextCite-64, drop@k in nats")
+        print("\n".join(paired(per_question, cite)))
     return 0
 
 

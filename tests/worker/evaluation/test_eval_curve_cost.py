@@ -85,6 +85,30 @@ def test_the_curve_s_contextcite_is_the_package_s_estimator() -> None:
         assert distinct <= 32
 
 
+def test_the_package_design_is_the_packages_own_ablations_once_per_question() -> None:
+    """``contextcite-package-64`` fits the package's own 64 masks (as the NQ runs did),
+    whatever the bench's seed, and the curve scores it once per question."""
+    from bench.estimator_curve import contextcite_package, rows_for
+    from worker.evaluation.contextcite import fit_scores, package_masks
+    from worker.evaluation.faithfulness import mask_key
+
+    n = 6
+    weights = np.array([3.0, 0.2, 1.5, 0.1, 0.8, 2.2])
+    keys = [format(i, f"0{n}b") for i in range(2**n)]
+    values = {k: float(weights @ np.array([c == "1" for c in k]) - 20.0) for k in keys}
+    masks = package_masks(n, 64)
+    expected = fit_scores(masks, np.array([values[mask_key(m)] for m in masks]), 4)
+    run = contextcite_package(values, n, "logprob", 4)
+    for seed in (0, 1):
+        scores, distinct = run(np.random.default_rng(seed))
+        assert scores.tolist() == pytest.approx(expected)
+        assert distinct == len({mask_key(m) for m in masks})
+    record = {"model": "toy", "id": "q1", "n": n, "values": values, "table_seconds": 1.0}
+    rows = rows_for(record, "logprob", [32], repeats=5, fast=None, tokens=4)
+    assert [r["rep"] for r in rows if r["method"] == "contextcite-package-64"] == [0]
+    assert len([r for r in rows if r["method"] == "contextcite-64"]) == 5
+
+
 def test_the_curve_scores_banzhaf_against_its_own_exact_values() -> None:
     """A saturating 7-document log p table: exact Banzhaf ranks itself perfectly, and the
     service's Banzhaf (regression) is closer to it than the MSR sampler it replaced."""

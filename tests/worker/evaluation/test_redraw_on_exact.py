@@ -10,21 +10,31 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from bench.redraw_on_exact import default_scores, one_question, table  # noqa: E402
+from bench.redraw_on_exact import (  # noqa: E402
+    CITE,
+    cite_scores,
+    default_scores,
+    one_question,
+    paired,
+    record_tokens,
+    table,
+)
 
 N = 6
 WEIGHTS = np.array([3.0, -1.0, 0.5, 2.0, 0.0, 1.0])
 RUN = {"model": "m", "budget": 20, "estimator": "auto"}
 
 
-def table_row(interaction: float = 0.0) -> dict:
+def table_row(interaction: float = 0.0, offset: float = 0.0) -> dict:
     """log p(y) additive in the documents (plus, optionally, a bonus when 3, 4 and 5 are
     all kept: a third-order term, which the first layer alone does not fix), the same
-    answer everywhere."""
+    answer everywhere. ContextCite's output, the logit of p(y), needs a true log p
+    (``offset`` -20: p so small that the logit is log p to 1e-6)."""
     keys = [format(i, f"0{N}b") for i in range(2**N)]
     mask = {k: np.array([c == "1" for c in k]) for k in keys}
     values = {
-        k: float(WEIGHTS @ m + interaction * (m[3] and m[4] and m[5])) for k, m in mask.items()
+        k: float(WEIGHTS @ m + interaction * (m[3] and m[4] and m[5]) + offset)
+        for k, m in mask.items()
     }
     return {"id": "q", "n": N, "values": values, "answers": dict.fromkeys(keys, "y")}
 
@@ -73,3 +83,48 @@ def test_redraws_differ_where_the_game_has_interactions() -> None:
     first, second = default_scores(row, RUN, 1), default_scores(row, RUN, 2)
     assert not np.allclose(first, second)
     assert one_question(row, record(row, seed=1), RUN, seeds=2)["reproduced"] == 0.0
+
+
+def cited_record(row: dict, tokens: int, seed: int = 7) -> dict:
+    """A record with the default's draw from ``seed`` and ContextCite-64's fit on the
+    package's own ablations with y of ``tokens`` tokens."""
+    out = record(row, seed)
+    out["methods"][CITE] = {"scores": cite_scores(row, None, tokens)}
+    return out
+
+
+def test_contextcite_reproduces_from_the_packages_ablations_and_redraws_from_others() -> None:
+    """The record's ContextCite-64 comes back exactly from the package's masks, random
+    masks give other scores, and exact Shapley's top document is 3 (2.0 plus a third of
+    the interaction, above document 0's 3.0): removing it alone drops 2 + 4 = 6."""
+    row = table_row(interaction=4.0, offset=-20.0)
+    rec = cited_record(row, tokens=3)
+    out = one_question(row, rec, RUN, seeds=3, method=CITE, tokens=3)
+    assert out["reproduced"] == pytest.approx(0.0, abs=1e-9)
+    assert not np.allclose(cite_scores(row, 1, 3), cite_scores(row, 2, 3))
+    assert out["drop@1"]["exact"] == pytest.approx(6.0)
+
+
+def test_the_token_count_that_reproduces_the_record_is_recovered() -> None:
+    """The solver divides by y's token count, so a count one off fits other scores; the
+    count within 3 of the encoding's that reproduces the record is the run's."""
+    row = table_row(interaction=4.0, offset=-20.0)
+    rec = cited_record(row, tokens=5)
+    assert not np.allclose(cite_scores(row, None, 4), rec["methods"][CITE]["scores"])
+    assert record_tokens(row, rec, encoded=4) == 5
+    assert record_tokens(row, rec, encoded=7) == 5
+
+
+def test_the_paired_table_sets_the_records_against_the_expectations() -> None:
+    """A default record that ranks document 1 second trails ContextCite-64 by 3 nats of
+    drop@2 in the records, while the default's expectation equals ContextCite's (both
+    rank the additive game's weights), and so does exact Shapley: the gap is the draw."""
+    row = table_row(offset=-20.0)
+    wrong = [3.0, 2.5, 0.5, 2.0, 0.0, 1.0]
+    rec = cited_record(row, tokens=2)
+    rec["methods"]["shapley"]["scores"] = wrong
+    ours = one_question(row, rec, RUN, seeds=3)
+    theirs = one_question(row, rec, RUN, seeds=3, method=CITE, tokens=2)
+    lines = paired([ours, ours], [theirs, theirs])
+    assert lines[0].startswith("| drop@k (N = 2) |")
+    assert lines[3].startswith("| drop@2 | -3.00 [-3.00, -3.00] | 0.00 [0.00, 0.00] | 0.00")
