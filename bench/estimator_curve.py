@@ -124,27 +124,25 @@ def contextcite(table: dict[str, float], n: int, ablations: int, game: str, toke
 
     def run(rng: np.random.Generator) -> tuple[np.ndarray, int]:
         masks = rng.random((ablations, n)) < KEEP_PROBABILITY
-        values = np.asarray([table[mask_key(m)] for m in masks])
-        if game == "logprob":
-            weights = fit_scores(masks, values, tokens)
-        else:
-            weights = solver_weights(masks, values, 1)
-        return np.asarray(weights, dtype=float), len({mask_key(m) for m in masks})
+        return cite_fit(table, masks, game, tokens), len({mask_key(m) for m in masks})
 
     return run
+
+
+def cite_fit(table: dict[str, float], masks: np.ndarray, game: str, tokens: int) -> np.ndarray:
+    """The package's estimator on ``masks`` read from the table: its output (the logit of
+    p(y)) through its solver on the log p game, its solver alone on the 0/1 answer game."""
+    values = np.asarray([table[mask_key(m)] for m in masks])
+    if game == "logprob":
+        return np.asarray(fit_scores(masks, values, tokens), dtype=float)
+    return np.asarray(solver_weights(masks, values, 1), dtype=float)
 
 
 def contextcite_package(table: dict[str, float], n: int, game: str, tokens: int) -> Scores:
     """ContextCite on the package's own 64 ablations, the same for every question of n
     documents (what the NQ runs' ``contextcite-engine-64`` fitted): one design, no repeats."""
     masks = package_masks(n, 64)
-    values = np.asarray([table[mask_key(m)] for m in masks])
-    if game == "logprob":
-        weights = fit_scores(masks, values, tokens)
-    else:
-        weights = solver_weights(masks, values, 1)
-    scores = np.asarray(weights, dtype=float)
-    coalitions = len({mask_key(m) for m in masks})
+    scores, coalitions = cite_fit(table, masks, game, tokens), len({mask_key(m) for m in masks})
     return lambda rng: (scores, coalitions)
 
 

@@ -47,11 +47,11 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.estimator_curve import answer_tokens, cell, key  # noqa: E402
+from bench.estimator_curve import answer_tokens, cell, cite_fit, key  # noqa: E402
 from bench.eval_on_exact import same_target  # noqa: E402
 from bench.exact_tables import exact_shapley  # noqa: E402
 from service.contract.schemas import DocumentIn, ExplainRequest  # noqa: E402
-from worker.evaluation.contextcite import KEEP_PROBABILITY, fit_scores, package_masks  # noqa: E402
+from worker.evaluation.contextcite import KEEP_PROBABILITY, package_masks  # noqa: E402
 from worker.evaluation.faithfulness import mask_key, removal_drop  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.explain import run_explanation  # noqa: E402
@@ -104,8 +104,7 @@ def cite_scores(table_row: dict[str, Any], seed: int | None, tokens: int) -> lis
         masks = package_masks(n, CITE_ABLATIONS)
     else:
         masks = np.random.default_rng(seed).random((CITE_ABLATIONS, n)) < KEEP_PROBABILITY
-    values = np.array([table_row["values"][mask_key(m)] for m in masks])
-    return fit_scores(masks, values, tokens)
+    return cite_fit(table_row["values"], masks, "logprob", tokens).tolist()
 
 
 def record_tokens(table_row: dict[str, Any], record: dict[str, Any], encoded: int) -> int:
