@@ -12,7 +12,9 @@ B`` (``worker.evaluation.report.summarize``), collected in one table.
         smollm2-135m=docs/results/nq10-smollm2-layered128 [--write docs/results.md] \\
         [--plot docs/results_faithfulness.png]
 
-Also each method's own means (the table under "### NQ-10 at today's default"). ``--write``
+Also the same pairs on the two strata of questions the model answers correctly (with the
+full context; from the gold passage alone), and each method's own means (the table under
+"### NQ-10 at today's default"). ``--write``
 replaces both tables in that file (and the N in the first section's title) and leaves the
 prose to whoever reads the new numbers.
 """
@@ -48,6 +50,15 @@ MEANS_HEADER = (
     "| model | method | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
     "|---|---|---|---|---|---|---|---|"
 )
+STRATA_SHOWN = ("full_correct", "gold_only_correct")
+STRATUM_NAMES = {
+    "full_correct": "correct with the full context",
+    "gold_only_correct": "correct from the gold passage alone",
+}
+STRATA_HEADER = (
+    "| model | stratum | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) "
+    "| seconds |\n|---|---|---|---|---|---|---|---|---|"
+)
 HEADER = (
     "| model | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
     "|---|---|---|---|---|---|---|---|"
@@ -72,11 +83,12 @@ def rows(model: str, records: list[dict[str, Any]]) -> list[str]:
 
 
 def differences(
-    records: list[dict[str, Any]],
+    records: list[dict[str, Any]], stratum: str = "all"
 ) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
-    """(label, N, the paired differences by metric) for every pair the records hold."""
+    """(label, N, the paired differences by metric) for every pair the records hold, on
+    one stratum of ``worker.evaluation.report.STRATA``."""
     by_baseline = {  # one bootstrap per baseline, not one per pair
-        baseline: summarize(records, baseline=baseline)["strata"]["all"]["paired"]
+        baseline: summarize(records, baseline=baseline)["strata"][stratum]["paired"]
         for baseline in {baseline for _, baseline, _ in PAIRS}
     }
     out = []
@@ -85,6 +97,17 @@ def differences(
         if method in paired and paired[method]["difference"]["drop@2"]["n"]:
             diff = paired[method]["difference"]
             out.append((label, diff["drop@2"]["n"], diff))
+    return out
+
+
+def strata_rows(model: str, records: list[dict[str, Any]]) -> list[str]:
+    """The paired rows again on each stratum but "every question" (the first table's)."""
+    out = []
+    for stratum in STRATA_SHOWN:
+        for label, n, diff in differences(records, stratum):
+            cells = [cell(diff[key], digits) for key, digits in (*COLUMNS, ("seconds", 0))]
+            name = STRATUM_NAMES[stratum]
+            out.append(f"| {model} | {name} | {label} | {n} | {' | '.join(cells)} |")
     return out
 
 
@@ -158,6 +181,11 @@ def means_table(runs: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return "\n".join([MEANS_HEADER, *body])
 
 
+def strata_table(runs: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    body = [row for model, records in runs for row in strata_rows(model, records)]
+    return "\n".join([STRATA_HEADER, *body])
+
+
 def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
     """``text`` with the table starting ``first_line`` under ``section`` replaced."""
     begin = text.index(first_line, text.index(section))
@@ -167,11 +195,14 @@ def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
 
 def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
     """Swap the first table under "## Where we stand" for ``new_table``, the N in the
-    section's title for the runs' question counts, and the table of means under "### NQ-10
-    at today's default"."""
+    section's title for the runs' question counts, the table by stratum under it (where the
+    page has one) and the table of means under "### NQ-10 at today's default"."""
     means = means_table(runs)
     text = _swap(path.read_text(), "### NQ-10 at today's default", "| model | method |", means)
     text = _swap(text, "## Where we stand", "| model | method minus |", new_table)
+    if "| model | stratum | method minus |" in text:
+        strata = strata_table(runs)
+        text = _swap(text, "## Where we stand", "| model | stratum | method minus |", strata)
     start = text.index("## Where we stand")
     counts = ", ".join(f"{len(records)} {model.split('-')[0]}" for model, records in runs)
     title_end = text.index("\n", start)
@@ -187,7 +218,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = [(spec.split("=", 1)[0], load(Path(spec.split("=", 1)[1]))) for spec in args.runs]
     new_table = table(runs)
-    print(new_table, means_table(runs), sep="\n\n")
+    print(new_table, strata_table(runs), means_table(runs), sep="\n\n")
     if args.write:
         write(args.write, new_table, runs)
     if args.plot:

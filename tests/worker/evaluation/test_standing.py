@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from bench.standing import load, means_table, table, write
+from bench.standing import load, means_table, strata_table, table, write
 from tests.worker.evaluation.eval_fakes import RuleEngine
 from tests.worker.evaluation.test_eval_runner import FILLER, _example
 from worker.evaluation.config import EvalConfig
@@ -42,6 +42,22 @@ def test_every_figure_of_both_tables_carries_its_interval() -> None:
             assert all(re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", f) for f in figures)
 
 
+def test_the_strata_table_repeats_the_pairs_on_each_correct_stratum() -> None:
+    records = _records(3)  # "Zebra." is right with the full context and from document 3
+    assert all(r["full_correct"] and r["gold_only_correct"] for r in records)
+    out = strata_table([("fake-model", records)]).splitlines()
+    assert out[0].startswith("| model | stratum | method minus | N |")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in out[2:]]
+    assert [row[1] for row in cells] == [
+        "correct with the full context",
+        "correct from the gold passage alone",
+    ]
+    for row in cells:
+        assert row[2:4] == ["Shapley (default) minus leave-one-out", "3"]
+        assert row[4] == "0.00 [0.00, 0.00]"
+        assert all(re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", f) for f in row[4:])
+
+
 def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
@@ -54,7 +70,9 @@ def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path)
     page.write_text(
         "# Results\n\n## Where we stand (2026-12-05: N = 1 fake of the 100 per model)\n\n"
         "Prose before.\n\n| model | method minus | N |\n|---|---|---|\n| old | row | 1 |\n\n"
-        "Prose after.\n\n### NQ-10 at today's default (partial)\n\nN = 1.\n\n"
+        "Prose after.\n\n| model | stratum | method minus | N |\n|---|---|---|---|\n"
+        "| old | stratum row | 1 |\n\nStrata prose.\n\n"
+        "### NQ-10 at today's default (partial)\n\nN = 1.\n\n"
         "| model | method | N |\n|---|---|---|\n| old | means | 1 |\n\nMore prose.\n"
     )
     write(page, table([("fake-model", load(run))]), [("fake-model", load(run))])
@@ -64,6 +82,9 @@ def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path)
     assert "| fake-model | Shapley (default) minus leave-one-out | 2 |" in new
     assert "Prose before." in new
     assert "Prose after." in new
+    assert "| old | stratum row | 1 |" not in new
+    assert "| fake-model | correct with the full context | Shapley (default) minus" in new
+    assert "Strata prose." in new
     assert "| old | means | 1 |" not in new
     assert "| fake-model | shapley (default) | 2 | 1.00 [1.00, 1.00] |" in new
     assert new.endswith("More prose.\n")
