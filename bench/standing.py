@@ -14,7 +14,7 @@ B`` (``worker.evaluation.report.summarize``), collected in one table.
 
 Also the same pairs on the two strata of questions the model answers correctly (with the
 full context; from the gold passage alone), and each method's own means (the table under
-"### NQ-10 at today's default"). ``--write``
+"## NQ-10 at today's default"). ``--write``
 replaces both tables in that file (and the N in the first section's title) and leaves the
 prose to whoever reads the new numbers.
 """
@@ -196,9 +196,9 @@ def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
 def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
     """Swap the first table under "## Where we stand" for ``new_table``, the N in the
     section's title for the runs' question counts, the table by stratum under it (where the
-    page has one) and the table of means under "### NQ-10 at today's default"."""
+    page has one) and the table of means under "## NQ-10 at today's default"."""
     means = means_table(runs)
-    text = _swap(path.read_text(), "### NQ-10 at today's default", "| model | method |", means)
+    text = _swap(path.read_text(), "## NQ-10 at today's default", "| model | method |", means)
     text = _swap(text, "## Where we stand", "| model | method minus |", new_table)
     if "| model | stratum | method minus |" in text:
         strata = strata_table(runs)
