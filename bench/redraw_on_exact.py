@@ -79,9 +79,11 @@ class TableOracle:
         return np.array([self.row["values"][mask_key(m)] for m in masks], dtype=np.float64)
 
 
-def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) -> list[float]:
+def default_level(
+    table_row: dict[str, Any], run: dict[str, Any], seed: int
+) -> tuple[list[float], list[float | None]]:
     """The document-level log p scores of the run's default request (method ``shapley``,
-    its budget and estimator) on the table, with ``seed``."""
+    its budget and estimator) on the table, with ``seed``, and their stderrs."""
     n = table_row["n"]
     request = ExplainRequest(
         question="q",  # the table answers; the seed is explicit, so no text matters
@@ -93,7 +95,17 @@ def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) ->
         checks=False,
     )
     level = run_explanation(request, TableOracle(table_row), model=run["model"]).levels[0]
-    return [float(f.logprob) if f.logprob is not None else 0.0 for f in level.features]
+    scores: list[float] = [0.0] * n
+    stderr: list[float | None] = [None] * n
+    for f in level.features:
+        scores[f.document] = float(f.logprob) if f.logprob is not None else 0.0
+        stderr[f.document] = f.logprob_stderr
+    return scores, stderr
+
+
+def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) -> list[float]:
+    """:func:`default_level`'s scores alone."""
+    return default_level(table_row, run, seed)[0]
 
 
 def cite_scores(table_row: dict[str, Any], seed: int | None, tokens: int) -> list[float]:

@@ -1,0 +1,166 @@
+"""Top-k removal on exact tables: the default request against exact Shapley, ContextCite-64
+and leave-one-out, and one candidate fix (statistical ties ordered by leave-one-out).
+
+The NQ-10 runs put the default request behind ContextCite-64 on top-2 removal (docs/
+results.md, "Where we stand"). Is that the Shapley estimand (exact Shapley's top two
+documents matter less when removed from the full context) or the default's sampling (its
+top two differ from exact Shapley's)? On a table of ``bench/exact_vs_loo.py`` every
+coalition's log p(y) is known, so per question this script reads drop@k (the fall of
+log p(y) when the k top-ranked documents leave the full context) for
+
+- ``default``: the service's default request replayed on the table (no model runs) with
+  ``--seeds`` seeds, its mean: the default's expectation on that question;
+- ``exact``: the exact Shapley values (the estimand, no sampling);
+- ``contextcite-64``: ContextCite's surrogate on the package's own 64 ablations (the run's);
+- ``loo``: leave-one-out;
+- ``ties-by-loo@z``: the default's scores, with neighbours whose gap is within z combined
+  stderrs (chained into one group) ordered by their leave-one-out drop. The first layer of
+  ``layered`` evaluates every leave-one-out coalition, so the fix would cost nothing; it
+  changes the ranking, not the scores (LDS unchanged).
+
+Ties in every ranking are broken by the harness's per-question order
+(``faithfulness.tie_order``), the same for every method. Paired differences over
+questions with bootstrap 95% intervals, per model and number of documents:
+
+    .venv/bin/python bench/top_removal_on_exact.py \\
+        --exact docs/results/exact-vs-loo-8docs/rows.jsonl --seeds 10 --z 0.5 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.estimator_curve import answer_tokens, cell, cite_fit, key  # noqa: E402
+from bench.exact_tables import exact_shapley, leave_one_out  # noqa: E402
+from bench.redraw_on_exact import default_level  # noqa: E402
+from worker.evaluation.contextcite import package_masks  # noqa: E402
+from worker.evaluation.faithfulness import mask_key, question_seed, tie_order  # noqa: E402
+from worker.evaluation.paired import paired_difference  # noqa: E402
+
+KS = (2, 3)
+PAIRS = (
+    ("default", "contextcite-64"),
+    ("exact", "contextcite-64"),
+    ("default", "exact"),
+    ("loo", "contextcite-64"),
+)
+
+
+def ranked(scores: Sequence[float], priority: Sequence[int]) -> list[int]:
+    """Documents by score, ties in the harness's order."""
+    place = {d: i for i, d in enumerate(priority)}
+    return sorted(range(len(scores)), key=lambda d: (-scores[d], place[d]))
+
+
+def ties_by_loo(
+    scores: Sequence[float],
+    stderr: Sequence[float | None],
+    loo: Sequence[float],
+    priority: Sequence[int],
+    z: float,
+) -> list[int]:
+    """The ranking by score, with each run of neighbours less than ``z`` combined stderrs
+    apart ordered by leave-one-out (a missing stderr counts as 0: no tie)."""
+    order = ranked(scores, priority)
+    se = [s or 0.0 for s in stderr]
+    groups: list[list[int]] = [[order[0]]]
+    for above, below in zip(order, order[1:], strict=False):
+        if scores[above] - scores[below] < z * float(np.hypot(se[above], se[below])):
+            groups[-1].append(below)
+        else:
+            groups.append([below])
+    place = {d: i for i, d in enumerate(order)}
+    return [d for g in groups for d in sorted(g, key=lambda d: (-loo[d], place[d]))]
+
+
+def drop(values: dict[str, float], order: Sequence[int], k: int) -> float:
+    """The fall of log p(y) when the first ``k`` documents of ``order`` leave."""
+    n = len(next(iter(values)))
+    kept = np.ones(n, dtype=bool)
+    kept[list(order[:k])] = False
+    return values["1" * n] - values[mask_key(kept)]
+
+
+def one_question(
+    row: dict[str, Any], seeds: int, zs: Sequence[float], budget: int, tokens: int
+) -> dict[str, dict[int, float]]:
+    """drop@k per method on one table (the default's and the fix's: means over seeds)."""
+    n, values = row["n"], row["values"]
+    priority = tie_order(n, question_seed(row["id"]))
+    loo = leave_one_out(values, n).tolist()
+    fixed = {
+        "exact": ranked(exact_shapley(values, n).tolist(), priority),
+        "contextcite-64": ranked(
+            cite_fit(values, package_masks(n, 64), "logprob", tokens).tolist(), priority
+        ),
+        "loo": ranked(loo, priority),
+    }
+    out = {name: {k: drop(values, order, k) for k in KS} for name, order in fixed.items()}
+    run = {"budget": budget, "estimator": "auto", "model": row["model"]}
+    draws: dict[str, list[list[int]]] = defaultdict(list)
+    for seed in range(seeds):
+        scores, stderr = default_level(row, run, 1000 + seed)
+        draws["default"].append(ranked(scores, priority))
+        for z in zs:
+            draws[f"ties-by-loo@{z:g}"].append(ties_by_loo(scores, stderr, loo, priority, z))
+    for name, orders in draws.items():
+        out[name] = {k: float(np.mean([drop(values, o, k) for o in orders])) for k in KS}
+    return out
+
+
+def report(
+    rows: list[dict[str, Any]], found: list[dict[str, dict[int, float]]], zs: Sequence[float]
+) -> list[str]:
+    """A paired table per model and number of documents."""
+    groups: dict[tuple[str, int], list[dict[str, dict[int, float]]]] = defaultdict(list)
+    for row, got in zip(rows, found, strict=True):
+        groups[(row["model"], row["n"])].append(got)
+    pairs = [*PAIRS, *((f"ties-by-loo@{z:g}", "default") for z in zs)]
+    lines = []
+    for (model, n), got in sorted(groups.items()):
+        lines += [
+            "",
+            f"{model}, {n} documents, N = {len(got)} questions",
+            "",
+            "| pair | " + " | ".join(f"drop@{k}" for k in KS) + " |",
+            "|---|" + "---|" * len(KS),
+        ]
+        for a, b in pairs:
+            cells = [
+                cell(paired_difference([g[a][k] for g in got], [g[b][k] for g in got])) for k in KS
+            ]
+            lines.append(f"| {a} minus {b} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exact", type=Path, nargs="+", required=True, help="rows.jsonl files")
+    parser.add_argument("--seeds", type=int, default=10, help="redraws of the default")
+    parser.add_argument("--budget", type=int, default=128, help="the default request's")
+    parser.add_argument("--z", type=float, nargs="*", default=[1.0], help="tie widths")
+    args = parser.parse_args(argv)
+    rows = [
+        r for path in args.exact for r in map(json.loads, path.read_text().splitlines())
+        if "values" in r
+    ]  # fmt: skip
+    tokens = answer_tokens(rows)
+    found = [one_question(r, args.seeds, args.z, args.budget, tokens[key(r)]) for r in rows]
+    print(f"# drop@k on {len(rows)} exact tables; the default at budget {args.budget}, "
+          f"{args.seeds} seeds; method minus method, bootstrap 95% intervals")  # fmt: skip
+    print("\n".join(report(rows, found, args.z)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
