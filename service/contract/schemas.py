@@ -79,9 +79,11 @@ class ExplainRequest(BaseModel):
         "KernelSHAP that first evaluates every feature alone and left out (2n + 2 "
         "coalitions), then every coalition of sizes 2 and n-2, 3 and n-3, ... while such a "
         "layer fits the budget whole, and samples the rest (adaptive stopping acts on the "
-        "sampled rest); below 2n + 2 it evaluates every feature left out and as many alone "
-        "as fit, those the ranking's game puts first first (reported as 'layered-partial', "
-        "without stderr). Ignored for banzhaf.",
+        "sampled rest); where the budget leaves room, two coalitions per size it did not "
+        "enumerate go to the ranking's open boundaries (ranks 2 and 3, then 3 and 4), whose "
+        "score difference comes from paired draws; below 2n + 2 it evaluates every feature "
+        "left out and as many alone as fit, those the ranking's game puts first first "
+        "(reported as 'layered-partial', without stderr). Ignored for banzhaf.",
     )
     value: Literal["answer", "logprob"] = Field(
         default="answer",

@@ -20,6 +20,11 @@ the exact values of the log p(y) game at Spearman 0.91 / 0.96 (gemma / smollm2) 
 coalitions, where paired KernelSHAP reached 0.64 / 0.71 and ContextCite's surrogate at 32
 ablations 0.84 / 0.88.
 
+Where the budget leaves room after the layers (at least ``MIN_SPREAD_PAIRS`` middle pairs
+kept), coalitions go to the ranking's open boundaries (``boundary.py``: the 2nd and 3rd
+documents' score difference from paired draws, then the 3rd and 4th's) before the middle
+gets the rest; on the exact NQ tables the 2nd and 3rd documents had swapped in some draws.
+
 Standard error: the layer is enumerated (no sampling error); each middle pair gives one
 independent sample of the middle's b, propagated through the solver (the delta method) and
 scaled by the middle's mass. With fewer than ``MIN_SPREAD_PAIRS`` middle pairs the stderr
@@ -42,10 +47,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from worker.shapley import boundary
+from worker.shapley.boundary import boundary_cost, refine_boundaries
 from worker.shapley.errors import ShapleyInputError
 from worker.shapley.game import Floats, Game, Masks
 from worker.shapley.kernel import ZERO_SPREAD, constrained_solver
@@ -58,6 +65,11 @@ from worker.shapley.sampling import (
 )
 
 NAME = "layered"
+BOUNDARIES = boundary.BOUNDARIES
+"""The ranking boundaries refined when the budget allows (``()``: none, as before)."""
+DESIGN = "layers, boundaries, middle"
+"""What ``layered`` spends its budget on (recorded by evaluation runs, so that a run never
+mixes two designs; before 2026-12-05 it had no boundaries: "layers, middle")."""
 PARTIAL = "layered-partial"
 MIN_SPREAD_PAIRS = 3
 """Middle pairs a reported stderr needs. On the recorded real-model games cut to 5
@@ -154,9 +166,29 @@ def shapley_layered(
         game.evaluate(layer.reshape(-1, n))
     middle = MiddleSampler(game, layers)
     if 2 * middle.low <= n and budget - game.evaluations >= 2:
-        return run_sampler(game, middle, budget, rng, target_stderr, separated)
+        boundaries = reserved_boundaries(n, len(layers), budget - game.evaluations, focus)
+        reserve = len(boundaries) * boundary_cost(n, len(layers))
+        found = run_sampler(game, middle, budget - reserve, rng, target_stderr, separated)
+        if not boundaries or focus not in found.answers:
+            return found
+        column = found.answers.index(focus)
+        mean = refine_boundaries(game, found.mean, focus, column, len(layers), rng, boundaries)
+        return replace(found, mean=mean, coalitions=game.evaluations)
     mean, stderr = _finish(game, layers, np.zeros((0, 2, n), np.bool_))
     return Estimate(mean, stderr, game.evaluations, list(game.outputs), NAME)
+
+
+def reserved_boundaries(n: int, layers: int, left: int, focus: str | None) -> tuple[int, ...]:
+    """The ranking boundaries (``boundary.BOUNDARIES``) the budget left after the layers
+    pays for while the middle keeps enough pairs for a stderr; none without a ranking
+    column (``focus``)."""
+    if focus is None:
+        return ()
+    cost = boundary_cost(n, layers)
+    fits = [k for k in BOUNDARIES if k < n]
+    while fits and left - len(fits) * cost < 2 * MIN_SPREAD_PAIRS:
+        fits.pop()
+    return tuple(fits)
 
 
 def partial_layer(
