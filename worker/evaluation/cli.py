@@ -22,6 +22,7 @@ from worker.engine.loading.factories import is_factory, load_factory
 from worker.evaluation.methods import METHODS
 from worker.evaluation.store import ResultStore
 from worker.shapley.estimators import AUTO_MEANS, ESTIMATORS
+from worker.shapley.layered import DESIGN as LAYERED_DESIGN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +97,7 @@ def _config(args: argparse.Namespace) -> Any:
             "qrels": args.qrels.name if args.qrels else None,
             "prompt_style": args.prompt_style,
             "auto": AUTO_MEANS,
+            "layered": LAYERED_DESIGN,
         },
     )
 
@@ -114,6 +116,7 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> str | None:
     previous.setdefault("estimator", "auto")  # runs recorded before the option existed
     # before 2026-12-04 ``auto`` meant Owen sampling (paired KernelSHAP below two groups)
     previous["extra"].setdefault("auto", "owen")
+    previous["extra"].setdefault("layered", "layers, middle")  # before the boundaries
     added = previous.pop("methods_added", [])
     new_methods = [m for m in settings["methods"] if m not in previous["methods"]]
     kept = set(previous["methods"]) <= set(settings["methods"])

@@ -174,3 +174,20 @@ def test_the_estimator_reaches_the_explanations_and_old_auto_runs_are_not_mixed(
     del run["estimator"], run["extra"]["auto"]  # as runs were written before both
     (older / "run.json").write_text(json.dumps(run))
     assert _run(*common[:-4], "--out", str(older), "--limit", "3") == 2
+
+
+def test_a_run_recorded_before_layered_spent_coalitions_on_boundaries_is_not_mixed(
+    tmp_path: Path,
+) -> None:
+    """``layered`` gained the ranking's boundary coalitions (worker/shapley/boundary.py):
+    a run whose ``run.json`` has no ``extra.layered`` ran the design before it and is
+    refused; one recorded with today's design resumes."""
+    out = tmp_path / "nq"
+    common = ["--data", str(NQ), "--model", GOLD, "--out", str(out), "--budget", "24"]
+    assert _run(*common, "--limit", "1") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["extra"]["layered"] == "layers, boundaries, middle"
+    assert _run(*common, "--limit", "2") == 0
+    del run["extra"]["layered"]
+    (out / "run.json").write_text(json.dumps(run))
+    assert _run(*common, "--limit", "3") == 2
