@@ -38,7 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from worker.evaluation.contextcite import KEEP_PROBABILITY, package_masks  # noq
 from worker.evaluation.faithfulness import mask_key, removal_drop  # noqa: E402
 from worker.evaluation.paired import bootstrap_mean, paired_difference  # noqa: E402
 from worker.explain import run_explanation  # noqa: E402
+from worker.shapley import layered  # noqa: E402
 from worker.shapley.oracle import OracleStats  # noqa: E402
 from worker.shapley.units import Unit  # noqa: E402
 
@@ -79,11 +81,34 @@ class TableOracle:
         return np.array([self.row["values"][mask_key(m)] for m in masks], dtype=np.float64)
 
 
+BEFORE_BOUNDARIES = "layers, middle"
+"""``layered``'s design in runs whose ``run.json`` does not name one (before
+``worker/shapley/boundary.py``)."""
+
+
+@contextmanager
+def layered_design(design: str) -> Iterator[None]:
+    """``layered`` as a run recorded it: today's design, or the one before the ranking's
+    boundary coalitions (none reserved)."""
+    if design == layered.DESIGN:
+        yield
+        return
+    if design != BEFORE_BOUNDARIES:
+        raise ValueError(f"unknown layered design {design!r}")
+    saved = layered.BOUNDARIES
+    layered.BOUNDARIES = ()
+    try:
+        yield
+    finally:
+        layered.BOUNDARIES = saved
+
+
 def default_level(
     table_row: dict[str, Any], run: dict[str, Any], seed: int
 ) -> tuple[list[float], list[float | None]]:
     """The document-level log p scores of the run's default request (method ``shapley``,
-    its budget and estimator) on the table, with ``seed``, and their stderrs."""
+    its budget and estimator, ``layered`` in the run's design) on the table, with
+    ``seed``, and their stderrs."""
     n = table_row["n"]
     request = ExplainRequest(
         question="q",  # the table answers; the seed is explicit, so no text matters
@@ -94,7 +119,9 @@ def default_level(
         seed=seed,
         checks=False,
     )
-    level = run_explanation(request, TableOracle(table_row), model=run["model"]).levels[0]
+    with layered_design(run.get("extra", {}).get("layered", BEFORE_BOUNDARIES)):
+        explained = run_explanation(request, TableOracle(table_row), model=run["model"])
+    level = explained.levels[0]
     scores: list[float] = [0.0] * n
     stderr: list[float | None] = [None] * n
     for f in level.features:

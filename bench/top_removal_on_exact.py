@@ -10,6 +10,8 @@ log p(y) when the k top-ranked documents leave the full context) for
 
 - ``default``: the service's default request replayed on the table (no model runs) with
   ``--seeds`` seeds, its mean: the default's expectation on that question;
+  ``default-unrefined`` the same without the coalitions spent on the ranking's boundaries
+  (``worker/shapley/boundary.py``; the default before it, same seeds);
 - ``exact``: the exact Shapley values (the estimand, no sampling);
 - ``contextcite-64``: ContextCite's surrogate on the package's own 64 ablations (the run's);
 - ``loo``: leave-one-out;
@@ -42,13 +44,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import answer_tokens, cell, cite_fit, key  # noqa: E402
 from bench.exact_tables import exact_shapley, leave_one_out  # noqa: E402
-from bench.redraw_on_exact import default_level  # noqa: E402
+from bench.redraw_on_exact import BEFORE_BOUNDARIES, default_level  # noqa: E402
 from worker.evaluation.contextcite import package_masks  # noqa: E402
-from worker.evaluation.faithfulness import mask_key, question_seed, tie_order  # noqa: E402
+from worker.evaluation.faithfulness import (  # noqa: E402
+    mask_key,
+    question_seed,
+    spearman,
+    tie_order,
+)
 from worker.evaluation.paired import paired_difference  # noqa: E402
+from worker.shapley import layered  # noqa: E402
 
 KS = (2, 3)
+COLUMNS = (*(f"drop@{k}" for k in KS), "spearman")
 PAIRS = (
+    ("default", "default-unrefined"),
+    ("default-unrefined", "exact"),
+    ("default-unrefined", "contextcite-64"),
     ("default", "contextcite-64"),
     ("exact", "contextcite-64"),
     ("default", "exact"),
@@ -93,8 +105,9 @@ def drop(values: dict[str, float], order: Sequence[int], k: int) -> float:
 
 def one_question(
     row: dict[str, Any], seeds: int, zs: Sequence[float], budget: int, tokens: int
-) -> dict[str, dict[int, float]]:
-    """drop@k per method on one table (the default's and the fix's: means over seeds)."""
+) -> dict[str, dict[str, float]]:
+    """drop@k and Spearman with exact Shapley per method on one table (the default's
+    and the fixes': means over seeds)."""
     n, values = row["n"], row["values"]
     priority = tie_order(n, question_seed(row["id"]))
     loo = leave_one_out(values, n).tolist()
@@ -105,39 +118,58 @@ def one_question(
         ),
         "loo": ranked(loo, priority),
     }
-    out = {name: {k: drop(values, order, k) for k in KS} for name, order in fixed.items()}
+    exact = exact_shapley(values, n).tolist()
+    out = {name: metrics(values, order, exact) for name, order in fixed.items()}
     run = {"budget": budget, "estimator": "auto", "model": row["model"]}
+    now = {**run, "extra": {"layered": layered.DESIGN}}
+    before = {**run, "extra": {"layered": BEFORE_BOUNDARIES}}
     draws: dict[str, list[list[int]]] = defaultdict(list)
     for seed in range(seeds):
-        scores, stderr = default_level(row, run, 1000 + seed)
+        scores, stderr = default_level(row, now, 1000 + seed)
         draws["default"].append(ranked(scores, priority))
         for z in zs:
             draws[f"ties-by-loo@{z:g}"].append(ties_by_loo(scores, stderr, loo, priority, z))
+        unrefined = default_level(row, before, 1000 + seed)[0]
+        draws["default-unrefined"].append(ranked(unrefined, priority))
     for name, orders in draws.items():
-        out[name] = {k: float(np.mean([drop(values, o, k) for o in orders])) for k in KS}
+        got = [metrics(values, o, exact) for o in orders]
+        out[name] = {m: float(np.mean([g[m] for g in got])) for m in COLUMNS}
     return out
 
 
+def metrics(
+    values: dict[str, float], order: Sequence[int], exact: Sequence[float]
+) -> dict[str, float]:
+    """drop@k for each k, and the Spearman correlation of the ranking with the exact
+    Shapley values (the ranking as scores: first = highest)."""
+    place = np.empty(len(order))
+    place[list(order)] = -np.arange(len(order), dtype=float)
+    got = {f"drop@{k}": drop(values, order, k) for k in KS}
+    return {**got, "spearman": spearman(place.tolist(), exact) or 0.0}
+
+
 def report(
-    rows: list[dict[str, Any]], found: list[dict[str, dict[int, float]]], zs: Sequence[float]
+    rows: list[dict[str, Any]], found: list[dict[str, dict[str, float]]], zs: Sequence[float]
 ) -> list[str]:
     """A paired table per model and number of documents."""
-    groups: dict[tuple[str, int], list[dict[str, dict[int, float]]]] = defaultdict(list)
+    groups: dict[tuple[str, int], list[dict[str, dict[str, float]]]] = defaultdict(list)
     for row, got in zip(rows, found, strict=True):
         groups[(row["model"], row["n"])].append(got)
+        groups[(row["model"], 0)].append(got)  # 0: every table of the model
     pairs = [*PAIRS, *((f"ties-by-loo@{z:g}", "default") for z in zs)]
     lines = []
     for (model, n), got in sorted(groups.items()):
         lines += [
             "",
-            f"{model}, {n} documents, N = {len(got)} questions",
+            f"{model}, {f'{n} documents' if n else 'every table'}, N = {len(got)} questions",
             "",
-            "| pair | " + " | ".join(f"drop@{k}" for k in KS) + " |",
-            "|---|" + "---|" * len(KS),
+            "| pair | " + " | ".join(COLUMNS) + " (with exact Shapley) |",
+            "|---|" + "---|" * len(COLUMNS),
         ]
         for a, b in pairs:
             cells = [
-                cell(paired_difference([g[a][k] for g in got], [g[b][k] for g in got])) for k in KS
+                cell(paired_difference([g[a][m] for g in got], [g[b][m] for g in got]))
+                for m in COLUMNS
             ]
             lines.append(f"| {a} minus {b} | " + " | ".join(cells) + " |")
     return lines

@@ -128,3 +128,29 @@ def test_the_paired_table_sets_the_records_against_the_expectations() -> None:
     lines = paired([ours, ours], [theirs, theirs])
     assert lines[0].startswith("| drop@k (N = 2) |")
     assert lines[3].startswith("| drop@2 | -3.00 [-3.00, -3.00] | 0.00 [0.00, 0.00] | 0.00")
+
+
+def test_the_replay_follows_the_runs_layered_design() -> None:
+    """A run recorded before the ranking's boundary coalitions (no ``extra.layered``) is
+    replayed without them; today's design spends 12 of 128 coalitions on them at 8
+    documents, so the same seed gives other scores; an unknown design is refused."""
+    from bench.redraw_on_exact import default_level, layered_design
+    from worker.shapley import layered
+
+    n = 8
+    rng = np.random.default_rng(3)
+    keys = [format(i, f"0{n}b") for i in range(2**n)]
+    row = {
+        "id": "q8",
+        "n": n,
+        "values": {k: float(rng.normal()) for k in keys},
+        "answers": dict.fromkeys(keys, "y"),
+    }
+    run = {"model": "m", "budget": 128, "estimator": "auto"}
+    before = default_level(row, run, 5)[0]
+    now = default_level(row, {**run, "extra": {"layered": layered.DESIGN}}, 5)[0]
+    assert sum(before) == pytest.approx(sum(now))  # both efficient
+    assert not np.allclose(before, now)
+    assert layered.BOUNDARIES == (2, 3)  # restored after the replay of the older design
+    with pytest.raises(ValueError, match="unknown layered design"), layered_design("other"):
+        pass
