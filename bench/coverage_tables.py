@@ -69,7 +69,8 @@ def one_record(
     exact = columns(estimate(game_of(record, documents), estimator="exact", budget=2**documents), y)
     rows = []
     for budget, seed in itertools.product(budgets, range(seeds)):
-        est = estimate(game_of(record, documents), budget=budget, seed=seed)
+        # the ranking column, as the default request passes it (rank_by logprob)
+        est = estimate(game_of(record, documents), budget=budget, seed=seed, focus=LOGPROB_KEY)
         for game, (mean, stderr) in columns(est, y).items():
             if game not in exact:
                 continue
