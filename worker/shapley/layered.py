@@ -171,6 +171,7 @@ def shapley_layered(
         boundaries = reserved_boundaries(n, len(layers), budget - game.evaluations, focus)
         reserve = len(boundaries) * boundary_cost(n, len(layers))
         found = run_sampler(game, middle, budget - reserve, rng, target_stderr, separated)
+        game.budget = budget  # progress is reported against the whole budget
         if not boundaries or focus not in found.answers:
             return found
         column = found.answers.index(focus)

@@ -105,3 +105,16 @@ def test_the_layered_estimate_keeps_its_budget_and_efficiency_with_boundaries() 
     assert 2 <= len(changed) <= 4
     assert set(changed.tolist()) <= set(order[:4].tolist())
     np.testing.assert_array_equal(est.stderr, plain.stderr)  # the regression's stderr
+
+
+def test_progress_counts_against_the_whole_budget_and_never_passes_it() -> None:
+    table = np.random.default_rng(6).normal(size=2**8)
+    seen: list[tuple[int, int]] = []
+
+    def value(masks: np.ndarray) -> list[float]:
+        return [float(table[int("".join("1" if b else "0" for b in m), 2)]) for m in masks]
+
+    game = RealGame(8, value, progress=lambda done, total: seen.append((done, total)))
+    estimate(game, estimator="layered", budget=128, seed=0, focus=game.outputs[0])
+    assert seen[-1][1] == 128
+    assert all(done <= total for done, total in seen[-3:])
