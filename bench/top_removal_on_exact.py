@@ -49,8 +49,10 @@ from worker.evaluation.contextcite import package_masks  # noqa: E402
 from worker.evaluation.faithfulness import (  # noqa: E402
     mask_key,
     question_seed,
+    removal_mask,
     spearman,
     tie_order,
+    top_documents,
 )
 from worker.evaluation.paired import paired_difference  # noqa: E402
 from worker.shapley import layered  # noqa: E402
@@ -68,12 +70,6 @@ PAIRS = (
 )
 
 
-def ranked(scores: Sequence[float], priority: Sequence[int]) -> list[int]:
-    """Documents by score, ties in the harness's order."""
-    place = {d: i for i, d in enumerate(priority)}
-    return sorted(range(len(scores)), key=lambda d: (-scores[d], place[d]))
-
-
 def ties_by_loo(
     scores: Sequence[float],
     stderr: Sequence[float | None],
@@ -83,7 +79,7 @@ def ties_by_loo(
 ) -> list[int]:
     """The ranking by score, with each run of neighbours less than ``z`` combined stderrs
     apart ordered by leave-one-out (a missing stderr counts as 0: no tie)."""
-    order = ranked(scores, priority)
+    order = top_documents(scores, priority)
     se = [s or 0.0 for s in stderr]
     groups: list[list[int]] = [[order[0]]]
     for above, below in zip(order, order[1:], strict=False):
@@ -98,9 +94,7 @@ def ties_by_loo(
 def drop(values: dict[str, float], order: Sequence[int], k: int) -> float:
     """The fall of log p(y) when the first ``k`` documents of ``order`` leave."""
     n = len(next(iter(values)))
-    kept = np.ones(n, dtype=bool)
-    kept[list(order[:k])] = False
-    return values["1" * n] - values[mask_key(kept)]
+    return values["1" * n] - values[mask_key(removal_mask(n, order, k))]
 
 
 def one_question(
@@ -111,14 +105,14 @@ def one_question(
     n, values = row["n"], row["values"]
     priority = tie_order(n, question_seed(row["id"]))
     loo = leave_one_out(values, n).tolist()
+    exact = exact_shapley(values, n).tolist()
     fixed = {
-        "exact": ranked(exact_shapley(values, n).tolist(), priority),
-        "contextcite-64": ranked(
+        "exact": top_documents(exact, priority),
+        "contextcite-64": top_documents(
             cite_fit(values, package_masks(n, 64), "logprob", tokens).tolist(), priority
         ),
-        "loo": ranked(loo, priority),
+        "loo": top_documents(loo, priority),
     }
-    exact = exact_shapley(values, n).tolist()
     out = {name: metrics(values, order, exact) for name, order in fixed.items()}
     run = {"budget": budget, "estimator": "auto", "model": row["model"]}
     now = {**run, "extra": {"layered": layered.DESIGN}}
@@ -126,11 +120,11 @@ def one_question(
     draws: dict[str, list[list[int]]] = defaultdict(list)
     for seed in range(seeds):
         scores, stderr = default_level(row, now, 1000 + seed)
-        draws["default"].append(ranked(scores, priority))
+        draws["default"].append(top_documents(scores, priority))
         for z in zs:
             draws[f"ties-by-loo@{z:g}"].append(ties_by_loo(scores, stderr, loo, priority, z))
         unrefined = default_level(row, before, 1000 + seed)[0]
-        draws["default-unrefined"].append(ranked(unrefined, priority))
+        draws["default-unrefined"].append(top_documents(unrefined, priority))
     for name, orders in draws.items():
         got = [metrics(values, o, exact) for o in orders]
         out[name] = {m: float(np.mean([g[m] for g in got])) for m in COLUMNS}
