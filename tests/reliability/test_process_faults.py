@@ -94,25 +94,30 @@ def test_repeated_sigkill_under_load_loses_and_duplicates_nothing(
     wait_workers(client, "fake", 3)
     sent = bodies(20)
     jobs = [submit(client, body) for body in sent]
-    store, rng, kills = redis.Redis.from_url(redis_url), random.Random(8), 0
+    store, rng, kills, hits = redis.Redis.from_url(redis_url), random.Random(8), 0, 0
     deadline = time.monotonic() + 50
     while set(statuses(client, jobs)) != {"succeeded"} and time.monotonic() < deadline:
         time.sleep(1.0)
         running = [j for j, s in zip(jobs, statuses(client, jobs), strict=True) if s == "running"]
-        pids = {holder_pid(store, cluster.prefix, j) for j in running}
-        victims = [name for name, proc in workers.items() if proc.pid in pids]
+        holders = {j: holder_pid(store, cluster.prefix, j) for j in running}
+        victims = [name for name, proc in workers.items() if proc.pid in holders.values()]
         if kills < 6 and victims:  # kill a worker that holds a job, then replace it
             name = rng.choice(victims)
+            held = [j for j, pid in holders.items() if pid == workers[name].pid]
             workers[name].send_signal(signal.SIGKILL)
             workers[name].wait(10)
             kills += 1
+            hits += sum(s != "succeeded" for s in statuses(client, held))
             workers[name] = start_worker(cluster, f"{name}-{kills}", 0.5, **env)
     views = [client.get(f"/jobs/{job}").json() for job in jobs]
     assert [v["status"] for v in views] == ["succeeded"] * 20, [v["error"] for v in views]
     for view, body in zip(views, sent, strict=True):
         check_result(view["result"], body)
     assert kills == 6
-    assert sum(v["deliveries"] for v in views) >= 20 + 6  # each kill cost a delivery
+    # A kill costs a delivery when the job was still unstored as the worker died: a job
+    # can finish between reading its holder and the kill, so count the kills that hit.
+    assert hits >= 1
+    assert sum(v["deliveries"] for v in views) >= 20 + hits
     assert stored_outcomes(cluster.logs) == Counter(dict.fromkeys(jobs, 1))
     assert finished(client, "succeeded") == 20
     metrics = client.get("/metrics").text
