@@ -4,7 +4,8 @@ evaluation records alone.
 For each model's run directory (``textgenshap eval --out DIR``: its ``results.jsonl``) and
 each pair (method, baseline): the mean per-question difference with its bootstrap 95%
 interval, over the questions where both have a value, for gold recall@1 (expected under
-random ties), the drop in log p(y) when the top 2 and top 3 documents leave, LDS against
+random ties), the drop in log p(y) when the top 2 and top 3 documents leave, keep@1 (the
+top document alone gives y: sufficiency, where removal reads necessity), LDS against
 log p(y), and seconds. The same numbers as ``textgenshap eval --summarize-only --baseline
 B`` (``worker.evaluation.report.summarize``), collected in one table.
 
@@ -37,9 +38,10 @@ PAIRS = (
     ("shapley", "contextcite-engine-64", "Shapley (default) minus ContextCite-64"),
     ("banzhaf-logprob-32", "loo", "`banzhaf` at 32 minus leave-one-out"),
     ("banzhaf-logprob-32", "contextcite-engine-64", "`banzhaf` at 32 minus ContextCite-64"),
+    ("banzhaf-logprob-32", "shapley", "`banzhaf` at 32 minus Shapley (default)"),
     ("contextcite-engine-64", "loo", "ContextCite-64 minus leave-one-out"),
 )
-COLUMNS = (("recall@1", 2), ("drop@2", 2), ("drop@3", 2), ("lds_logp", 2))
+COLUMNS = (("recall@1", 2), ("drop@2", 2), ("drop@3", 2), ("keep@1", 2), ("lds_logp", 2))
 MEANS = (
     ("loo", "leave-one-out"),
     ("shapley", "shapley (default)"),
@@ -47,8 +49,8 @@ MEANS = (
     ("banzhaf-logprob-32", "`banzhaf-logprob-32`"),
 )
 MEANS_HEADER = (
-    "| model | method | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| model | method | N | gold recall@1 | drop@2 | drop@3 | keep@1 | LDS (log p) | seconds |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 STRATA_SHOWN = ("full_correct", "gold_only_correct")
 STRATUM_NAMES = {
@@ -56,12 +58,12 @@ STRATUM_NAMES = {
     "gold_only_correct": "correct from the gold passage alone",
 }
 STRATA_HEADER = (
-    "| model | stratum | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) "
-    "| seconds |\n|---|---|---|---|---|---|---|---|---|"
+    "| model | stratum | method minus | N | gold recall@1 | drop@2 | drop@3 | keep@1 "
+    "| LDS (log p) | seconds |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 HEADER = (
-    "| model | method minus | N | gold recall@1 | drop@2 | drop@3 | LDS (log p) | seconds |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| model | method minus | N | gold recall@1 | drop@2 | drop@3 | keep@1 | LDS (log p) "
+    "| seconds |\n|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -120,7 +122,7 @@ def plot(runs: list[tuple[str, list[dict[str, Any]]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     titles = {"recall@1": "gold recall@1", "drop@2": "drop@2 (nats)"}
-    titles |= {"drop@3": "drop@3 (nats)", "lds_logp": "LDS (log p)"}
+    titles |= {"drop@3": "drop@3 (nats)", "keep@1": "keep@1", "lds_logp": "LDS (log p)"}
     fig, axes = plt.subplots(
         len(runs), len(COLUMNS), figsize=(4.2 * len(COLUMNS), 0.5 + 0.55 * len(PAIRS) * len(runs))
     )

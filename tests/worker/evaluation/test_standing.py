@@ -13,11 +13,11 @@ from worker.evaluation.config import EvalConfig
 from worker.evaluation.runner import evaluate
 
 
-def _records(count: int) -> list[dict]:
+def _records(count: int, methods: tuple[str, ...] = ("loo", "shapley")) -> list[dict]:
     """Questions whose answer needs document 3 alone: Shapley and leave-one-out both name
     it, so every paired difference but seconds is 0."""
     texts = [*FILLER[:3], "The zebra has black and white stripes.", FILLER[3]]
-    config = EvalConfig(model="fake", budget=32, heldout=6, methods=("loo", "shapley"))
+    config = EvalConfig(model="fake", budget=32, heldout=6, methods=methods)
     engine = RuleEngine([("zebra", "Zebra.")])
     return [evaluate(engine, _example(texts, {3}, qid=f"q{i}"), config) for i in range(count)]
 
@@ -33,12 +33,29 @@ def test_a_row_per_pair_the_records_hold_with_n_and_intervals(tmp_path: Path) ->
     assert cells[4] == "0.00 [0.00, 0.00]"  # drop@2: the same top two documents
 
 
+def test_banzhaf_is_paired_with_the_default_too_and_keep_at_1_reads_sufficiency() -> None:
+    records = _records(2, ("loo", "shapley", "banzhaf-logprob-32"))
+    out = table([("fake-model", records)]).splitlines()
+    labels = [[c.strip() for c in line.strip("|").split("|")][1] for line in out[2:]]
+    assert labels == [
+        "Shapley (default) minus leave-one-out",
+        "`banzhaf` at 32 minus leave-one-out",
+        "`banzhaf` at 32 minus Shapley (default)",
+    ]
+    against_default = [c.strip() for c in out[-1].strip("|").split("|")]
+    assert against_default[6] == "0.00 [0.00, 0.00]"  # keep@1: document 3 alone gives y
+    means = means_table([("fake-model", records)])
+    assert "| fake-model | shapley (default) | 2 | 1.00 [1.00, 1.00] | " in means
+    keep = [c.strip() for c in means.splitlines()[2].strip("|").split("|")][6]
+    assert keep == "1.00 [1.00, 1.00]"
+
+
 def test_every_figure_of_both_tables_carries_its_interval() -> None:
     records = _records(3)
     for text in (table([("fake-model", records)]), means_table([("fake-model", records)])):
         for line in text.splitlines()[2:]:
             figures = [c.strip() for c in line.strip("|").split("|")][3:]
-            assert len(figures) == 5  # recall@1, drop@2, drop@3, LDS, seconds
+            assert len(figures) == 6  # recall@1, drop@2, drop@3, keep@1, LDS, seconds
             assert all(re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", f) for f in figures)
 
 
