@@ -160,13 +160,32 @@ def report(
             "| pair | " + " | ".join(COLUMNS) + " (with exact Shapley) |",
             "|---|" + "---|" * len(COLUMNS),
         ]
-        for a, b in pairs:
-            cells = [
-                cell(paired_difference([g[a][m] for g in got], [g[b][m] for g in got]))
-                for m in COLUMNS
-            ]
-            lines.append(f"| {a} minus {b} | " + " | ".join(cells) + " |")
+        lines += paired_lines(got, pairs, COLUMNS)
     return lines
+
+
+def paired_lines(
+    got: list[dict[str, dict[str, float]]],
+    pairs: Sequence[tuple[str, str]],
+    columns: Sequence[str],
+) -> list[str]:
+    """A table row per pair (a, b): a minus b over the questions, per column, with its
+    bootstrap interval."""
+    lines = []
+    for a, b in pairs:
+        cells = [
+            cell(paired_difference([g[a][m] for g in got], [g[b][m] for g in got])) for m in columns
+        ]
+        lines.append(f"| {a} minus {b} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def read_tables(paths: Sequence[Path], *fields: str) -> list[dict[str, Any]]:
+    """The exact tables of ``bench/exact_vs_loo.py`` rows files that hold ``fields``."""
+    return [
+        r for path in paths for r in map(json.loads, path.read_text().splitlines())
+        if all(f in r for f in fields)
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=128, help="the default request's")
     parser.add_argument("--z", type=float, nargs="*", default=[1.0], help="tie widths")
     args = parser.parse_args(argv)
-    rows = [
-        r for path in args.exact for r in map(json.loads, path.read_text().splitlines())
-        if "values" in r
-    ]  # fmt: skip
+    rows = read_tables(args.exact, "values")
     tokens = answer_tokens(rows)
     found = [one_question(r, args.seeds, args.z, args.budget, tokens[key(r)]) for r in rows]
     print(f"# drop@k on {len(rows)} exact tables; the default at budget {args.budget}, "
