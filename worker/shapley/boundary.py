@@ -57,13 +57,15 @@ def pair_difference(
     game: Game, focus: str, a: int, b: int, layers: int, rng: np.random.Generator
 ) -> float:
     """phi_a - phi_b in the output column labelled ``focus``: exact on the enumerated
-    sizes, one paired draw on each open one (the module docstring's identity). The column
-    is found by label after each evaluation: a coalition can bring a new answer, which
-    adds a column before the log p one."""
+    sizes, one paired draw on each open one (the module docstring's identity). Every size's
+    coalitions go to the engine in one call (the draws do not depend on the values), so a
+    boundary costs one batch, not one per size. The column is found by label after the
+    evaluation: a coalition can bring a new answer, which adds a column before the log p
+    one."""
     n = game.n_features
     others = [d for d in range(n) if d not in (a, b)]
     drawn = set(open_sizes(n, layers))
-    means = []
+    pairs = []
     for t in range(n - 1):
         if t in drawn:
             sets = [tuple(rng.choice(others, size=t, replace=False).tolist())]
@@ -71,10 +73,13 @@ def pair_difference(
             sets = list(itertools.combinations(others, t))
         with_a = np.concatenate([_with(n, s, a) for s in sets])
         with_b = np.concatenate([_with(n, s, b) for s in sets])
-        game.evaluate(np.concatenate([with_a, with_b]))
-        column = game.outputs.index(focus)
-        gaps = game.values(with_a)[:, column] - game.values(with_b)[:, column]
-        means.append(float(gaps.mean()))
+        pairs.append((with_a, with_b))
+    game.evaluate(np.concatenate([m for pair in pairs for m in pair]))
+    column = game.outputs.index(focus)
+    means = [
+        float((game.values(with_a)[:, column] - game.values(with_b)[:, column]).mean())
+        for with_a, with_b in pairs
+    ]
     return float(np.mean(means))
 
 

@@ -16,7 +16,7 @@ from worker.shapley.boundary import (
 from worker.shapley.estimators import estimate
 from worker.shapley.exact import shapley_exact
 from worker.shapley.game import RealGame
-from worker.shapley.layered import full_layers, reserved_boundaries
+from worker.shapley.layered import full_layers, layer_pairs, reserved_boundaries
 
 
 def table_game(n: int, seed: int) -> RealGame:
@@ -59,6 +59,26 @@ def test_the_drawn_difference_is_unbiased() -> None:
     draws = np.array([pair_difference(game, game.outputs[0], 0, 5, 1, rng) for _ in range(4000)])
     assert abs(draws.mean() - (phi[0] - phi[5])) < 4 * draws.std() / np.sqrt(len(draws))
     assert draws.std() > 0  # it does draw: sizes 2-4 are open with one layer
+
+
+def test_a_boundary_is_one_engine_call_for_its_open_sizes() -> None:
+    """At 8 documents with two layers enumerated, sizes 3-5 of T + a are open: one call
+    brings their 6 new coalitions (a batch, not one call per size); the enumerated sizes
+    come from the memo."""
+    table = np.random.default_rng(3).normal(size=2**8)
+    calls: list[int] = []
+
+    def value(masks: np.ndarray) -> list[float]:
+        calls.append(len(masks))
+        return [float(table[int("".join("1" if b else "0" for b in m), 2)]) for m in masks]
+
+    game = RealGame(8, value)
+    game.evaluate(np.array([[True] * 8, [False] * 8]))
+    for k in (1, 2):
+        game.evaluate(layer_pairs(8, k).reshape(-1, 8))
+    calls.clear()
+    pair_difference(game, game.outputs[0], 1, 6, layers=2, rng=np.random.default_rng(0))
+    assert calls == [6]
 
 
 def test_refining_keeps_the_pair_sum_and_takes_the_paired_difference() -> None:
