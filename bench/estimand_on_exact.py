@@ -37,6 +37,7 @@ differences over questions with bootstrap 95% intervals, per model:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -207,10 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exact", type=Path, nargs="+", required=True, help="rows.jsonl files")
     parser.add_argument("--seeds", type=int, default=10, help="replays of each request")
+    parser.add_argument("--out", type=Path, help="also write each question's checks (JSONL)")
     args = parser.parse_args(argv)
     rows = read_tables(args.exact, "values", "answers")
     tokens = answer_tokens(rows)
     found = [one_question(r, args.seeds, tokens[key(r)]) for r in rows]
+    if args.out:
+        lines = [{"model": r["model"], "n": r["n"], "id": r["id"], "checks": got}
+                 for r, got in zip(rows, found, strict=True)]  # fmt: skip
+        args.out.write_text("".join(json.dumps(line) + "\n" for line in lines))
     print(f"# Shapley and Banzhaf rankings on {len(rows)} exact tables, {args.seeds} seeds "
           "per request; bootstrap 95% intervals")  # fmt: skip
     print("\n".join(report(rows, found)))
