@@ -21,12 +21,12 @@ replayed with many seeds, so per question this script reads, for
 these checks: drop@k (the fall of log p(y) when the top k documents leave), flip@k (the
 greedy answer of that coalition is no longer y, QA-normalised), keep@k (the greedy answer
 from the top k documents alone is y: sufficiency, where removal reads necessity), the
-population LDS (the
-Spearman correlation of the additive prediction with log p(y) over *all* 2^n coalitions:
-uniform draws' LDS without the draw), and the Spearman correlation with each exact
-estimand. Sampled requests are means over ``--seeds`` replays (their expectation on the
-question). Ties are broken by the harness's order (``faithfulness.tie_order``). Paired
-differences over questions with bootstrap 95% intervals, per model:
+population LDS (the Spearman correlation of the additive prediction with log p(y) over
+*all* 2^n coalitions: uniform draws' LDS without the draw), and the Spearman correlation
+with each exact estimand. Sampled requests are means over ``--seeds`` replays (their
+expectation on the question). Ties are broken by the harness's order
+(``faithfulness.tie_order``). Paired differences over questions with bootstrap 95%
+intervals, per model and per number of documents (``--out``: each question's checks):
 
     .venv/bin/python bench/estimand_on_exact.py \\
         --exact docs/results/exact-vs-loo-8docs/rows.jsonl \\
