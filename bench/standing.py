@@ -17,7 +17,8 @@ Also the same pairs on the two strata of questions the model answers correctly (
 full context; from the gold passage alone), and each method's own means (the table under
 "## NQ-10 at today's default"). ``--write``
 replaces both tables in that file (and the N in the first section's title) and leaves the
-prose to whoever reads the new numbers.
+prose to whoever reads the new numbers; with ``--section TITLE`` it writes the paired table
+and the means under that section instead (another run's, such as NQ-20's).
 """
 
 from __future__ import annotations
@@ -195,6 +196,25 @@ def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
     return text[:begin] + new_table + text[end:]
 
 
+def write_section(path: Path, heading: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Under the section whose title starts ``heading`` (another run's, such as NQ-20's):
+    the paired table and the table of means, each swapped where the section has one (before
+    the next section) and otherwise added at the section's end."""
+    text = path.read_text()
+    start = text.index(heading)
+    after = text.find("\n## ", start + 1)
+    end = len(text) if after < 0 else after + 1  # the section keeps its blank last line
+    body = text[start:end].rstrip("\n") + "\n\n"
+    for first_line, new in (
+        ("| model | method minus |", table(runs)),
+        ("| model | method | N |", means_table(runs)),
+    ):
+        found = first_line in body
+        body = _swap(body, heading, first_line, new) if found else body + new + "\n\n"
+    tail = text[end:]
+    path.write_text(text[:start] + (body if tail else body.rstrip("\n") + "\n") + tail)
+
+
 def write(path: Path, new_table: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
     """Swap the first table under "## Where we stand" for ``new_table``, the N in the
     section's title for the runs' question counts, the table by stratum under it (where the
@@ -217,11 +237,16 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", help="MODEL=DIR of a textgenshap eval run")
     parser.add_argument("--write", type=Path, help="replace the table in this markdown file")
     parser.add_argument("--plot", type=Path, help="also draw the paired table (PNG; matplotlib)")
+    parser.add_argument(
+        "--section", help="with --write: the tables go under this section's title instead"
+    )
     args = parser.parse_args()
     runs = [(spec.split("=", 1)[0], load(Path(spec.split("=", 1)[1]))) for spec in args.runs]
     new_table = table(runs)
     print(new_table, strata_table(runs), means_table(runs), sep="\n\n")
-    if args.write:
+    if args.write and args.section:
+        write_section(args.write, args.section, runs)
+    elif args.write:
         write(args.write, new_table, runs)
     if args.plot:
         plot(runs, args.plot)

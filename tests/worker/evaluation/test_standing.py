@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from bench.standing import load, means_table, strata_table, table, write
+from bench.standing import load, means_table, strata_table, table, write, write_section
 from tests.worker.evaluation.eval_fakes import RuleEngine
 from tests.worker.evaluation.test_eval_runner import FILLER, _example
 from worker.evaluation.config import EvalConfig
@@ -105,3 +105,20 @@ def test_write_swaps_the_table_and_the_title_and_keeps_the_prose(tmp_path: Path)
     assert "| old | means | 1 |" not in new
     assert "| fake-model | shapley (default) | 2 | 1.00 [1.00, 1.00] |" in new
     assert new.endswith("More prose.\n")
+
+
+def test_write_section_adds_then_swaps_the_tables_of_another_run(tmp_path: Path) -> None:
+    records = _records(2)
+    page = tmp_path / "results.md"
+    page.write_text(
+        "# R\n\n## NQ-20, gemma (N = 1)\n\nProse.\n\n## Next\n\n| model | method | N |\n"
+    )
+    write_section(page, "## NQ-20", [("fake-model", records)])
+    first = page.read_text()
+    section, rest = first.split("## Next")
+    assert "Prose." in section
+    assert "| fake-model | Shapley (default) minus leave-one-out | 2 |" in section
+    assert "| fake-model | shapley (default) | 2 |" in section
+    assert rest == "\n\n| model | method | N |\n"  # the next section's table is not touched
+    write_section(page, "## NQ-20", [("fake-model", records)])
+    assert page.read_text() == first  # a second write swaps the same tables in place
