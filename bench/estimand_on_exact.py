@@ -51,9 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.estimator_curve import answer_tokens, cell, cite_fit, key  # noqa: E402
 from bench.exact_tables import exact_banzhaf, exact_shapley, leave_one_out  # noqa: E402
-from bench.redraw_on_exact import TableOracle  # noqa: E402
+from bench.redraw_on_exact import replay_request  # noqa: E402
 from bench.top_removal_on_exact import paired_lines, read_tables  # noqa: E402
-from service.contract.schemas import DocumentIn, ExplainRequest  # noqa: E402
 from worker.evaluation.contextcite import package_masks  # noqa: E402
 from worker.evaluation.faithfulness import (  # noqa: E402
     keep_mask,
@@ -66,7 +65,6 @@ from worker.evaluation.faithfulness import (  # noqa: E402
     top_documents,
 )
 from worker.evaluation.paired import bootstrap_mean  # noqa: E402
-from worker.explain import run_explanation  # noqa: E402
 from worker.shapley import layered  # noqa: E402
 from worker.shapley.game import normalize_answer  # noqa: E402
 
@@ -120,24 +118,9 @@ def layers_at_most(count: int | None) -> Iterator[None]:
 def requested_scores(row: dict[str, Any], name: str, seed: int) -> list[float]:
     """The document-level log p(y) scores of one service request replayed on the table."""
     method, value, budget = REQUESTS[name]
-    n = row["n"]
     fields: dict[str, Any] = {"value": value} if value else {}
-    request = ExplainRequest(
-        question="q",  # the table answers; the seed is explicit, so no text matters
-        documents=[DocumentIn(title=f"T{i}", text=f"document {i}") for i in range(n)],
-        levels=["document"],
-        method=method,
-        budget=budget,
-        seed=seed,
-        checks=False,
-        **fields,
-    )
     with layers_at_most(1 if name == ONE_LAYER else None):
-        level = run_explanation(request, TableOracle(row), model=row["model"]).levels[0]
-    scores = [0.0] * n
-    for feature in level.features:
-        scores[feature.document] = float(feature.logprob or 0.0)
-    return scores
+        return replay_request(row, seed, row["model"], method=method, budget=budget, **fields)[0]
 
 
 def checks(

@@ -103,31 +103,40 @@ def layered_design(design: str) -> Iterator[None]:
         layered.BOUNDARIES = saved
 
 
-def default_level(
-    table_row: dict[str, Any], run: dict[str, Any], seed: int
+def replay_request(
+    table_row: dict[str, Any], seed: int, model: str, **fields: Any
 ) -> tuple[list[float], list[float | None]]:
-    """The document-level log p scores of the run's default request (method ``shapley``,
-    its budget and estimator, ``layered`` in the run's design) on the table, with
-    ``seed``, and their stderrs."""
+    """The document-level log p scores (and stderrs) of one service request on the table:
+    ``fields`` are the request's own (method, value, budget, estimator); the rest is a
+    placeholder, since the table answers every coalition and the seed is explicit."""
     n = table_row["n"]
     request = ExplainRequest(
-        question="q",  # the table answers; the seed is explicit, so no text matters
+        question="q",
         documents=[DocumentIn(title=f"T{i}", text=f"document {i}") for i in range(n)],
         levels=["document"],
-        budget=run["budget"],
-        estimator=run["estimator"],
         seed=seed,
         checks=False,
+        **fields,
     )
-    with layered_design(run.get("extra", {}).get("layered", BEFORE_BOUNDARIES)):
-        explained = run_explanation(request, TableOracle(table_row), model=run["model"])
-    level = explained.levels[0]
+    level = run_explanation(request, TableOracle(table_row), model=model).levels[0]
     scores: list[float] = [0.0] * n
     stderr: list[float | None] = [None] * n
     for f in level.features:
         scores[f.document] = float(f.logprob) if f.logprob is not None else 0.0
         stderr[f.document] = f.logprob_stderr
     return scores, stderr
+
+
+def default_level(
+    table_row: dict[str, Any], run: dict[str, Any], seed: int
+) -> tuple[list[float], list[float | None]]:
+    """The document-level log p scores of the run's default request (method ``shapley``,
+    its budget and estimator, ``layered`` in the run's design) on the table, with
+    ``seed``, and their stderrs."""
+    with layered_design(run.get("extra", {}).get("layered", BEFORE_BOUNDARIES)):
+        return replay_request(
+            table_row, seed, run["model"], budget=run["budget"], estimator=run["estimator"]
+        )
 
 
 def default_scores(table_row: dict[str, Any], run: dict[str, Any], seed: int) -> list[float]:
