@@ -4,7 +4,9 @@ Stages, each reported through ``progress(stage, done, total)`` and timed in
 ``result.stats.seconds``: ``answer`` (the full-context answer), one stage per requested
 level (``document``, ``sentence``, ``word``; done/total in coalitions), ``ranking`` and,
 unless the request turns them off, ``checks`` (the ranking's top passages removed and
-alone: ``worker.shapley.checks``).
+alone: ``worker.shapley.checks``). A fast-mode job runs its checks on an exact session
+(``exact_session``), so its receipt is exact, and reports fast mode's agreement with it on
+those coalitions (``stats.fast_agreement``).
 Cancellation is cooperative: ``should_cancel()`` is checked before every batch the
 games send to the model and between stages, and raises :class:`JobCancelled`.
 
@@ -26,17 +28,18 @@ from service.contract.results import (
     Candidate,
     ContextCheck,
     ExplainResult,
+    FastAgreement,
     Feature,
     LevelResult,
     Stats,
 )
 from service.contract.schemas import ExplainRequest
-from worker.shapley.checks import context_checks
+from worker.shapley.checks import Agreement, agreement, check_plans, context_checks
 from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
 from worker.shapley.notes import stderr_note
-from worker.shapley.oracle import Oracle
+from worker.shapley.oracle import Oracle, OracleStats
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
 from worker.shapley.segment import document_units
 from worker.shapley.units import Document
@@ -80,10 +83,12 @@ def run_explanation(
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 32,
     max_units: int = 1_000,
+    exact_session: Callable[[], Oracle] | None = None,
 ) -> ExplainResult:
     """Explain the model's answer to ``request`` with hierarchical Shapley scores.
 
-    Raises ``ShapleyInputError`` for bad input and :class:`JobCancelled` when
+    ``exact_session`` opens the session a fast-mode job's checks run on (only if it has
+    checks). Raises ``ShapleyInputError`` for bad input and :class:`JobCancelled` when
     ``should_cancel()`` turns true; model errors propagate unchanged.
     """
     started = time.perf_counter()
@@ -95,11 +100,8 @@ def run_explanation(
         clock.report("answer", 1, 1)
     plan = _plan(request, answer, batch_size, max_units)
     levels = _levels(request, docs, cache, plan, clock)
-    with clock.stage("ranking", 1):
-        ranked = _rank(request, cache, answer, levels[0])
-        passages, ties = _passages(request, answer, levels[0])
-        clock.report("ranking", 1, 1)
-    checks = _checks(request, cache, docs, passages, answer, clock)
+    ranked, passages, ties = _ranking(request, cache, answer, levels[0], clock)
+    checks, exact, agreed = _checks(request, cache, exact_session, docs, passages, answer, clock)
     clock.seconds["total"] = time.perf_counter() - started
     logprob_key = LOGPROB_KEY if request.value == "answer" else normalize_answer(answer)
     return ExplainResult(
@@ -109,7 +111,7 @@ def run_explanation(
         passage_ranking=passages,
         tied_passages=ties,
         checks=checks,
-        stats=_stats(session, cache, model, clock.seconds),
+        stats=_stats(cache, exact, agreed, model, clock.seconds),
     )
 
 
@@ -171,6 +173,21 @@ def _levels(
     return out
 
 
+def _ranking(
+    request: ExplainRequest,
+    cache: CoalitionCache,
+    answer: str,
+    documents: LevelScores,
+    clock: _Clock,
+) -> tuple[list[RankedAnswer], list[int], list[list[int]]]:
+    """The ranked candidates, the passage ranking and its ties (the ``ranking`` stage)."""
+    with clock.stage("ranking", 1):
+        ranked = _rank(request, cache, answer, documents)
+        passages, ties = _passages(request, answer, documents)
+        clock.report("ranking", 1, 1)
+    return ranked, passages, ties
+
+
 def _rank(
     request: ExplainRequest, cache: CoalitionCache, answer: str, documents: LevelScores
 ) -> list[RankedAnswer]:
@@ -196,17 +213,25 @@ def _passages(
 def _checks(
     request: ExplainRequest,
     cache: CoalitionCache,
+    exact_session: Callable[[], Oracle] | None,
     docs: list[Document],
     passages: list[int],
     answer: str,
     clock: _Clock,
-) -> list[ContextCheck]:
+) -> tuple[list[ContextCheck], CoalitionCache | None, Agreement | None]:
+    """The checks, on an exact session where one is given (a fast job), with the fast
+    job's agreement with it; and that session's cache (its cost counts too)."""
     if not request.checks:
-        return []
+        return [], None, None
+    units = document_units(docs)
+    exact = CoalitionCache(exact_session()) if exact_session is not None else None
     with clock.stage("checks", 1):
-        found = context_checks(cache, document_units(docs), passages, answer)
+        found = context_checks(exact or cache, units, passages, answer)
+        agreed = None
+        if exact is not None:
+            agreed = agreement(cache, exact, units, check_plans(len(units), passages)[1], answer)
         clock.report("checks", 1, 1)
-    return [ContextCheck(**vars(c)) for c in found]
+    return [ContextCheck(**vars(c)) for c in found], exact, agreed
 
 
 def _candidate(c: RankedAnswer) -> Candidate:
@@ -247,15 +272,24 @@ def _known(stderr: float) -> float | None:
     return None if np.isnan(stderr) else float(stderr)
 
 
-def _stats(session: Oracle, cache: CoalitionCache, model: str, seconds: dict[str, float]) -> Stats:
-    stats = session.stats
+def _stats(
+    cache: CoalitionCache,
+    exact: CoalitionCache | None,
+    agreed: Agreement | None,
+    model: str,
+    seconds: dict[str, float],
+) -> Stats:
+    """The job's cost, the exact checks of a fast job included."""
+    stats = cache.oracle.stats
+    more = exact.oracle.stats if exact is not None else OracleStats()
     return Stats(
         model=model,
-        coalitions=cache.evaluated,
-        forward_passes=stats.forward_passes,
-        tokens_computed=stats.tokens_computed,
+        coalitions=cache.evaluated + (exact.evaluated if exact is not None else 0),
+        forward_passes=stats.forward_passes + more.forward_passes,
+        tokens_computed=stats.tokens_computed + more.tokens_computed,
         speculative_acceptance_rate=stats.acceptance_rate,
         attention_backend=stats.attention_backend,
         seconds=seconds,
         fast=stats.fast,
+        fast_agreement=FastAgreement(**vars(agreed)) if agreed is not None else None,
     )

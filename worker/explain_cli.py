@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.client.remote_cli import InputError, add_remote_arguments, build_request
-from service.contract.results import ExplainResult, check_lines
+from service.contract.results import ExplainResult, FastAgreement, check_lines
 from service.contract.schemas import ExplainRequest
 
 EXIT_USAGE = 2
@@ -82,20 +82,19 @@ def explain(request: ExplainRequest, device: str | None = None) -> ExplainResult
 
     from worker.engine.loading.registry import DEFAULT_MODEL, load_engine
     from worker.explain import run_explanation
-    from worker.shapley.units import Document
+    from worker.resident_engines import exact_session, open_session
 
     name = request.model or DEFAULT_MODEL
     engine = load_engine(name, device=device)
-    docs = [Document(d.text, d.title) for d in request.document_objects()]
-    session = engine.open_session(
-        request.question,
-        docs,
-        masking=request.masking,
-        max_new_tokens=request.max_new_tokens,
-        fast=request.fast,
-    )
+    session = open_session(engine, request, 0)  # 0: the model's own window is the cap
     with tqdm(file=sys.stderr, unit="coalition", leave=False) as bar:
-        return run_explanation(request, session, model=name, progress=_progress(bar))
+        return run_explanation(
+            request,
+            session,
+            model=name,
+            progress=_progress(bar),
+            exact_session=exact_session(engine, request),
+        )
 
 
 def _progress(bar: Any) -> Any:
@@ -134,6 +133,18 @@ def _cost_line(result: ExplainResult) -> str:
         f"{s.coalitions} coalitions, {s.forward_passes} forward passes, "
         f"{s.tokens_computed} tokens, draft acceptance {accepted}, {s.attention_backend}"
         + (", fast mode (approximate)" if s.fast else "")
+        + _agreement(s.fast_agreement)
+    )
+
+
+def _agreement(agreed: FastAgreement | None) -> str:
+    if agreed is None:
+        return ""
+    gap = agreed.logprob_mean_abs_diff
+    return (
+        f"; checks run exact, fast answers agreed on {agreed.answers_agree:.2f} of "
+        f"{agreed.coalitions} coalitions"
+        + ("" if gap is None else f", mean |log p gap| {gap:.2f} nats")
     )
 
 

@@ -35,7 +35,7 @@ from service.contract.settings import Settings
 from worker.engine.heap import release_free_memory
 from worker.job_watch import JobWatch
 from worker.metrics import WorkerMetrics
-from worker.resident_engines import load_engines, open_session
+from worker.resident_engines import exact_session, load_engines, open_session
 
 log = logging.getLogger("textgenshap.worker")
 TAKE_TIMEOUT = 1.0  # seconds one take() may block; bounds shutdown latency
@@ -165,6 +165,7 @@ class Worker:
                 progress=watch.progress,
                 should_cancel=watch.should_cancel,
                 max_units=self.settings.max_units_per_level,
+                exact_session=exact_session(engine, request),
             )
             return Outcome.succeeded(result), session.stats
         except JobCancelled:

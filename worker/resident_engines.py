@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service.contract.schemas import ExplainRequest
@@ -70,10 +71,20 @@ def _check_tokens(engine: Any, request: ExplainRequest, limit: int) -> None:
 def open_session(engine: Any, request: ExplainRequest, max_tokens: int) -> Any:
     """The job's session on ``engine``; raises ContextTooLong over ``max_tokens``."""
     _check_tokens(engine, request, max_tokens)
+    return _open(engine, request, request.fast)
+
+
+def exact_session(engine: Any, request: ExplainRequest) -> Callable[[], Any] | None:
+    """For a fast-mode job, what opens the exact session its checks run on (the receipt
+    stays exact, and the job reports fast mode's agreement with it); None otherwise."""
+    return (lambda: _open(engine, request, False)) if request.fast else None
+
+
+def _open(engine: Any, request: ExplainRequest, fast: bool) -> Any:
     return engine.open_session(
         request.question,
         _documents(request),
         masking=request.masking,
         max_new_tokens=request.max_new_tokens,
-        fast=request.fast,
+        fast=fast,
     )

@@ -57,6 +57,23 @@ class LevelResult(BaseModel):
     )
 
 
+class FastAgreement(BaseModel):
+    """How far a fast-mode job's answers were from the exact engine's on this job's own
+    inputs: its checks run on the exact engine (so the receipt is exact), and the fast
+    mode's answers on the same coalitions are compared with them."""
+
+    coalitions: int = Field(
+        description="Coalitions answered both ways: the full context and the checks' ones."
+    )
+    answers_agree: float = Field(
+        description="Share of them whose fast answer equals the exact one after QA normalisation."
+    )
+    logprob_mean_abs_diff: float | None = Field(
+        description="Mean |fast - exact| log p(full-context answer) over them, in nats; "
+        "null when that answer is empty."
+    )
+
+
 class Stats(BaseModel):
     """What the explanation cost, counted honestly (see docs/performance.md)."""
 
@@ -68,6 +85,11 @@ class Stats(BaseModel):
     attention_backend: str
     seconds: dict[str, float]
     fast: bool = False  # the approximate fast mode answered (the request asked for it)
+    fast_agreement: FastAgreement | None = Field(
+        default=None,
+        description="Fast-mode jobs with checks: fast mode's agreement with the exact "
+        "engine on this job's checked coalitions (their cost is in the counts above).",
+    )
 
 
 class ContextCheck(BaseModel):

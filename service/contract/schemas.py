@@ -124,8 +124,9 @@ class ExplainRequest(BaseModel):
         description="Decoder-only models: approximate answers from the full-context cache "
         "with the removed units left out and the kept ones moved to their positions in the "
         "coalition's prompt (several times faster; its answers agree with the exact ones on "
-        "about 0.6 of 8-document NQ coalitions, docs/performance.md). "
-        "stats.fast says which mode ran.",
+        "about 0.6-0.8 of NQ coalitions, docs/performance.md). The checks still run on "
+        "the exact engine; stats.fast says which mode ran and stats.fast_agreement how "
+        "often fast mode gave the exact answer on the checked coalitions.",
     )
     checks: bool = Field(
         default=True,

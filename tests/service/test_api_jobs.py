@@ -44,7 +44,12 @@ def test_fast_mode_is_asked_for_and_reported(make_stack: StackFactory) -> None:
     assert exact["result"]["stats"]["fast"] is False
     assert fast["status"] == "succeeded", fast
     assert fast["result"]["stats"]["fast"] is True
-    assert [s.stats.fast for s in engine.sessions] == [False, True]
+    # the fast job's checks ran on an exact session of the same engine
+    assert [s.stats.fast for s in engine.sessions] == [False, True, False]
+    agreed = fast["result"]["stats"]["fast_agreement"]
+    assert agreed["answers_agree"] == 1.0  # the fake's fast sessions answer exactly
+    assert agreed["coalitions"] == 5  # the full context, 2 removals, 2 keeps of 3 documents
+    assert exact["result"]["stats"]["fast_agreement"] is None
 
 
 def test_default_model_is_used_when_none_given(make_stack: StackFactory) -> None:

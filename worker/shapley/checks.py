@@ -55,6 +55,20 @@ def keep_mask(n: int, top: Sequence[int], k: int) -> npt.NDArray[np.bool_]:
     return mask
 
 
+def check_plans(
+    n: int, ranking: Sequence[int], ks: Sequence[int] = CHECK_KS
+) -> tuple[list[tuple[Kind, int]], npt.NDArray[np.bool_]]:
+    """The checks' (kind, k) and their coalitions: the full context first, then one row per
+    check, removals before keeps (none when no k lies strictly between 0 and ``n``)."""
+    sizes = [k for k in ks if 0 < k < n]
+    plans: list[tuple[Kind, int]] = [
+        *(("remove", k) for k in sizes),
+        *(("keep", k) for k in sizes),
+    ]
+    rows = [(removal_mask if kind == "remove" else keep_mask)(n, ranking, k) for kind, k in plans]
+    return plans, np.stack([np.ones(n, dtype=bool), *rows])
+
+
 def context_checks(
     cache: CoalitionCache,
     units: Sequence[Unit],
@@ -64,15 +78,9 @@ def context_checks(
 ) -> list[CheckOutcome]:
     """Removal then keep checks of ``ranking`` (document indices, best first; ``units`` are
     the whole documents in order) for the full-context ``answer``, in one batch each."""
-    n = len(units)
-    sizes = [k for k in ks if 0 < k < n]
-    if not sizes:
+    plans, masks = check_plans(len(units), ranking, ks)
+    if not plans:
         return []
-    plans: list[tuple[Kind, int, npt.NDArray[np.bool_]]] = [
-        *(("remove", k, removal_mask(n, ranking, k)) for k in sizes),
-        *(("keep", k, keep_mask(n, ranking, k)) for k in sizes),
-    ]
-    masks = np.stack([np.ones(n, dtype=bool), *(mask for _, _, mask in plans)])
     texts = cache.answers(units, masks)[1:]
     target = normalize_answer(answer)
     drops: list[float | None] = [None] * len(plans)
@@ -87,5 +95,36 @@ def context_checks(
             normalize_answer(text) != target,
             drop,
         )
-        for (kind, k, _), text, drop in zip(plans, texts, drops, strict=True)
+        for (kind, k), text, drop in zip(plans, texts, drops, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """An approximate session's answers against the exact ones on the same coalitions."""
+
+    coalitions: int
+    answers_agree: float
+    logprob_mean_abs_diff: float | None
+
+
+def agreement(
+    approximate: CoalitionCache,
+    exact: CoalitionCache,
+    units: Sequence[Unit],
+    masks: npt.NDArray[np.bool_],
+    answer: str,
+) -> Agreement:
+    """How often ``approximate`` (a fast-mode job's cache) gives ``exact``'s answer on
+    ``masks`` (QA-normalised), and how far apart their log p(``answer``) lie. The fast
+    job's own answer is ``answer``; the exact engine may disagree with it even on the full
+    context (the fast mode's bf16 copy), which the full row then counts."""
+    fast = [normalize_answer(t) for t in approximate.answers(units, masks)]
+    true = [normalize_answer(t) for t in exact.answers(units, masks)]
+    agree = float(np.mean([a == b for a, b in zip(fast, true, strict=True)]))
+    diff = None
+    if normalize_answer(answer):
+        text = answer.strip()
+        gap = approximate.log_probs(units, masks, text) - exact.log_probs(units, masks, text)
+        diff = float(np.mean(np.abs(gap)))
+    return Agreement(len(masks), agree, diff)

@@ -8,6 +8,12 @@ import pytest
 
 from service import cli
 from service.contract.results import ExplainResult
+from service.contract.schemas import ExplainRequest
+from worker.engine.loading.registry import load_engine
+from worker.shapley.checks import context_checks
+from worker.shapley.coalitions import CoalitionCache
+from worker.shapley.segment import document_units
+from worker.shapley.units import Document
 
 DOCS = {
     "documents": [
@@ -17,6 +23,11 @@ DOCS = {
     ],
     "ignored": True,
 }
+
+
+def build_documents() -> list:
+    """DOCS as the request parses them."""
+    return ExplainRequest(question="q", documents=DOCS["documents"]).document_objects()
 
 
 @pytest.fixture
@@ -125,12 +136,29 @@ def test_fast_mode_is_reported(capsys, documents):
     result = explain_json(capsys, documents, "--fast")
     assert result.stats.fast is True
     assert result.stats.coalitions > 0
+    # the checks ran on the exact engine: the same ranking's checks on an exact session
+    engine = load_engine("tiny-llama", device="cpu")
+    docs = [Document(d.text, d.title) for d in build_documents()]
+    exact = CoalitionCache(engine.open_session("Who wrote it?", docs, max_new_tokens=4))
+    expected = context_checks(exact, document_units(docs), result.passage_ranking, result.answer)
+    assert [(c.kind, c.documents, c.answer) for c in result.checks] == [
+        (c.kind, c.documents, c.answer) for c in expected
+    ]
+    for got, want in zip(result.checks, expected, strict=True):
+        assert got.logprob_drop == pytest.approx(want.logprob_drop, abs=1e-4)
+    agreed = result.stats.fast_agreement
+    assert agreed is not None
+    assert agreed.coalitions == 5  # the full context, 2 removals and 2 keeps of 3 documents
+    assert agreed.answers_agree * 5 == pytest.approx(round(agreed.answers_agree * 5))
+    assert agreed.logprob_mean_abs_diff is not None
+    assert agreed.logprob_mean_abs_diff >= 0.0
     code, out, _ = run(
         capsys, "--question", "Who wrote it?", "--documents", str(documents),
         "--model", "tiny-llama", "--budget", "8", "--max-new-tokens", "2", "--fast",
     )  # fmt: skip
     assert code == 0
-    assert out.rstrip().endswith("fast mode (approximate)")
+    assert "fast mode (approximate); checks run exact, fast answers agreed on " in out
+    assert " of 5 coalitions" in out
 
 
 def test_fast_mode_on_t5_is_an_engine_error(capsys, documents):
