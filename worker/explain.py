@@ -39,7 +39,7 @@ from worker.shapley.coalitions import CoalitionCache
 from worker.shapley.game import LOGPROB_KEY, normalize_answer
 from worker.shapley.hierarchy import Hierarchy, LevelScores, Plan
 from worker.shapley.notes import stderr_note
-from worker.shapley.oracle import Oracle, OracleStats
+from worker.shapley.oracle import Oracle
 from worker.shapley.ranking import RankedAnswer, align, passage_ranking, rank_candidates
 from worker.shapley.segment import document_units
 from worker.shapley.units import Document
@@ -230,6 +230,7 @@ def _checks(
         agreed = None
         if exact is not None:
             agreed = agreement(cache, exact, units, check_plans(len(units), passages)[1], answer)
+            cache.oracle.stats.absorb(exact.oracle.stats)
         clock.report("checks", 1, 1)
     return [ContextCheck(**vars(c)) for c in found], exact, agreed
 
@@ -279,14 +280,14 @@ def _stats(
     model: str,
     seconds: dict[str, float],
 ) -> Stats:
-    """The job's cost, the exact checks of a fast job included."""
+    """The job's cost, the exact checks of a fast job included (its session's counts
+    absorbed them)."""
     stats = cache.oracle.stats
-    more = exact.oracle.stats if exact is not None else OracleStats()
     return Stats(
         model=model,
         coalitions=cache.evaluated + (exact.evaluated if exact is not None else 0),
-        forward_passes=stats.forward_passes + more.forward_passes,
-        tokens_computed=stats.tokens_computed + more.tokens_computed,
+        forward_passes=stats.forward_passes,
+        tokens_computed=stats.tokens_computed,
         speculative_acceptance_rate=stats.acceptance_rate,
         attention_backend=stats.attention_backend,
         seconds=seconds,

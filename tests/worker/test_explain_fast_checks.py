@@ -93,9 +93,14 @@ def test_a_fast_job_checks_on_the_exact_session_and_reports_its_agreement() -> N
     agreed = result.stats.fast_agreement
     assert agreed is not None
     assert (agreed.coalitions, agreed.answers_agree) == (7, pytest.approx(6 / 7))
-    # both sessions' work is counted
+    # both sessions' work is counted, in the result and in the job session's own counts
+    # (which the worker's metrics read)
     exact = opened[0]
-    assert result.stats.forward_passes == fast.stats.forward_passes + exact.stats.forward_passes
+    own = len(fast.coalitions_seen)  # the fake counts one pass per coalition it is sent
+    assert exact.stats.forward_passes > 0
+    assert result.stats.forward_passes == own + exact.stats.forward_passes
+    assert fast.stats.forward_passes == result.stats.forward_passes
+    assert fast.stats.batch_sizes[-len(exact.stats.batch_sizes) :] == exact.stats.batch_sizes
     distinct = len(set(fast.coalitions_seen)) + len(set(exact.coalitions_seen))
     assert result.stats.coalitions == distinct
     assert result.stats.fast is True

@@ -36,6 +36,15 @@ class OracleStats:
     fast: bool = False  # answers from the engine's approximate fast mode
     batch_sizes: list[int] = field(default_factory=list)
 
+    def absorb(self, other: OracleStats) -> None:
+        """Add another session's work to this one's (a fast job's exact checks: one job,
+        one set of counts for its result and the worker's metrics)."""
+        self.forward_passes += other.forward_passes
+        self.tokens_computed += other.tokens_computed
+        self.draft_tokens_proposed += other.draft_tokens_proposed
+        self.draft_tokens_accepted += other.draft_tokens_accepted
+        self.batch_sizes.extend(other.batch_sizes)
+
     @property
     def acceptance_rate(self) -> float | None:
         if self.draft_tokens_proposed == 0:
