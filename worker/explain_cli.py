@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.client.remote_cli import InputError, add_remote_arguments, build_request
-from service.contract.results import ExplainResult, FastAgreement, check_lines
+from service.contract.results import ExplainResult, check_lines
 from service.contract.schemas import ExplainRequest
 
 EXIT_USAGE = 2
@@ -120,7 +120,7 @@ def render(result: ExplainResult, request: ExplainRequest, top: int = 3) -> str:
         snippet = docs[i].text[:80].replace("\n", " ")
         lines.append(f"  {rank}. [{i + 1}] {title} ({scores.get(i, 0.0):+.3f}): {snippet}")
     if result.checks:
-        lines += ["", *check_lines(result.checks, first=1)]  # as the [i + 1] above
+        lines += ["", *check_lines(result.checks, first=1, stats=result.stats)]  # [i + 1]
     lines += ["", _cost_line(result)]
     return "\n".join(lines)
 
@@ -133,18 +133,6 @@ def _cost_line(result: ExplainResult) -> str:
         f"{s.coalitions} coalitions, {s.forward_passes} forward passes, "
         f"{s.tokens_computed} tokens, draft acceptance {accepted}, {s.attention_backend}"
         + (", fast mode (approximate)" if s.fast else "")
-        + _agreement(s.fast_agreement)
-    )
-
-
-def _agreement(agreed: FastAgreement | None) -> str:
-    if agreed is None:
-        return ""
-    gap = agreed.logprob_mean_abs_diff
-    return (
-        f"; checks run exact, fast answers agreed on {agreed.answers_agree:.2f} of "
-        f"{agreed.coalitions} coalitions"
-        + ("" if gap is None else f", mean |log p gap| {gap:.2f} nats")
     )
 
 

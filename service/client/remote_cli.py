@@ -115,7 +115,7 @@ def format_text(result: ExplainResult) -> str:
     if len(result.candidates) > SHOWN_CANDIDATES:
         lines.append(f"  ... and {len(result.candidates) - SHOWN_CANDIDATES} more (see --json)")
     lines.append("passage ranking: " + ", ".join(str(i) for i in result.passage_ranking))
-    lines += check_lines(result.checks)
+    lines += check_lines(result.checks, stats=result.stats)
     if not result.candidates:
         return "\n".join(lines)
     a = default_answer(result)

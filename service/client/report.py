@@ -16,7 +16,7 @@ from functools import cache
 from html import escape
 from importlib import resources
 
-from service.contract.results import ExplainResult, Feature, LevelResult, check_where
+from service.contract.results import ExplainResult, Feature, LevelResult, check_where, fast_note
 from service.contract.schemas import DocumentIn, ExplainRequest
 
 Key = tuple[int, int, int]  # (document, start, end) of a unit
@@ -175,7 +175,9 @@ def _checks(result: ExplainResult) -> str:
         moved = "" if c.logprob_drop is None else f", log p(answer) {_fmt(-c.logprob_drop)}"
         verdict = "answer changed" if c.answer_changed else "same answer"
         items.append(f"<li>{where}: \u201c{escape(c.answer)}\u201d ({verdict}{moved})</li>")
-    return f'<h2>Checks on the model</h2><ul class="checks">{"".join(items)}</ul>'
+    note = fast_note(result.stats)
+    lead = f'<p class="fast-note">{escape(note[0].upper() + note[1:])}.</p>' if note else ""
+    return f'<h2>Checks on the model</h2>{lead}<ul class="checks">{"".join(items)}</ul>'
 
 
 def _script_json(value: object) -> str:

@@ -141,14 +141,33 @@ def check_where(check: ContextCheck, first: int = 0) -> str:
     return ("without" if check.kind == "remove" else "only") + " documents " + docs
 
 
-def check_lines(checks: list[ContextCheck], first: int = 0) -> list[str]:
+def check_lines(
+    checks: list[ContextCheck], first: int = 0, stats: Stats | None = None
+) -> list[str]:
     """The checks for people: one line each, what the model answered without (or with only)
-    the ranking's top passages and how much log p(answer) moved."""
+    the ranking's top passages and how much log p(answer) moved; for a fast job, first the
+    note that they ran exact (:func:`fast_note`)."""
     if not checks:
         return []
     lines = ["checks on the model (the top passages removed, or alone):"]
+    note = fast_note(stats) if stats is not None else None
+    if note:
+        lines.append(f"  ({note})")
     for c in checks:
         verdict = "changed" if c.answer_changed else "same"
         moved = "" if c.logprob_drop is None else f", log p(answer) {-c.logprob_drop:+.2f}"
         lines.append(f"  {check_where(c, first)}: {c.answer!r} ({verdict}){moved}")
     return lines
+
+
+def fast_note(stats: Stats) -> str | None:
+    """A fast job's checks ran on the exact model: say so, and how often fast mode gave the
+    same answer there (the viewer's ``heatmap.js`` words it the same way)."""
+    agreed = stats.fast_agreement
+    if agreed is None:
+        return None
+    same = round(agreed.answers_agree * agreed.coalitions)
+    return (
+        "fast mode (approximate) scored the passages; these checks ran on the exact model, "
+        f"where fast mode gave the same answer on {same} of their {agreed.coalitions} contexts"
+    )

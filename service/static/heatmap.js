@@ -126,7 +126,12 @@
       bar.append(controls, this.detail);
       this.root.append(el("h2", {}, "Answers"), this.answersBox);
       const checks = this.result.checks || [];
-      if (checks.length) this.root.append(el("h2", {}, "Checks on the model"), checkList(checks));
+      if (checks.length) {
+        this.root.append(el("h2", {}, "Checks on the model"));
+        const note = fastNote(this.result.stats);
+        if (note) this.root.append(el("p", { class: "fast-note" }, note));
+        this.root.append(checkList(checks));
+      }
       this.root.append(bar, this.docsBox);
       this.buildAnswers();
       this.buildLevels();
@@ -301,6 +306,16 @@
       list.append(item);
     }
     return list;
+  }
+
+  /* A fast job's checks ran on the exact model (worded as contract.results.fast_note). */
+  function fastNote(stats) {
+    const agreed = stats && stats.fast_agreement;
+    if (!agreed) return "";
+    const same = Math.round(agreed.answers_agree * agreed.coalitions);
+    return "Fast mode (approximate) scored the passages; these checks ran on the exact model, " +
+      "where fast mode gave the same answer on " + same + " of their " + agreed.coalitions +
+      " contexts.";
   }
 
   function mount(root, data) {

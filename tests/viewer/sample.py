@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.contract.results import ExplainResult
+from service.contract.results import ContextCheck, ExplainResult, FastAgreement
 from service.contract.schemas import ExplainRequest
 
 DOC0 = "Paris is the capital. It is in France."
@@ -96,3 +96,20 @@ def with_candidates(result: ExplainResult, n: int) -> ExplainResult:
             feature["score"] = feature["score"] + [0.0] * extra
             feature["stderr"] = feature["stderr"] + [0.0] * extra
     return ExplainResult.model_validate(data)
+
+
+CHECKS = [
+    ContextCheck(kind="remove", documents=[0], answer="Berlin", answer_changed=True,
+                 logprob_drop=2.5),
+    ContextCheck(kind="keep", documents=[0], answer="paris", answer_changed=False,
+                 logprob_drop=None),
+]  # fmt: skip
+"""Two checks of the sample's ranking: the top passage removed, then alone."""
+
+
+def fast_result(result: ExplainResult) -> ExplainResult:
+    """``result`` as a fast-mode job returns it: two checks, run exact, and fast mode's
+    agreement with them (5 of the 7 checked contexts)."""
+    agreed = FastAgreement(coalitions=7, answers_agree=5 / 7, logprob_mean_abs_diff=0.4)
+    stats = result.stats.model_copy(update={"fast": True, "fast_agreement": agreed})
+    return result.model_copy(update={"checks": CHECKS, "stats": stats})

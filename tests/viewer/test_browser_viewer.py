@@ -28,7 +28,7 @@ from service.contract.results import ExplainResult, Feature
 from service.contract.schemas import ExplainRequest
 from service.viewer import examples
 from tests.viewer.conftest import API_KEY, MODEL
-from tests.viewer.sample import with_candidates
+from tests.viewer.sample import fast_result, with_candidates
 from tests.viewer.test_client_live import nq_request
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -264,6 +264,23 @@ def test_report_file_renders_the_same_view_offline(
     )
     assert pieces == ["a", "🐻", "b c"]
     browser.save_screenshot(str(tmp_path / "report.png"))
+
+
+def test_a_fast_reports_live_view_says_its_checks_ran_exact(
+    browser: webdriver.Chrome,
+    sample_request: ExplainRequest,
+    sample_result: ExplainResult,
+    tmp_path: Path,
+) -> None:
+    html = render_report(sample_request, fast_result(sample_result))
+    path = tmp_path / "fast.html"
+    path.write_text(html, encoding="utf-8")
+    static = re.findall(r'<p class="fast-note">([^<]+)</p>', html)
+    browser.get(path.as_uri())
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#result .levels button"))
+    live = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#result .fast-note")]
+    assert live == static  # the script words it as the server does, once
+    assert "the same answer on 5 of their 7 contexts" in live[0]
 
 
 STATUS_LOG_JS = """

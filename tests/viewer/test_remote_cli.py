@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from service.client.remote_cli import add_remote_arguments, build_request, format_text, run_remote
-from service.contract.results import ContextCheck, ExplainResult
+from service.contract.results import ExplainResult
 from service.viewer import examples
 from tests.viewer.conftest import MODEL, free_port
-from tests.viewer.sample import DOC0, with_candidates
+from tests.viewer.sample import CHECKS, DOC0, fast_result, with_candidates
 
 
 def _args(server: str, documents: Path, **overrides: object) -> argparse.Namespace:
@@ -155,13 +155,7 @@ def test_checks_are_on_unless_turned_off_and_are_printed(
 ) -> None:
     assert build_request(_args("http://gw", documents_file)).checks is True
     assert build_request(_args("http://gw", documents_file, checks=False)).checks is False
-    checks = [
-        ContextCheck(kind="remove", documents=[0], answer="Berlin", answer_changed=True,
-                     logprob_drop=2.5),
-        ContextCheck(kind="keep", documents=[0], answer="paris", answer_changed=False,
-                     logprob_drop=None),
-    ]  # fmt: skip
-    lines = format_text(sample_result.model_copy(update={"checks": checks})).splitlines()
+    lines = format_text(sample_result.model_copy(update={"checks": CHECKS})).splitlines()
     at = lines.index("passage ranking: 0, 1") + 1
     assert lines[at : at + 3] == [
         "checks on the model (the top passages removed, or alone):",
@@ -169,3 +163,13 @@ def test_checks_are_on_unless_turned_off_and_are_printed(
         "  only documents 0: 'paris' (same)",
     ]
     assert "checks" not in format_text(sample_result)
+
+
+def test_a_fast_jobs_checks_say_they_ran_exact(sample_result: ExplainResult) -> None:
+    lines = format_text(fast_result(sample_result)).splitlines()
+    at = lines.index("checks on the model (the top passages removed, or alone):")
+    assert lines[at + 1] == (
+        "  (fast mode (approximate) scored the passages; these checks ran on the exact model, "
+        "where fast mode gave the same answer on 5 of their 7 contexts)"
+    )
+    assert lines[at + 2] == "  without documents 0: 'Berlin' (changed), log p(answer) -2.50"

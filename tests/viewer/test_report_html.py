@@ -14,6 +14,7 @@ from service.client.report import (
 )
 from service.contract.results import ContextCheck, ExplainResult
 from service.contract.schemas import ExplainRequest
+from tests.viewer.sample import fast_result
 
 MARK = re.compile(r"<mark ([^>]*)>([^<]*)</mark>")
 ATTR = re.compile(r'([\w-]+)="([^"]*)"')
@@ -118,3 +119,22 @@ def test_the_static_view_words_the_checks_as_the_viewer_does(
         "<li>Only documents 1: “paris” (same answer)</li></ul>"
     ) in html
     assert "Checks on the model" not in render_static_view(documents, sample_result)
+
+
+NOTE = (
+    "Fast mode (approximate) scored the passages; these checks ran on the exact model, where "
+    "fast mode gave the same answer on 5 of their 7 contexts"
+)
+
+
+def test_a_fast_jobs_checks_say_they_ran_exact(
+    sample_request: ExplainRequest, sample_result: ExplainResult
+) -> None:
+    documents = sample_request.document_objects()
+    html = render_static_view(documents, fast_result(sample_result))
+    assert (
+        f'<h2>Checks on the model</h2><p class="fast-note">{NOTE}.</p><ul class="checks">' in html
+    )
+    assert "fast-note" not in render_static_view(
+        documents, fast_result(sample_result).model_copy(update={"stats": sample_result.stats})
+    )
