@@ -224,9 +224,9 @@ def _checks(
     if not request.checks:
         return [], None, None
     units = document_units(docs)
-    exact = CoalitionCache(exact_session()) if exact_session is not None else None
-    with clock.stage("checks", 1):
-        found = context_checks(exact or cache, units, passages, answer)
+    with clock.stage("checks", 1):  # after the stage's cancellation check, in its seconds
+        exact = CoalitionCache(exact_session()) if exact_session is not None else None
+        found = context_checks(exact if exact is not None else cache, units, passages, answer)
         agreed = None
         if exact is not None:
             agreed = agreement(cache, exact, units, check_plans(len(units), passages)[1], answer)
