@@ -15,6 +15,11 @@ mode's on the same coalitions. Share ``far`` is plain fast mode as it was before
 positions were closed up: every kept slot and the question tail at their full-context
 positions.
 
+``--numbers kept`` changes the game for every mode, exact included: a kept document keeps
+its full-context number (``Document [4]`` stays ``[4]`` when ``[2]`` is removed), which
+is what fast mode's reused cache already holds. The reference is then this run's exact
+engine on that game, not the recorded answers; share 1 must agree on every coalition.
+
     .venv/bin/python bench/fast_recompute.py --records docs/results/exact-vs-loo-8docs \\
         --model gemma-3-270m --questions 6 --coalitions 48 --shares far,0,0.25,0.5,1
 """
@@ -37,6 +42,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.rows import append_rows  # noqa: E402
+from worker.engine import prompt_layout  # noqa: E402
 from worker.engine.causal import planning  # noqa: E402
 from worker.engine.loading.registry import load_engine  # noqa: E402
 from worker.evaluation.data import load_examples  # noqa: E402
@@ -92,6 +98,28 @@ def far_tail(share: float):
         planning.FastPlanner.plans = closed
 
 
+def kept_numbers_ids(self, units, mask):
+    """A coalition's prompt with every kept document under its full-context number."""
+    if self.masking != "remove":
+        return renumbered_ids(self, units, mask)
+    kept = segment.render(self.docs, units, mask)
+    return self._join([self._block(i + 1, d) for i, d in kept])
+
+
+renumbered_ids = prompt_layout.PromptLayout.ids
+
+
+@contextmanager
+def numbering(kept: bool):
+    """The game whose kept documents keep their numbers, while ``kept`` is set."""
+    if kept:
+        prompt_layout.PromptLayout.ids = kept_numbers_ids
+    try:
+        yield
+    finally:
+        prompt_layout.PromptLayout.ids = renumbered_ids
+
+
 def run_mode(engine: Any, example: Any, row: dict[str, Any], masks: np.ndarray, fast: bool):
     documents = list(example.documents[: row["n"]])
     units = segment.document_units(documents)
@@ -110,7 +138,11 @@ def one_question(engine: Any, example: Any, row: dict[str, Any], args) -> list[d
     keys = [mask_key(m) for m in masks]
     truth = np.array([row["values"][k] for k in keys])
     answers = [normalize_answer(row["answers"][k]) for k in keys]
-    _, _, exact_seconds, exact_tokens = run_mode(engine, example, row, masks, False)
+    exact_texts, exact_logps, exact_seconds, exact_tokens = run_mode(
+        engine, example, row, masks, False
+    )
+    if args.numbers == "kept":  # the recorded answers are the renumbered game's
+        truth, answers = np.asarray(exact_logps), [normalize_answer(t) for t in exact_texts]
     out = []
     for share in args.shares:
         tuned = engine.tuned(replace(engine.options, fast_recompute=max(share, 0.0)))
@@ -118,7 +150,7 @@ def one_question(engine: Any, example: Any, row: dict[str, Any], args) -> list[d
             texts, logps, seconds, tokens = run_mode(tuned, example, row, masks, True)
         agree = np.mean([normalize_answer(t) == a for t, a in zip(texts, answers, strict=True)])
         out.append({
-            "model": row["model"], "id": row["id"], "share": share,
+            "model": row["model"], "id": row["id"], "share": share, "numbers": args.numbers,
             "agreement": float(agree),
             "spearman": float(spearmanr(logps, truth).statistic),
             "tokens": tokens / exact_tokens,
@@ -161,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=6)
     parser.add_argument("--coalitions", type=int, default=48)
     parser.add_argument("--shares", default="far,0,0.25,0.5,1")
+    parser.add_argument("--numbers", choices=["renumbered", "kept"], default="renumbered")
     parser.add_argument("--out", type=Path, help="append per-question rows (JSON lines) here")
     args = parser.parse_args(argv)
     args.shares = [FAR if s == "far" else float(s) for s in args.shares.split(",")]
@@ -170,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = engine.tuned(replace(engine.options, fast_bf16="off"))  # the cache alone
     results = []
     for row in rows:
-        got = one_question(engine, examples[row["id"]], row, args)
+        with numbering(args.numbers == "kept"):
+            got = one_question(engine, examples[row["id"]], row, args)
         results += got
         for r in got:
             print(json.dumps(r), file=sys.stderr)
