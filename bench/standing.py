@@ -198,8 +198,8 @@ def _swap(text: str, section: str, first_line: str, new_table: str) -> str:
 
 def write_section(path: Path, heading: str, runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
     """Under the section whose title starts ``heading`` (another run's, such as NQ-20's):
-    the paired table and the table of means, each swapped where the section has one (before
-    the next section) and otherwise added at the section's end."""
+    the paired table, the table of means and the paired table by stratum, each swapped
+    where the section has one (before the next section) and otherwise added at its end."""
     text = path.read_text()
     start = text.index(heading)
     after = text.find("\n## ", start + 1)
@@ -208,6 +208,7 @@ def write_section(path: Path, heading: str, runs: list[tuple[str, list[dict[str,
     for first_line, new in (
         ("| model | method minus |", table(runs)),
         ("| model | method | N |", means_table(runs)),
+        ("| model | stratum |", strata_table(runs)),
     ):
         found = first_line in body
         body = _swap(body, heading, first_line, new) if found else body + new + "\n\n"

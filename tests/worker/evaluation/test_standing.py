@@ -119,6 +119,7 @@ def test_write_section_adds_then_swaps_the_tables_of_another_run(tmp_path: Path)
     assert "Prose." in section
     assert "| fake-model | Shapley (default) minus leave-one-out | 2 |" in section
     assert "| fake-model | shapley (default) | 2 |" in section
+    assert section.count(strata_table([("fake-model", records)])) == 1
     assert rest == "\n\n| model | method | N |\n"  # the next section's table is not touched
     write_section(page, "## NQ-20", [("fake-model", records)])
     assert page.read_text() == first  # a second write swaps the same tables in place
