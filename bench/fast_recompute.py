@@ -98,15 +98,15 @@ def far_tail(share: float):
         planning.FastPlanner.plans = closed
 
 
+renumbered_ids = prompt_layout.PromptLayout.ids  # the product's game
+
+
 def kept_numbers_ids(self, units, mask):
     """A coalition's prompt with every kept document under its full-context number."""
     if self.masking != "remove":
         return renumbered_ids(self, units, mask)
     kept = segment.render(self.docs, units, mask)
     return self._join([self._block(i + 1, d) for i, d in kept])
-
-
-renumbered_ids = prompt_layout.PromptLayout.ids
 
 
 @contextmanager

@@ -28,6 +28,15 @@ class NewlineStop(StoppingCriteria):
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
 
+def closed_up_prompt(session, units, row) -> list[int]:
+    """The full context's ids with a coalition's removed slots dropped (the kept documents'
+    numbering untouched): the tokens fast mode's reused cache holds, question tail after."""
+    tail = len(session.layout.tail)
+    kept = session.layout.kept_slots(units, row)
+    body = session.full[: len(session.full) - tail]
+    return [t for t, k in zip(body, kept, strict=True) if k] + list(session.full[-tail:])
+
+
 def causal_generate(
     model, tokenizer, ids: Sequence[int], max_new: int, eos: set[int], pad: int
 ) -> tuple[list[int], float]:

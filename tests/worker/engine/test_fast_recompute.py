@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.worker.engine.conftest import DOCS, QUESTION, random_masks
-from tests.worker.engine.reference import NEAR_TIE, causal_generate
+from tests.worker.engine.reference import NEAR_TIE, causal_generate, closed_up_prompt
 from worker.engine.base import EngineOptions
 from worker.engine.causal.planning import hybrid_split
 from worker.engine.loading.registry import load_engine
@@ -79,13 +79,9 @@ def test_recomputing_everything_equals_generate_on_the_closed_up_prompt(recomput
     masks = random_masks(len(units), 24, seed=5)
     session = engine.open_session(QUESTION, DOCS, max_new_tokens=MAX_NEW)
     got = session.answer_tokens(units, masks)
-    tail = len(session.layout.tail)
     equal = 0
     for row, mine in zip(masks, got, strict=True):
-        kept = session.layout.kept_slots(units, row)
-        head_docs = session.full[: len(session.full) - tail]
-        prompt = [t for t, k in zip(head_docs, kept, strict=True) if k]
-        prompt += list(session.full[len(session.full) - tail :])
+        prompt = closed_up_prompt(session, units, row)
         ref, gap = causal_generate(
             engine.model, engine.tokenizer, prompt, MAX_NEW, engine.eos, engine.pad
         )
